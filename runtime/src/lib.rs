@@ -1,0 +1,2 @@
+//! kiln-runtime: placeholder, being written.
+#![no_std]
