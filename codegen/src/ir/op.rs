@@ -1,0 +1,162 @@
+//! Operators and their attributes.
+
+/// Activation fused into an operator's output clamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// No clamp beyond the output type's range.
+    #[default]
+    None,
+    /// Clamp to `[0, inf)`.
+    Relu,
+    /// Clamp to `[-1, 1]`.
+    ReluN1To1,
+    /// Clamp to `[0, 6]`.
+    Relu6,
+}
+
+/// How a windowed operator pads its input (TFLite semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Padding {
+    /// Output size `ceil(in / stride)`; the padding is split with the extra row/column
+    /// at the end.
+    Same,
+    /// No padding; output size `ceil((in - effective_filter + 1) / stride)`.
+    Valid,
+}
+
+/// Attributes of [`Op::Conv2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dAttrs {
+    /// Stride as (height, width).
+    pub stride: [usize; 2],
+    /// Dilation as (height, width).
+    pub dilation: [usize; 2],
+    /// Padding mode.
+    pub padding: Padding,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Attributes of [`Op::DepthwiseConv2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DepthwiseConv2dAttrs {
+    /// Stride as (height, width).
+    pub stride: [usize; 2],
+    /// Dilation as (height, width).
+    pub dilation: [usize; 2],
+    /// Padding mode.
+    pub padding: Padding,
+    /// Output channels per input channel.
+    pub depth_multiplier: usize,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Attributes of [`Op::AveragePool2d`] and [`Op::MaxPool2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pool2dAttrs {
+    /// Window as (height, width).
+    pub filter: [usize; 2],
+    /// Stride as (height, width).
+    pub stride: [usize; 2],
+    /// Padding mode.
+    pub padding: Padding,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// An operator. The doc of each variant lists its operands and results; shapes are NHWC.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `[input NHWC, filter OHWI, bias? (O)] -> [output NHWC]`.
+    Conv2d(Conv2dAttrs),
+    /// `[input NHWC, filter [1, H, W, C*multiplier], bias?] -> [output NHWC]`.
+    DepthwiseConv2d(DepthwiseConv2dAttrs),
+    /// `[input [.., in], weights [out, in], bias? (out)] -> [output]`. The input is seen as
+    /// `[batches, in]`; `keep_num_dims` keeps its leading dims in the output shape.
+    FullyConnected {
+        /// Fused activation.
+        activation: Activation,
+        /// Output keeps the input's leading dimensions instead of `[batches, out]`.
+        keep_num_dims: bool,
+    },
+    /// `[input NHWC] -> [output NHWC]`, mean over each window (in-bounds elements only).
+    AveragePool2d(Pool2dAttrs),
+    /// `[input NHWC] -> [output NHWC]`, maximum over each window.
+    MaxPool2d(Pool2dAttrs),
+    /// `[a, b] -> [a + b]` with NumPy broadcasting.
+    Add {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// `[a, b] -> [a * b]` with NumPy broadcasting.
+    Mul {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// `[input] -> [output]`: same data, the output tensor's shape.
+    Reshape,
+    /// `[input] -> [output]`: softmax over the last axis of `beta * input`.
+    Softmax {
+        /// Inverse temperature.
+        beta: f32,
+    },
+    /// `[input] -> [output]`: mean over `axes`.
+    Mean {
+        /// Reduced axes, sorted, without duplicates.
+        axes: Vec<usize>,
+        /// Reduced axes stay as size-1 dimensions.
+        keep_dims: bool,
+    },
+    /// `[input] -> [output]`: pads each axis with `(before, after)` elements of the
+    /// output's zero point (int8) or 0.0 (f32).
+    Pad {
+        /// One `(before, after)` pair per input axis.
+        paddings: Vec<[usize; 2]>,
+    },
+    /// `[inputs..] -> [output]`: concatenation along `axis`.
+    Concatenation {
+        /// The axis the inputs are joined on.
+        axis: usize,
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// `[f32 or int8 input] -> [int8 output]`: quantize or requantize.
+    Quantize,
+    /// `[int8 input] -> [f32 output]`.
+    Dequantize,
+    /// `[input] -> [output]`: `1 / (1 + exp(-x))`.
+    Logistic,
+    /// `[input] -> [output]`: `tanh(x)`.
+    Tanh,
+    /// `[input] -> [output]`: `max(x, 0)`, requantized for int8.
+    Relu,
+    /// `[input] -> [output]`: `min(max(x, 0), 6)`, requantized for int8.
+    Relu6,
+}
+
+impl Op {
+    /// The snake_case name used for this op in every folder of kiln and in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "conv_2d",
+            Op::DepthwiseConv2d(_) => "depthwise_conv_2d",
+            Op::FullyConnected { .. } => "fully_connected",
+            Op::AveragePool2d(_) => "average_pool_2d",
+            Op::MaxPool2d(_) => "max_pool_2d",
+            Op::Add { .. } => "add",
+            Op::Mul { .. } => "mul",
+            Op::Reshape => "reshape",
+            Op::Softmax { .. } => "softmax",
+            Op::Mean { .. } => "mean",
+            Op::Pad { .. } => "pad",
+            Op::Concatenation { .. } => "concatenation",
+            Op::Quantize => "quantize",
+            Op::Dequantize => "dequantize",
+            Op::Logistic => "logistic",
+            Op::Tanh => "tanh",
+            Op::Relu => "relu",
+            Op::Relu6 => "relu6",
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Shape inference: the output shape each operator produces from its operands.
+
+use super::{Op, Padding, TensorInfo};
+
+/// Output size of a windowed op along one axis, TFLite rules. `None` when the window
+/// does not fit (VALID) or an argument is zero.
+pub fn window_output_size(
+    input: usize,
+    filter: usize,
+    stride: usize,
+    dilation: usize,
+    padding: Padding,
+) -> Option<usize> {
+    if filter == 0 || stride == 0 || dilation == 0 || input == 0 {
+        return None;
+    }
+    let effective = (filter - 1).checked_mul(dilation)?.checked_add(1)?;
+    let out = match padding {
+        Padding::Same => input.div_ceil(stride),
+        Padding::Valid => (input.checked_sub(effective)? + stride) / stride,
+    };
+    (out > 0).then_some(out)
+}
+
+/// NumPy broadcast of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        let pad = rank - s.len();
+        if i < pad {
+            1
+        } else {
+            s[i - pad]
+        }
+    };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rank_is(info: &TensorInfo, rank: usize, what: &str) -> Result<(), String> {
+    if info.shape.len() == rank {
+        Ok(())
+    } else {
+        Err(format!("{what} must have rank {rank}, got shape {:?}", info.shape))
+    }
+}
+
+fn windowed(
+    input: &TensorInfo,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+    channels: usize,
+) -> Result<Vec<usize>, String> {
+    rank_is(input, 4, "input")?;
+    let s = &input.shape;
+    let h = window_output_size(s[1], kernel[0], stride[0], dilation[0], padding);
+    let w = window_output_size(s[2], kernel[1], stride[1], dilation[1], padding);
+    match (h, w) {
+        (Some(h), Some(w)) => Ok(vec![s[0], h, w, channels]),
+        _ => Err(format!(
+            "window {kernel:?} (stride {stride:?}, dilation {dilation:?}, {padding:?}) does not fit input {s:?}"
+        )),
+    }
+}
+
+/// The output shape of `op` applied to operands `inputs`. `declared` is the output
+/// shape stored in the model, needed by ops whose result shape is an attribute of the
+/// output (reshape). Errors describe what is inconsistent.
+pub fn infer_output_shape(
+    op: &Op,
+    inputs: &[&TensorInfo],
+    declared: &[usize],
+) -> Result<Vec<usize>, String> {
+    let input = inputs.first().ok_or("no operands")?;
+    match op {
+        Op::Conv2d(a) => {
+            let filter = inputs.get(1).ok_or("missing filter")?;
+            rank_is(filter, 4, "filter")?;
+            let f = &filter.shape;
+            rank_is(input, 4, "input")?;
+            if f[3] != input.shape[3] {
+                return Err(format!(
+                    "filter {f:?} expects {} input channels, input {:?} has {}",
+                    f[3], input.shape, input.shape[3]
+                ));
+            }
+            windowed(input, [f[1], f[2]], a.stride, a.dilation, a.padding, f[0])
+        }
+        Op::DepthwiseConv2d(a) => {
+            let filter = inputs.get(1).ok_or("missing filter")?;
+            rank_is(filter, 4, "filter")?;
+            rank_is(input, 4, "input")?;
+            let f = &filter.shape;
+            let want = input.shape[3].checked_mul(a.depth_multiplier).ok_or("overflow")?;
+            if f[0] != 1 || f[3] != want {
+                return Err(format!(
+                    "depthwise filter {f:?} does not match {} input channels x multiplier {}",
+                    input.shape[3], a.depth_multiplier
+                ));
+            }
+            windowed(input, [f[1], f[2]], a.stride, a.dilation, a.padding, f[3])
+        }
+        Op::FullyConnected { keep_num_dims, .. } => {
+            let weights = inputs.get(1).ok_or("missing weights")?;
+            rank_is(weights, 2, "weights")?;
+            let (out, depth) = (weights.shape[0], weights.shape[1]);
+            let n = input.num_elements();
+            if depth == 0 || n % depth != 0 {
+                return Err(format!(
+                    "input {:?} is not a whole number of rows of {depth}",
+                    input.shape
+                ));
+            }
+            if *keep_num_dims {
+                if input.shape.last() != Some(&depth) {
+                    return Err(format!(
+                        "keep_num_dims needs the input's last dim {:?} to be {depth}",
+                        input.shape
+                    ));
+                }
+                let mut s = input.shape.clone();
+                *s.last_mut().expect("rank checked") = out;
+                Ok(s)
+            } else {
+                Ok(vec![n / depth, out])
+            }
+        }
+        Op::AveragePool2d(a) | Op::MaxPool2d(a) => {
+            rank_is(input, 4, "input")?;
+            windowed(input, a.filter, a.stride, [1, 1], a.padding, input.shape[3])
+        }
+        Op::Add { .. } | Op::Mul { .. } => {
+            let b = inputs.get(1).ok_or("missing second operand")?;
+            broadcast_shapes(&input.shape, &b.shape).ok_or_else(|| {
+                format!("shapes {:?} and {:?} do not broadcast", input.shape, b.shape)
+            })
+        }
+        Op::Reshape => {
+            let n: usize = declared.iter().product();
+            if n == input.num_elements() {
+                Ok(declared.to_vec())
+            } else {
+                Err(format!("cannot reshape {:?} into {declared:?}", input.shape))
+            }
+        }
+        Op::Mean { axes, keep_dims } => {
+            if axes.iter().any(|&a| a >= input.shape.len()) {
+                return Err(format!("axes {axes:?} out of range for {:?}", input.shape));
+            }
+            Ok(input
+                .shape
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &d)| match (axes.contains(&i), keep_dims) {
+                    (false, _) => Some(d),
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                })
+                .collect())
+        }
+        Op::Pad { paddings } => {
+            if paddings.len() != input.shape.len() {
+                return Err(format!(
+                    "{} paddings for rank-{} input",
+                    paddings.len(),
+                    input.shape.len()
+                ));
+            }
+            input
+                .shape
+                .iter()
+                .zip(paddings)
+                .map(|(&d, p)| d.checked_add(p[0])?.checked_add(p[1]))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| "padding overflows".to_string())
+        }
+        Op::Concatenation { axis, .. } => {
+            let rank = input.shape.len();
+            if *axis >= rank {
+                return Err(format!("axis {axis} out of range for {:?}", input.shape));
+            }
+            let mut out = input.shape.clone();
+            for other in &inputs[1..] {
+                let same_rest = other.shape.len() == rank
+                    && (0..rank).all(|i| i == *axis || other.shape[i] == input.shape[i]);
+                if !same_rest {
+                    return Err(format!(
+                        "cannot concatenate {:?} and {:?} on axis {axis}",
+                        input.shape, other.shape
+                    ));
+                }
+                out[*axis] += other.shape[*axis];
+            }
+            Ok(out)
+        }
+        Op::Softmax { .. } => {
+            if input.shape.is_empty() {
+                return Err("softmax of a scalar".into());
+            }
+            Ok(input.shape.clone())
+        }
+        Op::Quantize | Op::Dequantize | Op::Logistic | Op::Tanh | Op::Relu | Op::Relu6 => {
+            Ok(input.shape.clone())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_and_valid_match_tflite() {
+        assert_eq!(window_output_size(49, 10, 2, 1, Padding::Same), Some(25));
+        assert_eq!(window_output_size(10, 4, 2, 1, Padding::Same), Some(5));
+        assert_eq!(window_output_size(10, 4, 2, 1, Padding::Valid), Some(4));
+        assert_eq!(window_output_size(7, 3, 1, 2, Padding::Valid), Some(3));
+        assert_eq!(window_output_size(3, 3, 1, 2, Padding::Valid), None);
+        assert_eq!(window_output_size(3, 3, 0, 1, Padding::Valid), None);
+    }
+
+    #[test]
+    fn broadcast_follows_numpy() {
+        assert_eq!(broadcast_shapes(&[1, 4, 4, 8], &[8]), Some(vec![1, 4, 4, 8]));
+        assert_eq!(broadcast_shapes(&[1, 4, 1, 1], &[2, 1, 4, 3]), Some(vec![2, 4, 4, 3]));
+        assert_eq!(broadcast_shapes(&[3], &[4]), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! `kiln check MODEL`: what the model contains and whether kiln supports all of it.
+
+use anyhow::Context;
+use kiln_codegen::import::{tflite, ImportError};
+use kiln_codegen::ir::Graph;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln check`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file (.tflite).
+    model: PathBuf,
+}
+
+/// Prints the model's operators and either "supported" or the full list of problems.
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let file = args.model.display().to_string();
+    let bytes = std::fs::read(&args.model).with_context(|| format!("{file}: cannot read"))?;
+    let unsupported = tflite::unsupported_operators(&bytes, &file)?;
+    if !unsupported.is_empty() {
+        println!("{file}: {} unsupported operator(s):", unsupported.len());
+        for u in &unsupported {
+            println!("  {u}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    match tflite::parse(&bytes, &file) {
+        Ok(graph) => {
+            print_summary(&file, &graph);
+            println!("supported: every operator has a kiln kernel");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ ImportError::Invalid { .. }) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_summary(file: &str, graph: &Graph) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in &graph.nodes {
+        *counts.entry(node.op.name()).or_default() += 1;
+    }
+    println!("{file}: {} nodes, {} tensors", graph.nodes.len(), graph.tensors.len());
+    for (label, ids) in [("input", &graph.inputs), ("output", &graph.outputs)] {
+        for id in ids.iter() {
+            let info = graph.info(*id);
+            let quant = info
+                .scale_zero_point()
+                .map(|(s, z)| format!(", scale {s}, zero point {z}"))
+                .unwrap_or_default();
+            println!("  {label} '{}': {} {:?}{quant}", graph.tensor(*id).name, info.dtype.name(), info.shape);
+        }
+    }
+    for (op, n) in counts {
+        println!("  {n:>4} x {op}");
+    }
+}
