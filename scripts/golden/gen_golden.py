@@ -41,8 +41,9 @@ FLOAT_ATOL = 1e-6
 REAL_MODELS = {
     "kws_ref_model": None,          # int8: uniform over [-128, 127]
     "pretrainedResnet_quant": None,  # int8: uniform over [-128, 127]
-    # float ResNet-8: the int8 twin's input quantization (scale 1.0, zero point -128)
-    # says the network sees raw pixel values in [0, 255] (no normalisation).
+    # float ResNet-8: raw pixel values in [0, 255], no normalisation. mlcommons/tiny's
+    # model_converter.py calibrates with the CIFAR-10 test images as float32 0..255, and
+    # the int8 twin's input quantization (scale 1.0, zero point -128) is that range.
     "pretrainedResnet": (0.0, 255.0),
 }
 
@@ -216,6 +217,8 @@ def compare(ref: list[np.ndarray], other: list[np.ndarray]):
             d = np.abs(a.astype(np.int64) - b.astype(np.int64))
             mism += int((d != 0).sum())
         maxd = max(maxd, float(d.max()) if d.size else 0.0)
+    if all(a.dtype.kind != "f" for a in ref):
+        maxd = int(maxd)
     return dict(mismatched_elements=mism, max_abs_diff=maxd)
 
 
@@ -351,6 +354,15 @@ def write_summary(rows, disagree, warns):
             else:
                 lines.append(f"| `{rel}` | {lt['mismatched_elements']} | {total} | "
                              f"{lt['max_abs_diff']:.6g} |")
+        lines.append("")
+    if warns:
+        lines += ["## Sanity notes", "",
+                  "Outputs with many saturated (-128/127) or few distinct values. Expected here: "
+                  "softmax outputs of the real models and of a peaked softmax (most probabilities "
+                  "round to 0, i.e. -128), RELU outputs with zero point -128, PAD with zero point "
+                  "-128 (the padding is -128).", ""]
+        for rel, notes in warns:
+            lines.append(f"- `{rel}`: {'; '.join(notes)}")
         lines.append("")
     lines += ["## All models", ""]
     for rel, lt in rows:
