@@ -96,7 +96,9 @@ impl Window2d {
         let mut pad = [0; 2];
         for i in 0..2 {
             output[i] = compute_out_size(padding, input[i], filter[i], stride[i], dilation[i])?;
-            pad[i] = compute_padding_with_offset(stride[i], dilation[i], input[i], filter[i], output[i]).0;
+            pad[i] =
+                compute_padding_with_offset(stride[i], dilation[i], input[i], filter[i], output[i])
+                    .0;
         }
         Ok(Self {
             input,

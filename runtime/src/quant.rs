@@ -265,7 +265,7 @@ pub fn quantize_multiplier_smaller_than_one_exp(real: f64) -> Result<QuantizedMu
 /// TFLM's `QuantizeMultiplierGreaterThanOne`: requires `real > 1` and a resulting
 /// shift `>= 0`, otherwise [`Error::MultiplierOutOfRange`].
 pub fn quantize_multiplier_greater_than_one(real: f64) -> Result<QuantizedMultiplier> {
-    if !(real > 1.0) {
+    if real.is_nan() || real <= 1.0 {
         return Err(Error::MultiplierOutOfRange);
     }
     let qm = quantize_multiplier(real)?;
@@ -341,9 +341,7 @@ pub fn conv_channel_multiplier(
     if !(filter_scale >= 0.0 && filter_scale.is_finite()) {
         return Err(Error::InvalidScale);
     }
-    quantize_multiplier(
-        f64::from(input_scale) * f64::from(filter_scale) / f64::from(output_scale),
-    )
+    quantize_multiplier(f64::from(input_scale) * f64::from(filter_scale) / f64::from(output_scale))
 }
 
 /// Fills `out[c]` with [`conv_channel_multiplier`] for every filter scale. `out` must
@@ -432,7 +430,10 @@ mod tests {
     #[test]
     fn quantize_multiplier_tiny_flushes_to_zero() {
         // 2^-33 has frexp exponent -32 < -31.
-        assert_eq!(quantize_multiplier(libm::ldexp(1.0, -33)).unwrap(), qm(0, 0));
+        assert_eq!(
+            quantize_multiplier(libm::ldexp(1.0, -33)).unwrap(),
+            qm(0, 0)
+        );
         // 2^-32 has exponent -31: kept.
         assert_eq!(
             quantize_multiplier(libm::ldexp(1.0, -32)).unwrap(),
@@ -465,12 +466,18 @@ mod tests {
             saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
             i32::MAX
         );
-        assert_eq!(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30), 1 << 29);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(1 << 30, 1 << 30),
+            1 << 29
+        );
         // 0.5 * 3 -> 1.5 rounds to 2.
         assert_eq!(saturating_rounding_doubling_high_mul(3, 1 << 30), 2);
         // Negative ties go up (toward zero): -1.5 -> -1.
         assert_eq!(saturating_rounding_doubling_high_mul(-3, 1 << 30), -1);
-        assert_eq!(saturating_rounding_doubling_high_mul(i32::MAX, i32::MAX), i32::MAX - 1);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MAX, i32::MAX),
+            i32::MAX - 1
+        );
     }
 
     #[test]
@@ -517,8 +524,8 @@ mod tests {
         // m = 0.5 + 2^-31, x = 1 << 20 + 1, shift -20 ... double vs single:
         // find a case by brute force and check the known TFLM double-rounding answer.
         let m = 1_431_655_765; // ~ 2/3 in Q0.31
-        // x = 7, shift -3: exact 7 * 2/3 / 8 = 0.58333 -> 1 (single rounding).
-        // SRDHM(7, m) = round(4.6667) = 5; 5 / 8 = 0.625 -> 1. Same.
+                               // x = 7, shift -3: exact 7 * 2/3 / 8 = 0.58333 -> 1 (single rounding).
+                               // SRDHM(7, m) = round(4.6667) = 5; 5 / 8 = 0.625 -> 1. Same.
         assert_eq!(multiply_by_quantized_multiplier(7, m, -3), 1);
         // x = 3, shift -2: exact 0.5 - tiny -> single rounding gives 0;
         // SRDHM(3, m) = round(1.99999999) = 2; 2 / 4 = 0.5 -> 1. Double rounding gives 1.
@@ -530,7 +537,10 @@ mod tests {
         // m = 0.5 -> reduced 2^14; shift 0 -> x * 2^14 / 2^15 rounded.
         assert_eq!(multiply_by_quantized_multiplier_i64(100, 1 << 30, 0), 50);
         assert_eq!(multiply_by_quantized_multiplier_i64(-101, 1 << 30, 0), -50);
-        assert_eq!(multiply_by_quantized_multiplier_i64(1 << 40, 1 << 30, -10), 1 << 29);
+        assert_eq!(
+            multiply_by_quantized_multiplier_i64(1 << 40, 1 << 30, -10),
+            1 << 29
+        );
     }
 
     #[test]

@@ -26,6 +26,14 @@ impl Shape {
         })
     }
 
+    /// The last `rank` entries of a `MAX_DIMS` array as a shape (`rank <= MAX_DIMS`).
+    pub(crate) fn from_trailing(dims: &[usize; MAX_DIMS], rank: usize) -> Self {
+        let rank = rank.min(MAX_DIMS);
+        let mut d = [1; MAX_DIMS];
+        d[..rank].copy_from_slice(&dims[MAX_DIMS - rank..]);
+        Self { dims: d, rank }
+    }
+
     /// The dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
         &self.dims[..self.rank]

@@ -39,7 +39,13 @@ impl Conv2dParams {
         padding: Padding,
     ) -> Result<Self> {
         let [n, h, w, c] = input_shape;
-        let window = Window2d::new([h, w], [filter_shape[1], filter_shape[2]], stride, dilation, padding)?;
+        let window = Window2d::new(
+            [h, w],
+            [filter_shape[1], filter_shape[2]],
+            stride,
+            dilation,
+            padding,
+        )?;
         Self::with_window(n, c, filter_shape, window)
     }
 
@@ -72,7 +78,12 @@ impl Conv2dParams {
 
     /// The NHWC output shape.
     pub fn output_shape(&self) -> [usize; 4] {
-        [self.batches, self.window.output[0], self.window.output[1], self.output_depth]
+        [
+            self.batches,
+            self.window.output[0],
+            self.window.output[1],
+            self.output_depth,
+        ]
     }
 
     /// Number of input elements the kernel reads.
@@ -235,7 +246,11 @@ pub fn conv_2d_i8(
                 Some(b) => acc.wrapping_add(b[oc]),
                 None => acc,
             };
-            let scaled = q.multipliers.get(oc).apply(acc).wrapping_add(q.output_offset);
+            let scaled = q
+                .multipliers
+                .get(oc)
+                .apply(acc)
+                .wrapping_add(q.output_offset);
             q.activation.clamp_i8(scaled)
         },
         output,
@@ -269,12 +284,15 @@ pub fn conv_2d_f32(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::reference::test_util::{assert_close_i8, dequantize_all, quantize_all, Lcg};
+    use crate::kernels::reference::test_util::{
+        assert_close_i8, dequantize_all, quantize_all, Lcg,
+    };
 
     #[test]
     fn hand_checked_1x1_and_3x3() {
         // 1x3x3x1 input, one 3x3 filter of ones, VALID -> sum of all inputs.
-        let p = Conv2dParams::new([1, 3, 3, 1], [1, 3, 3, 1], [1, 1], [1, 1], Padding::Valid).unwrap();
+        let p =
+            Conv2dParams::new([1, 3, 3, 1], [1, 3, 3, 1], [1, 1], [1, 1], Padding::Valid).unwrap();
         assert_eq!(p.output_shape(), [1, 1, 1, 1]);
         let input: [i8; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
         let filter = [1i8; 9];
@@ -295,7 +313,8 @@ mod tests {
     #[test]
     fn same_padding_skips_padded_taps_and_per_channel() {
         // 1x2x2x1 input, 2 output channels of 3x3 filters, SAME, stride 1.
-        let p = Conv2dParams::new([1, 2, 2, 1], [2, 3, 3, 1], [1, 1], [1, 1], Padding::Same).unwrap();
+        let p =
+            Conv2dParams::new([1, 2, 2, 1], [2, 3, 3, 1], [1, 1], [1, 1], Padding::Same).unwrap();
         assert_eq!(p.output_shape(), [1, 2, 2, 2]);
         let input = [1i8, 2, 3, 4];
         let mut filter = [0i8; 18];
@@ -321,12 +340,20 @@ mod tests {
     #[test]
     fn dilation_and_stride() {
         // 1x5x5x1, 2x2 filter dilated by 2, stride 2, VALID -> out 2x2.
-        let p = Conv2dParams::new([1, 5, 5, 1], [1, 2, 2, 1], [2, 2], [2, 2], Padding::Valid).unwrap();
+        let p =
+            Conv2dParams::new([1, 5, 5, 1], [1, 2, 2, 1], [2, 2], [2, 2], Padding::Valid).unwrap();
         assert_eq!(p.output_shape(), [1, 2, 2, 1]);
         let input: [f32; 25] = core::array::from_fn(|i| i as f32);
         let filter = [1.0f32, 0.0, 0.0, 1.0]; // top-left + bottom-right taps
         let mut out = [0.0f32; 4];
-        conv_2d_f32(&p, ActivationRangeF32::NONE, &input, &filter, None, &mut out);
+        conv_2d_f32(
+            &p,
+            ActivationRangeF32::NONE,
+            &input,
+            &filter,
+            None,
+            &mut out,
+        );
         // out(0,0) = in(0,0) + in(2,2) = 0 + 12
         assert_eq!(out, [12.0, 16.0, 32.0, 36.0]);
     }
@@ -334,16 +361,25 @@ mod tests {
     #[test]
     fn grouped_conv_f32() {
         // 2 groups: input channels [a, b], each output channel sees one input channel.
-        let p = Conv2dParams::new([1, 1, 1, 2], [2, 1, 1, 1], [1, 1], [1, 1], Padding::Valid).unwrap();
+        let p =
+            Conv2dParams::new([1, 1, 1, 2], [2, 1, 1, 1], [1, 1], [1, 1], Padding::Valid).unwrap();
         let mut out = [0.0f32; 2];
-        conv_2d_f32(&p, ActivationRangeF32::NONE, &[3.0, 5.0], &[2.0, 10.0], Some(&[1.0, 1.0]), &mut out);
+        conv_2d_f32(
+            &p,
+            ActivationRangeF32::NONE,
+            &[3.0, 5.0],
+            &[2.0, 10.0],
+            Some(&[1.0, 1.0]),
+            &mut out,
+        );
         assert_eq!(out, [7.0, 51.0]);
     }
 
     #[test]
     fn int8_tracks_f32_on_random_data() {
         let mut rng = Lcg::new(7);
-        let p = Conv2dParams::new([2, 6, 5, 3], [4, 3, 3, 3], [2, 1], [1, 1], Padding::Same).unwrap();
+        let p =
+            Conv2dParams::new([2, 6, 5, 3], [4, 3, 3, 3], [2, 1], [1, 1], Padding::Same).unwrap();
         let (in_q, out_q) = (TensorQuant::new(0.02, -5), TensorQuant::new(0.05, 3));
         let filter_scales = [0.01f32, 0.02, 0.015, 0.03];
         let input_f: [f32; 180] = core::array::from_fn(|_| rng.uniform(-2.0, 2.0));
@@ -357,10 +393,24 @@ mod tests {
             core::array::from_fn(|c| bias_q[c] as f32 * in_q.scale * filter_scales[c]);
         let input_dq = dequantize_all::<180>(&input_q, in_q);
         let mut out_f = [0.0f32; 120];
-        conv_2d_f32(&p, FusedActivation::Relu.range_f32(), &input_dq, &filter_f, Some(&bias_f), &mut out_f);
+        conv_2d_f32(
+            &p,
+            FusedActivation::Relu.range_f32(),
+            &input_dq,
+            &filter_f,
+            Some(&bias_f),
+            &mut out_f,
+        );
 
         let mut storage = [QuantizedMultiplier::ZERO; 4];
-        let q = ConvQuant::prepare(in_q, &filter_scales, out_q, FusedActivation::Relu, &mut storage).unwrap();
+        let q = ConvQuant::prepare(
+            in_q,
+            &filter_scales,
+            out_q,
+            FusedActivation::Relu,
+            &mut storage,
+        )
+        .unwrap();
         let mut out_q8 = [0i8; 120];
         conv_2d_i8(&p, &q, &input_q, &filter_q, Some(&bias_q), &mut out_q8);
         assert_close_i8(&out_q8, &out_f, out_q, 1);
