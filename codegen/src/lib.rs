@@ -10,8 +10,27 @@
 //! println!("{} nodes", graph.nodes.len());
 //! # Ok::<(), kiln_codegen::import::ImportError>(())
 //! ```
+//!
+//! # Adding an operator
+//!
+//! One snake_case name (`conv_2d`, `mean`, ...) is reused in every place an op lives:
+//!
+//! 1. the [`ir::Op`] variant with its attributes, and its name in `Op::name`;
+//! 2. its shape rule in `ir/shape.rs` and its dtype rule in `ir/validate.rs`;
+//! 3. the importer mapping (`import/tflite/ops.rs`);
+//! 4. its kernels in `runtime/src/kernels/reference/<name>.rs`, int8 and f32;
+//! 5. the executor's dispatch in `exec/kernel.rs`;
+//! 6. single-op golden models in `scripts/golden/make_op_models.py`, regenerated with
+//!    `scripts/golden/regen.sh`; `tests/golden.rs` picks them up automatically.
+//!
+//! # Dependencies
+//!
+//! planus reads flatbuffers with checked accessors (see `import::tflite`), thiserror
+//! gives each stage a typed error, npyz reads and writes `.npy` files.
 
+pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod ir;
-pub mod exec;
 pub mod npy;

@@ -37,14 +37,19 @@ pub enum NpyError {
 /// Reads an `.npy` file of float32, int8, int32 or int64 in C order.
 pub fn read(path: &Path) -> Result<Array, NpyError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { file: file.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        file: file.clone(),
+        source,
+    })?;
     parse(&bytes).map_err(|message| NpyError::Format { file, message })
 }
 
 fn parse(bytes: &[u8]) -> Result<Array, String> {
     let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not an npy file: {e}"))?;
     if npy.order() != npyz::Order::C && npy.shape().len() > 1 {
-        return Err("Fortran-order arrays are not supported; save with np.ascontiguousarray".into());
+        return Err(
+            "Fortran-order arrays are not supported; save with np.ascontiguousarray".into(),
+        );
     }
     let descr = npy.dtype().descr();
     let dtype = match descr.trim_matches('\'') {
@@ -52,7 +57,11 @@ fn parse(bytes: &[u8]) -> Result<Array, String> {
         "|i1" | "<i1" => DType::I8,
         "<i4" => DType::I32,
         "<i8" => DType::I64,
-        other => return Err(format!("dtype {other} is not one of float32, int8, int32, int64")),
+        other => {
+            return Err(format!(
+                "dtype {other} is not one of float32, int8, int32, int64"
+            ))
+        }
     };
     let shape: Vec<usize> = npy
         .shape()
@@ -60,9 +69,13 @@ fn parse(bytes: &[u8]) -> Result<Array, String> {
         .map(|&d| usize::try_from(d).map_err(|_| format!("dimension {d} too large")))
         .collect::<Result<_, _>>()?;
     // The header must not claim more data than the file holds (bounded allocation).
-    let needed = shape.iter().try_fold(dtype.size(), |a, &d| a.checked_mul(d));
+    let needed = shape
+        .iter()
+        .try_fold(dtype.size(), |a, &d| a.checked_mul(d));
     if needed.is_none_or(|n| n > bytes.len()) {
-        return Err(format!("header claims shape {shape:?}, more data than the file holds"));
+        return Err(format!(
+            "header claims shape {shape:?}, more data than the file holds"
+        ));
     }
     let io = |e: std::io::Error| format!("reading data: {e}");
     let data = match dtype {
@@ -78,12 +91,20 @@ fn parse(bytes: &[u8]) -> Result<Array, String> {
 pub fn write(path: &Path, shape: &[usize], data: &TensorData) -> Result<(), NpyError> {
     use npyz::WriterBuilder;
     let file = path.display().to_string();
-    let io = |source| NpyError::Io { file: file.clone(), source };
+    let io = |source| NpyError::Io {
+        file: file.clone(),
+        source,
+    };
     let out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     macro_rules! emit {
         ($v:expr) => {{
-            let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(out).begin_nd().map_err(io)?;
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(out)
+                .begin_nd()
+                .map_err(io)?;
             w.extend($v.iter().copied()).map_err(io)?;
             w.finish().map_err(io)
         }};
@@ -112,14 +133,20 @@ mod tests {
         ] {
             let path = dir.join("a.npy");
             write(&path, &[2, 3], &data).unwrap();
-            assert_eq!(read(&path).unwrap(), Array { shape: vec![2, 3], data });
+            assert_eq!(
+                read(&path).unwrap(),
+                Array {
+                    shape: vec![2, 3],
+                    data
+                }
+            );
         }
     }
 
     /// An npy v1.0 file with the given header dict and data bytes.
     fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
         let mut header = dict.to_string();
-        while (10 + header.len() + 1) % 16 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(16) {
             header.push(' ');
         }
         header.push('\n');
@@ -132,12 +159,21 @@ mod tests {
 
     #[test]
     fn rejects_headers_that_claim_more_than_the_file() {
-        let ok = npy_bytes("{'descr': '|i1', 'fortran_order': False, 'shape': (4,), }", &[1, 2, 3, 4]);
+        let ok = npy_bytes(
+            "{'descr': '|i1', 'fortran_order': False, 'shape': (4,), }",
+            &[1, 2, 3, 4],
+        );
         assert_eq!(parse(&ok).unwrap().shape, vec![4]);
-        let huge = npy_bytes("{'descr': '|i1', 'fortran_order': False, 'shape': (99999999999,), }", &[1, 2]);
+        let huge = npy_bytes(
+            "{'descr': '|i1', 'fortran_order': False, 'shape': (99999999999,), }",
+            &[1, 2],
+        );
         let err = parse(&huge).unwrap_err();
         assert!(err.contains("more data than the file holds"), "{err}");
-        let float16 = npy_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }", &[0; 4]);
+        let float16 = npy_bytes(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }",
+            &[0; 4],
+        );
         assert!(parse(&float16).unwrap_err().contains("<f2"));
         assert!(parse(&ok[..5]).is_err());
     }

@@ -15,4 +15,5 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 cd "$root"
+PYTHONPATH="$here" "$venv/bin/python" "$here/make_bad_models.py"
 exec "$venv/bin/python" "$here/gen_golden.py" "$@"

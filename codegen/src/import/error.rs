@@ -59,5 +59,9 @@ pub enum ImportError {
 }
 
 fn list(items: &[Unsupported]) -> String {
-    items.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; ")
+    items
+        .iter()
+        .map(|u| u.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

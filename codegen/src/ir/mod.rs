@@ -6,6 +6,7 @@
 //! as constant operands but that are really attributes (reshape targets, reduction axes,
 //! paddings) are folded into the `Op` by the importer.
 
+pub mod cost;
 mod op;
 mod shape;
 pub(crate) mod validate;
@@ -72,7 +73,11 @@ pub struct QuantParams {
 impl QuantParams {
     /// Per-tensor parameters.
     pub fn per_tensor(scale: f32, zero_point: i32) -> Self {
-        QuantParams { scale: vec![scale], zero_point: vec![zero_point], axis: 0 }
+        QuantParams {
+            scale: vec![scale],
+            zero_point: vec![zero_point],
+            axis: 0,
+        }
     }
 
     /// True when one scale and zero point cover the whole tensor.

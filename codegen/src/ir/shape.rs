@@ -47,7 +47,10 @@ fn rank_is(info: &TensorInfo, rank: usize, what: &str) -> Result<(), String> {
     if info.shape.len() == rank {
         Ok(())
     } else {
-        Err(format!("{what} must have rank {rank}, got shape {:?}", info.shape))
+        Err(format!(
+            "{what} must have rank {rank}, got shape {:?}",
+            info.shape
+        ))
     }
 }
 
@@ -99,7 +102,9 @@ pub fn infer_output_shape(
             rank_is(filter, 4, "filter")?;
             rank_is(input, 4, "input")?;
             let f = &filter.shape;
-            let want = input.shape[3].checked_mul(a.depth_multiplier).ok_or("overflow")?;
+            let want = input.shape[3]
+                .checked_mul(a.depth_multiplier)
+                .ok_or("overflow")?;
             if f[0] != 1 || f[3] != want {
                 return Err(format!(
                     "depthwise filter {f:?} does not match {} input channels x multiplier {}",
@@ -140,7 +145,10 @@ pub fn infer_output_shape(
         Op::Add { .. } | Op::Mul { .. } => {
             let b = inputs.get(1).ok_or("missing second operand")?;
             broadcast_shapes(&input.shape, &b.shape).ok_or_else(|| {
-                format!("shapes {:?} and {:?} do not broadcast", input.shape, b.shape)
+                format!(
+                    "shapes {:?} and {:?} do not broadcast",
+                    input.shape, b.shape
+                )
             })
         }
         Op::Reshape => {
@@ -148,7 +156,10 @@ pub fn infer_output_shape(
             if n == input.num_elements() {
                 Ok(declared.to_vec())
             } else {
-                Err(format!("cannot reshape {:?} into {declared:?}", input.shape))
+                Err(format!(
+                    "cannot reshape {:?} into {declared:?}",
+                    input.shape
+                ))
             }
         }
         Op::Mean { axes, keep_dims } => {
@@ -229,8 +240,14 @@ mod tests {
 
     #[test]
     fn broadcast_follows_numpy() {
-        assert_eq!(broadcast_shapes(&[1, 4, 4, 8], &[8]), Some(vec![1, 4, 4, 8]));
-        assert_eq!(broadcast_shapes(&[1, 4, 1, 1], &[2, 1, 4, 3]), Some(vec![2, 4, 4, 3]));
+        assert_eq!(
+            broadcast_shapes(&[1, 4, 4, 8], &[8]),
+            Some(vec![1, 4, 4, 8])
+        );
+        assert_eq!(
+            broadcast_shapes(&[1, 4, 1, 1], &[2, 1, 4, 3]),
+            Some(vec![2, 4, 4, 3])
+        );
         assert_eq!(broadcast_shapes(&[3], &[4]), None);
     }
 }

@@ -70,13 +70,18 @@ pub(super) fn validate(g: &Graph) -> Result<(), ValidateError> {
 
     let in_range = |id: &TensorId| id.0 < g.tensors.len();
     if !g.inputs.iter().chain(&g.outputs).all(in_range) {
-        return Err(ValidateError::Graph("input or output tensor index out of range".into()));
+        return Err(ValidateError::Graph(
+            "input or output tensor index out of range".into(),
+        ));
     }
     // Which tensors hold a value at each point of the node order.
     let mut defined: Vec<bool> = g.tensors.iter().map(|t| t.data.is_some()).collect();
     for id in &g.inputs {
         if g.tensor(*id).data.is_some() {
-            return Err(ValidateError::Graph(format!("graph input {} is a constant", id.0)));
+            return Err(ValidateError::Graph(format!(
+                "graph input {} is a constant",
+                id.0
+            )));
         }
         defined[id.0] = true;
     }
@@ -144,7 +149,9 @@ fn check_quant(info: &TensorInfo) -> Result<(), String> {
         ));
     }
     if let Some(s) = q.scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        return Err(format!("quantization scale {s} is not a positive finite number"));
+        return Err(format!(
+            "quantization scale {s} is not a positive finite number"
+        ));
     }
     if !q.is_per_tensor() && info.shape.get(q.axis) != Some(&q.scale.len()) {
         return Err(format!(
@@ -205,23 +212,39 @@ pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
     };
     let all_f32 = |ids: &[TensorId]| ids.iter().all(|id| g.info(*id).dtype == DType::F32);
     let float = input.dtype == DType::F32;
-    let everything = || node.inputs.iter().chain(&node.outputs).copied().collect::<Vec<_>>();
+    let everything = || {
+        node.inputs
+            .iter()
+            .chain(&node.outputs)
+            .copied()
+            .collect::<Vec<_>>()
+    };
     match &node.op {
         Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. } => {
             if float {
                 return if all_f32(&everything()) {
                     Ok(())
                 } else {
-                    Err("float operator with non-float operands (hybrid models are not supported)".into())
+                    Err(
+                        "float operator with non-float operands (hybrid models are not supported)"
+                            .into(),
+                    )
                 };
             }
             per_tensor_i8(input, "input")?;
             per_tensor_i8(out, "output")?;
             let w = info(1);
-            let channel_axis = if matches!(node.op, Op::DepthwiseConv2d(_)) { 3 } else { 0 };
+            let channel_axis = if matches!(node.op, Op::DepthwiseConv2d(_)) {
+                3
+            } else {
+                0
+            };
             match &w.quant {
                 Some(q) if w.dtype == DType::I8 => {
-                    if q.zero_point.iter().any(|&z| z != 0) {
+                    // Only per-tensor fully-connected weights may carry a zero point.
+                    let fc_per_tensor =
+                        matches!(node.op, Op::FullyConnected { .. }) && q.is_per_tensor();
+                    if !fc_per_tensor && q.zero_point.iter().any(|&z| z != 0) {
                         return Err("weights must be symmetric (zero point 0)".into());
                     }
                     if !q.is_per_tensor() && q.axis != channel_axis {
@@ -231,7 +254,12 @@ pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
                         ));
                     }
                 }
-                _ => return Err(format!("weights are {}, expected quantized int8", w.dtype.name())),
+                _ => {
+                    return Err(format!(
+                        "weights are {}, expected quantized int8",
+                        w.dtype.name()
+                    ))
+                }
             }
             if let Some(&b) = node.inputs.get(2) {
                 let b = g.info(b);
@@ -240,7 +268,10 @@ pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
                     return Err(format!("bias is {}, expected int32", b.dtype.name()));
                 }
                 if b.num_elements() != channels {
-                    return Err(format!("bias has {} values for {channels} channels", b.num_elements()));
+                    return Err(format!(
+                        "bias has {} values for {channels} channels",
+                        b.num_elements()
+                    ));
                 }
             }
             Ok(())

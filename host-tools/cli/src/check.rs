@@ -42,7 +42,11 @@ fn print_summary(file: &str, graph: &Graph) {
     for node in &graph.nodes {
         *counts.entry(node.op.name()).or_default() += 1;
     }
-    println!("{file}: {} nodes, {} tensors", graph.nodes.len(), graph.tensors.len());
+    println!(
+        "{file}: {} nodes, {} tensors",
+        graph.nodes.len(),
+        graph.tensors.len()
+    );
     for (label, ids) in [("input", &graph.inputs), ("output", &graph.outputs)] {
         for id in ids.iter() {
             let info = graph.info(*id);
@@ -50,7 +54,12 @@ fn print_summary(file: &str, graph: &Graph) {
                 .scale_zero_point()
                 .map(|(s, z)| format!(", scale {s}, zero point {z}"))
                 .unwrap_or_default();
-            println!("  {label} '{}': {} {:?}{quant}", graph.tensor(*id).name, info.dtype.name(), info.shape);
+            println!(
+                "  {label} '{}': {} {:?}{quant}",
+                graph.tensor(*id).name,
+                info.dtype.name(),
+                info.shape
+            );
         }
     }
     for (op, n) in counts {

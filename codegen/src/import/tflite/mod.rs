@@ -13,7 +13,9 @@ mod ops;
 
 use self::generated::tflite as fb;
 use super::{ImportError, Unsupported};
-use crate::ir::{validate::MAX_GRAPH_BYTES, DType, Graph, QuantParams, Tensor, TensorId, TensorInfo};
+use crate::ir::{
+    validate::MAX_GRAPH_BYTES, DType, Graph, QuantParams, Tensor, TensorId, TensorInfo,
+};
 use planus::ReadAsRoot;
 use std::path::Path;
 
@@ -26,19 +28,34 @@ const MAX_RANK: usize = 8;
 /// Reads and imports a `.tflite` file.
 pub fn load(path: &Path) -> Result<Graph, ImportError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { file: file.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        file: file.clone(),
+        source,
+    })?;
     parse(&bytes, &file)
 }
 
 /// Imports a TFLite model from its bytes; `file` names it in errors.
 pub fn parse(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
-    let malformed = |message: String| ImportError::Malformed { file: file.to_string(), message };
-    let mut reader = Reader { bytes, const_bytes: 0 };
+    let malformed = |message: String| ImportError::Malformed {
+        file: file.to_string(),
+        message,
+    };
+    let mut reader = Reader {
+        bytes,
+        const_bytes: 0,
+    };
     let (graph, unsupported) = reader.read_model().map_err(malformed)?;
     if !unsupported.is_empty() {
-        return Err(ImportError::Unsupported { file: file.to_string(), items: unsupported });
+        return Err(ImportError::Unsupported {
+            file: file.to_string(),
+            items: unsupported,
+        });
     }
-    graph.validate().map_err(|source| ImportError::Invalid { file: file.to_string(), source })?;
+    graph.validate().map_err(|source| ImportError::Invalid {
+        file: file.to_string(),
+        source,
+    })?;
     Ok(graph)
 }
 
@@ -46,10 +63,16 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
 /// An empty list means the model imports (or fails for another reason, which
 /// [`parse`] reports).
 pub fn unsupported_operators(bytes: &[u8], file: &str) -> Result<Vec<Unsupported>, ImportError> {
-    let mut reader = Reader { bytes, const_bytes: 0 };
+    let mut reader = Reader {
+        bytes,
+        const_bytes: 0,
+    };
     match reader.read_model() {
         Ok((_, unsupported)) => Ok(unsupported),
-        Err(message) => Err(ImportError::Malformed { file: file.to_string(), message }),
+        Err(message) => Err(ImportError::Malformed {
+            file: file.to_string(),
+            message,
+        }),
     }
 }
 
@@ -69,48 +92,80 @@ impl<'a> Reader<'a> {
         let model = ctx(fb::ModelRef::read_as_root(self.bytes), "model root")?;
         let version = ctx(model.version(), "model version")?;
         if version != SCHEMA_VERSION {
-            return Err(format!("schema version {version}, kiln reads version {SCHEMA_VERSION}"));
+            return Err(format!(
+                "schema version {version}, kiln reads version {SCHEMA_VERSION}"
+            ));
         }
-        let subgraphs = ctx(model.subgraphs(), "model subgraphs")?.ok_or("the model has no subgraphs")?;
-        let subgraph = ctx(subgraphs.get(0).ok_or("the model has no subgraphs")?, "subgraph 0")?;
+        let subgraphs =
+            ctx(model.subgraphs(), "model subgraphs")?.ok_or("the model has no subgraphs")?;
+        let subgraph = ctx(
+            subgraphs.get(0).ok_or("the model has no subgraphs")?,
+            "subgraph 0",
+        )?;
         let buffers = ctx(model.buffers(), "model buffers")?;
         let buffers: Vec<fb::BufferRef<'a>> = match buffers {
-            Some(v) => v.iter().enumerate().map(|(i, b)| ctx(b, &format!("buffer {i}"))).collect::<Result<_, _>>()?,
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, b)| ctx(b, &format!("buffer {i}")))
+                .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         let codes = self.operator_codes(&model)?;
 
-        let tensors_fb = ctx(subgraph.tensors(), "subgraph tensors")?.ok_or("subgraph has no tensors")?;
+        let tensors_fb =
+            ctx(subgraph.tensors(), "subgraph tensors")?.ok_or("subgraph has no tensors")?;
         let mut tensors = Vec::with_capacity(tensors_fb.len());
         for (i, t) in tensors_fb.iter().enumerate() {
             let t = ctx(t, &format!("tensor {i}"))?;
             tensors.push(self.tensor(i, &t, &buffers)?);
         }
         let tensor_count = tensors.len();
-        let tensor_ids = |v: Option<planus::Vector<'a, i32>>, what: &str| -> Result<Vec<TensorId>, String> {
-            v.map(|v| v.iter().map(|i| tensor_index(i, tensor_count, what)).collect())
+        let tensor_ids =
+            |v: Option<planus::Vector<'a, i32>>, what: &str| -> Result<Vec<TensorId>, String> {
+                v.map(|v| {
+                    v.iter()
+                        .map(|i| tensor_index(i, tensor_count, what))
+                        .collect()
+                })
                 .unwrap_or(Ok(Vec::new()))
-        };
+            };
         let inputs = tensor_ids(ctx(subgraph.inputs(), "subgraph inputs")?, "subgraph input")?;
-        let outputs = tensor_ids(ctx(subgraph.outputs(), "subgraph outputs")?, "subgraph output")?;
+        let outputs = tensor_ids(
+            ctx(subgraph.outputs(), "subgraph outputs")?,
+            "subgraph output",
+        )?;
 
-        let mut graph = Graph { tensors: Vec::new(), nodes: Vec::new(), inputs, outputs };
+        let mut graph = Graph {
+            tensors: Vec::new(),
+            nodes: Vec::new(),
+            inputs,
+            outputs,
+        };
         let mut unsupported = Vec::new();
         let operators = ctx(subgraph.operators(), "subgraph operators")?;
-        let tensor_types: Vec<Result<DType, String>> = tensors.iter().map(|t| t.dtype.clone()).collect();
+        let tensor_types: Vec<Result<DType, String>> =
+            tensors.iter().map(|t| t.dtype.clone()).collect();
         graph.tensors = tensors.into_iter().map(|t| t.tensor).collect();
         for (index, op) in operators.into_iter().flat_map(|v| v.iter()).enumerate() {
             let op = ctx(op, &format!("operator {index}"))?;
             let code_index = ctx(op.opcode_index(), &format!("operator {index} opcode"))? as usize;
             let code = codes.get(code_index).ok_or_else(|| {
-                format!("operator {index}: opcode index {code_index} out of range ({} codes)", codes.len())
+                format!(
+                    "operator {index}: opcode index {code_index} out of range ({} codes)",
+                    codes.len()
+                )
             })?;
             let op_inputs = ctx(op.inputs(), &format!("operator {index} inputs"))?;
             let op_outputs = ctx(op.outputs(), &format!("operator {index} outputs"))?;
             // -1 marks an absent optional operand.
             let mut node_inputs = Vec::new();
             for i in op_inputs.into_iter().flat_map(|v| v.iter()) {
-                node_inputs.push(if i < 0 { None } else { Some(tensor_index(i, graph.tensors.len(), "operator input")?) });
+                node_inputs.push(if i < 0 {
+                    None
+                } else {
+                    Some(tensor_index(i, graph.tensors.len(), "operator input")?)
+                });
             }
             let node_outputs = tensor_ids(op_outputs, "operator output")?;
             let op_name = code.name();
@@ -123,25 +178,40 @@ impl<'a> Reader<'a> {
                 unsupported.push(Unsupported {
                     node: index,
                     op: op_name.clone(),
-                    reason: format!("tensor {} '{}' has type {e}", id.0, graph.tensors[id.0].name),
+                    reason: format!(
+                        "tensor {} '{}' has type {e}",
+                        id.0, graph.tensors[id.0].name
+                    ),
                 });
                 continue;
             }
             let built = match code {
-                OpCode::Builtin(b) => ops::convert(*b, &op, &graph, node_inputs, node_outputs, index),
-                OpCode::Custom(_) | OpCode::Unknown(_) => Err(ops::Problem::Unsupported("no kernel for this operator".into())),
+                OpCode::Builtin(b) => {
+                    ops::convert(*b, &op, &graph, node_inputs, node_outputs, index)
+                }
+                OpCode::Custom(_) | OpCode::Unknown(_) => Err(ops::Problem::Unsupported(
+                    "no kernel for this operator".into(),
+                )),
             };
             match built {
                 Ok(node) => {
                     if let Err(reason) = crate::ir::validate::check_node_types(&graph, &node) {
-                        unsupported.push(Unsupported { node: index, op: op_name, reason });
+                        unsupported.push(Unsupported {
+                            node: index,
+                            op: op_name,
+                            reason,
+                        });
                     }
                     graph.nodes.push(node);
                 }
-                Err(ops::Problem::Unsupported(reason)) => {
-                    unsupported.push(Unsupported { node: index, op: op_name, reason })
+                Err(ops::Problem::Unsupported(reason)) => unsupported.push(Unsupported {
+                    node: index,
+                    op: op_name,
+                    reason,
+                }),
+                Err(ops::Problem::Malformed(m)) => {
+                    return Err(format!("operator {index} ({op_name}): {m}"))
                 }
-                Err(ops::Problem::Malformed(m)) => return Err(format!("operator {index} ({op_name}): {m}")),
             }
         }
         Ok((graph, unsupported))
@@ -149,9 +219,14 @@ impl<'a> Reader<'a> {
 
     fn operator_codes(&self, model: &fb::ModelRef<'a>) -> Result<Vec<OpCode>, String> {
         let mut codes = Vec::new();
-        for (i, c) in ctx(model.operator_codes(), "operator codes")?.into_iter().flat_map(|v| v.iter()).enumerate() {
+        for (i, c) in ctx(model.operator_codes(), "operator codes")?
+            .into_iter()
+            .flat_map(|v| v.iter())
+            .enumerate()
+        {
             let c = ctx(c, &format!("operator code {i}"))?;
-            let deprecated = i32::from(ctx(c.deprecated_builtin_code(), "deprecated_builtin_code")?);
+            let deprecated =
+                i32::from(ctx(c.deprecated_builtin_code(), "deprecated_builtin_code")?);
             // The newer 32-bit field wins unless only the deprecated 8-bit one is set.
             let code = match c.builtin_code() {
                 Ok(b) => deprecated.max(b as i32),
@@ -161,7 +236,11 @@ impl<'a> Reader<'a> {
                 }
             };
             let op = if code == fb::BuiltinOperator::Custom as i32 {
-                OpCode::Custom(ctx(c.custom_code(), "custom_code")?.unwrap_or("").to_string())
+                OpCode::Custom(
+                    ctx(c.custom_code(), "custom_code")?
+                        .unwrap_or("")
+                        .to_string(),
+                )
             } else {
                 match fb::BuiltinOperator::try_from(code) {
                     Ok(b) => OpCode::Builtin(b),
@@ -173,21 +252,40 @@ impl<'a> Reader<'a> {
         Ok(codes)
     }
 
-    fn tensor(&mut self, index: usize, t: &fb::TensorRef<'a>, buffers: &[fb::BufferRef<'a>]) -> Result<ImportedTensor, String> {
+    fn tensor(
+        &mut self,
+        index: usize,
+        t: &fb::TensorRef<'a>,
+        buffers: &[fb::BufferRef<'a>],
+    ) -> Result<ImportedTensor, String> {
         let place = |what: &str| format!("tensor {index} {what}");
         let name = ctx(t.name(), &place("name"))?.unwrap_or("").to_string();
-        let name = if name.is_empty() { format!("tensor_{index}") } else { name };
+        let name = if name.is_empty() {
+            format!("tensor_{index}")
+        } else {
+            name
+        };
         let mut shape = Vec::new();
         if let Some(dims) = ctx(t.shape(), &place("shape"))? {
             if dims.len() > MAX_RANK {
-                return Err(format!("tensor {index} '{name}': rank {} exceeds {MAX_RANK}", dims.len()));
+                return Err(format!(
+                    "tensor {index} '{name}': rank {} exceeds {MAX_RANK}",
+                    dims.len()
+                ));
             }
             for d in dims.iter() {
-                shape.push(usize::try_from(d).map_err(|_| format!("tensor {index} '{name}': dimension {d} in shape"))?);
+                shape.push(
+                    usize::try_from(d)
+                        .map_err(|_| format!("tensor {index} '{name}': dimension {d} in shape"))?,
+                );
             }
         }
         if ctx(t.sparsity(), &place("sparsity"))?.is_some() {
-            return Ok(ImportedTensor::unsupported(name, shape, "a sparse encoding".into()));
+            return Ok(ImportedTensor::unsupported(
+                name,
+                shape,
+                "a sparse encoding".into(),
+            ));
         }
         let tensor_type = ctx(t.type_(), &place("type"));
         let dtype = match tensor_type {
@@ -195,25 +293,47 @@ impl<'a> Reader<'a> {
             Ok(fb::TensorType::Int8) => DType::I8,
             Ok(fb::TensorType::Int32) => DType::I32,
             Ok(fb::TensorType::Int64) => DType::I64,
-            Ok(other) => return Ok(ImportedTensor::unsupported(name, shape, names::tensor_type(other))),
-            Err(e) => return Ok(ImportedTensor::unsupported(name, shape, format!("an unknown type ({e})"))),
+            Ok(other) => {
+                return Ok(ImportedTensor::unsupported(
+                    name,
+                    shape,
+                    names::tensor_type(other),
+                ))
+            }
+            Err(e) => {
+                return Ok(ImportedTensor::unsupported(
+                    name,
+                    shape,
+                    format!("an unknown type ({e})"),
+                ))
+            }
         };
         let quant = match ctx(t.quantization(), &place("quantization"))? {
             Some(q) if dtype == DType::I8 => read_quant(&q, index, &name)?,
             _ => None,
         };
-        let info = TensorInfo { shape, dtype, quant };
+        let info = TensorInfo {
+            shape,
+            dtype,
+            quant,
+        };
         let buffer_index = ctx(t.buffer(), &place("buffer"))? as usize;
         let data = match buffer_index {
             0 => None,
             i => {
-                let b = buffers
-                    .get(i)
-                    .ok_or_else(|| format!("tensor {index} '{name}': buffer {i} out of range ({} buffers)", buffers.len()))?;
+                let b = buffers.get(i).ok_or_else(|| {
+                    format!(
+                        "tensor {index} '{name}': buffer {i} out of range ({} buffers)",
+                        buffers.len()
+                    )
+                })?;
                 self.buffer_data(b, i, &info, index, &name)?
             }
         };
-        Ok(ImportedTensor { tensor: Tensor { name, info, data }, dtype: Ok(dtype) })
+        Ok(ImportedTensor {
+            tensor: Tensor { name, info, data },
+            dtype: Ok(dtype),
+        })
     }
 
     /// The constant bytes of a tensor, checked against its declared size before copying.
@@ -233,16 +353,25 @@ impl<'a> Reader<'a> {
             Some(d) if !d.is_empty() => d,
             // Models over 2 GiB keep buffers after the flatbuffer; offset 1 means "none".
             _ if offset > 1 => {
-                let start = usize::try_from(offset).map_err(|_| format!("{place}: offset {offset}"))?;
+                let start =
+                    usize::try_from(offset).map_err(|_| format!("{place}: offset {offset}"))?;
                 let len = usize::try_from(size).map_err(|_| format!("{place}: size {size}"))?;
                 start
                     .checked_add(len)
                     .and_then(|end| self.bytes.get(start..end))
-                    .ok_or_else(|| format!("{place}: bytes {offset}+{size} lie outside the {}-byte file", self.bytes.len()))?
+                    .ok_or_else(|| {
+                        format!(
+                            "{place}: bytes {offset}+{size} lie outside the {}-byte file",
+                            self.bytes.len()
+                        )
+                    })?
             }
             _ => return Ok(None),
         };
-        let expected = info.shape.iter().try_fold(info.dtype.size(), |a, &d| a.checked_mul(d));
+        let expected = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.size(), |a, &d| a.checked_mul(d));
         if expected != Some(raw.len()) {
             return Err(format!(
                 "{place}: holds {} bytes, shape {:?} of {} needs {}",
@@ -254,15 +383,23 @@ impl<'a> Reader<'a> {
         }
         self.const_bytes += raw.len();
         if self.const_bytes > MAX_GRAPH_BYTES {
-            return Err(format!("{place}: constants exceed {MAX_GRAPH_BYTES} bytes in all"));
+            return Err(format!(
+                "{place}: constants exceed {MAX_GRAPH_BYTES} bytes in all"
+            ));
         }
         Ok(Some(raw.to_vec()))
     }
 }
 
-fn read_quant(q: &fb::QuantizationParametersRef<'_>, index: usize, name: &str) -> Result<Option<QuantParams>, String> {
+fn read_quant(
+    q: &fb::QuantizationParametersRef<'_>,
+    index: usize,
+    name: &str,
+) -> Result<Option<QuantParams>, String> {
     let place = format!("tensor {index} '{name}' quantization");
-    let scale: Vec<f32> = ctx(q.scale(), &place)?.map(|v| v.iter().collect()).unwrap_or_default();
+    let scale: Vec<f32> = ctx(q.scale(), &place)?
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
     if scale.is_empty() {
         return Ok(None);
     }
@@ -275,7 +412,11 @@ fn read_quant(q: &fb::QuantizationParametersRef<'_>, index: usize, name: &str) -
     };
     let axis = ctx(q.quantized_dimension(), &place)?;
     let axis = usize::try_from(axis).map_err(|_| format!("{place}: quantized dimension {axis}"))?;
-    Ok(Some(QuantParams { scale, zero_point, axis }))
+    Ok(Some(QuantParams {
+        scale,
+        zero_point,
+        axis,
+    }))
 }
 
 fn tensor_index(i: i32, count: usize, what: &str) -> Result<TensorId, String> {
@@ -312,7 +453,18 @@ struct ImportedTensor {
 impl ImportedTensor {
     fn unsupported(name: String, shape: Vec<usize>, why: String) -> Self {
         // The placeholder info is never used: every operator touching it is reported.
-        let info = TensorInfo { shape, dtype: DType::I8, quant: None };
-        ImportedTensor { tensor: Tensor { name, info, data: None }, dtype: Err(why) }
+        let info = TensorInfo {
+            shape,
+            dtype: DType::I8,
+            quant: None,
+        };
+        ImportedTensor {
+            tensor: Tensor {
+                name,
+                info,
+                data: None,
+            },
+            dtype: Err(why),
+        }
     }
 }

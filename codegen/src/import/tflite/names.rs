@@ -11,9 +11,20 @@ fn enum_name(enum_name: &str, value: i32) -> Option<&'static str> {
     let body = &SCHEMA[start..];
     let body = &body[body.find('{')? + 1..body.find('}')?];
     body.lines()
-        .map(|l| l.split("//").next().unwrap_or("").trim().trim_end_matches(','))
+        .map(|l| {
+            l.split("//")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches(',')
+        })
         .filter_map(|l| l.split_once('='))
-        .find(|(_, v)| v.split_whitespace().next().and_then(|v| v.parse::<i32>().ok()) == Some(value))
+        .find(|(_, v)| {
+            v.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<i32>().ok())
+                == Some(value)
+        })
         .map(|(n, _)| n.trim())
 }
 

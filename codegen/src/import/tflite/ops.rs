@@ -3,7 +3,8 @@
 
 use super::fb;
 use crate::ir::{
-    Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op, Padding, Pool2dAttrs, TensorId,
+    Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op, Padding, Pool2dAttrs,
+    TensorId,
 };
 
 /// Why an operator could not be converted.
@@ -42,7 +43,10 @@ pub(super) fn convert(
     // Operands: required ones must be present; only trailing optional ones may be absent.
     let required = |n: usize| -> Result<Vec<TensorId>> {
         if inputs.len() < n || inputs[..n].iter().any(Option::is_none) {
-            return malformed(format!("needs {n} operands, got {}", inputs.iter().flatten().count()));
+            return malformed(format!(
+                "needs {n} operands, got {}",
+                inputs.iter().flatten().count()
+            ));
         }
         Ok(inputs.iter().take(n).flatten().copied().collect())
     };
@@ -60,7 +64,10 @@ pub(super) fn convert(
                 return malformed("missing Conv2DOptions");
             };
             let attrs = Conv2dAttrs {
-                stride: [positive(planus(o.stride_h())?, "stride")?, positive(planus(o.stride_w())?, "stride")?],
+                stride: [
+                    positive(planus(o.stride_h())?, "stride")?,
+                    positive(planus(o.stride_w())?, "stride")?,
+                ],
                 dilation: [
                     positive(planus(o.dilation_h_factor())?, "dilation")?,
                     positive(planus(o.dilation_w_factor())?, "dilation")?,
@@ -79,10 +86,15 @@ pub(super) fn convert(
             let in_c = graph.info(ins[0]).shape.last().copied().unwrap_or(0);
             let out_c = graph.info(ins[1]).shape.last().copied().unwrap_or(0);
             if in_c == 0 || out_c % in_c != 0 {
-                return malformed(format!("filter channels {out_c} are not a multiple of input channels {in_c}"));
+                return malformed(format!(
+                    "filter channels {out_c} are not a multiple of input channels {in_c}"
+                ));
             }
             let attrs = DepthwiseConv2dAttrs {
-                stride: [positive(planus(o.stride_h())?, "stride")?, positive(planus(o.stride_w())?, "stride")?],
+                stride: [
+                    positive(planus(o.stride_h())?, "stride")?,
+                    positive(planus(o.stride_w())?, "stride")?,
+                ],
                 dilation: [
                     positive(planus(o.dilation_h_factor())?, "dilation")?,
                     positive(planus(o.dilation_w_factor())?, "dilation")?,
@@ -115,21 +127,36 @@ pub(super) fn convert(
                     positive(planus(o.filter_height())?, "filter size")?,
                     positive(planus(o.filter_width())?, "filter size")?,
                 ],
-                stride: [positive(planus(o.stride_h())?, "stride")?, positive(planus(o.stride_w())?, "stride")?],
+                stride: [
+                    positive(planus(o.stride_h())?, "stride")?,
+                    positive(planus(o.stride_w())?, "stride")?,
+                ],
                 padding: padding(planus(o.padding())?),
                 activation: activation(planus(o.fused_activation_function())?)?,
             };
-            let op = if code == B::AveragePool2d { Op::AveragePool2d(attrs) } else { Op::MaxPool2d(attrs) };
+            let op = if code == B::AveragePool2d {
+                Op::AveragePool2d(attrs)
+            } else {
+                Op::MaxPool2d(attrs)
+            };
             (op, required(1)?)
         }
         B::Add | B::Mul => {
             let act = match options {
-                Some(fb::BuiltinOptionsRef::AddOptions(o)) => planus(o.fused_activation_function())?,
-                Some(fb::BuiltinOptionsRef::MulOptions(o)) => planus(o.fused_activation_function())?,
+                Some(fb::BuiltinOptionsRef::AddOptions(o)) => {
+                    planus(o.fused_activation_function())?
+                }
+                Some(fb::BuiltinOptionsRef::MulOptions(o)) => {
+                    planus(o.fused_activation_function())?
+                }
                 _ => fb::ActivationFunctionType::None,
             };
             let activation = activation(act)?;
-            let op = if code == B::Add { Op::Add { activation } } else { Op::Mul { activation } };
+            let op = if code == B::Add {
+                Op::Add { activation }
+            } else {
+                Op::Mul { activation }
+            };
             (op, required(2)?)
         }
         B::Reshape => (Op::Reshape, required(1)?),
@@ -163,11 +190,19 @@ pub(super) fn convert(
             let rank = graph.info(ins[0]).shape.len();
             let values = constant(ins[1], "paddings")?;
             if values.len() != rank * 2 {
-                return malformed(format!("{} padding values for a rank-{rank} input", values.len()));
+                return malformed(format!(
+                    "{} padding values for a rank-{rank} input",
+                    values.len()
+                ));
             }
             let paddings = values
                 .chunks(2)
-                .map(|p| Ok([non_negative(p[0], "padding")?, non_negative(p[1], "padding")?]))
+                .map(|p| {
+                    Ok([
+                        non_negative(p[0], "padding")?,
+                        non_negative(p[1], "padding")?,
+                    ])
+                })
                 .collect::<Result<Vec<_>>>()?;
             (Op::Pad { paddings }, vec![ins[0]])
         }
@@ -198,7 +233,12 @@ pub(super) fn convert(
         return malformed(format!("expected 1 result, got {}", outputs.len()));
     }
     let name = node_name(graph, outputs[0], index);
-    Ok(Node { name, op: kind, inputs: node_inputs, outputs })
+    Ok(Node {
+        name,
+        op: kind,
+        inputs: node_inputs,
+        outputs,
+    })
 }
 
 /// A readable, file-name-safe node name: the result tensor's name (TFLite operators
@@ -215,15 +255,27 @@ fn node_name(graph: &Graph, output: TensorId, index: usize) -> String {
 fn const_ints(graph: &Graph, id: TensorId, what: &str) -> Result<Vec<i64>> {
     let t = graph.tensor(id);
     let Some(data) = &t.data else {
-        return unsupported(format!("{what} operand '{}' is computed at run time, kiln needs a constant", t.name));
+        return unsupported(format!(
+            "{what} operand '{}' is computed at run time, kiln needs a constant",
+            t.name
+        ));
     };
     Ok(match t.info.dtype {
-        DType::I32 => data.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        DType::I32 => data
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
         DType::I64 => data
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect(),
-        other => return malformed(format!("{what} operand '{}' is {}, expected int32", t.name, other.name())),
+        other => {
+            return malformed(format!(
+                "{what} operand '{}' is {}, expected int32",
+                t.name,
+                other.name()
+            ))
+        }
     })
 }
 

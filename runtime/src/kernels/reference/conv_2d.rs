@@ -60,7 +60,7 @@ impl Conv2dParams {
         if batches == 0 || input_depth == 0 || out_c == 0 || filter_in == 0 {
             return Err(Error::ShapeMismatch);
         }
-        if [fh, fw] != window.filter || input_depth % filter_in != 0 {
+        if [fh, fw] != window.filter || !input_depth.is_multiple_of(filter_in) {
             return Err(Error::ShapeMismatch);
         }
         let groups = input_depth / filter_in;

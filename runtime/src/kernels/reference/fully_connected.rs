@@ -50,7 +50,7 @@ impl FullyConnectedParams {
     /// input depth (TFLite flattens the leading dims into batches).
     pub fn from_input_len(input_len: usize, weights_shape: [usize; 2]) -> Result<Self> {
         let depth = weights_shape[1];
-        if depth == 0 || input_len % depth != 0 {
+        if depth == 0 || !input_len.is_multiple_of(depth) {
             return Err(Error::ShapeMismatch);
         }
         Self::new(input_len / depth, weights_shape)

@@ -1,0 +1,25 @@
+//! The one function the importer fuzz target and the robustness tests share.
+
+use crate::exec::{Executor, TensorData};
+use crate::import::tflite;
+use crate::ir::cost::total_macs;
+
+/// Graphs above this many multiply-accumulates are imported but not run, so a fuzzed
+/// file cannot turn into a long computation.
+pub const MAX_FUZZ_MACS: u64 = 20_000_000;
+
+/// Imports `bytes` as a TFLite model and, if it imports and is small enough, runs it on
+/// all-zero inputs. Returns what happened; never panics (that is what it tests).
+pub fn import_and_run(bytes: &[u8]) -> Result<(), String> {
+    let graph = tflite::parse(bytes, "input").map_err(|e| e.to_string())?;
+    if total_macs(&graph) > MAX_FUZZ_MACS {
+        return Ok(());
+    }
+    let exec = Executor::new(&graph).map_err(|e| e.to_string())?;
+    let inputs: Vec<TensorData> = graph
+        .inputs
+        .iter()
+        .map(|id| TensorData::zeros(graph.info(*id).dtype, graph.info(*id).num_elements()))
+        .collect();
+    exec.run(&inputs).map(|_| ()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,209 @@
+//! The `kiln` binary as a user runs it: exit codes and what it prints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("kiln runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_lists_every_unsupported_operator() {
+    let o = kiln(&["check", "tests/fixtures/unsupported_ops.tflite"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("unsupported_ops.tflite: 2 unsupported operator(s)"),
+        "{t}"
+    );
+    assert!(t.contains("node 1 SQUARED_DIFFERENCE"), "{t}");
+    assert!(
+        t.contains("node 2 ADD: tensor 4 'a16' has type INT16"),
+        "{t}"
+    );
+}
+
+#[test]
+fn run_refuses_unsupported_models_with_the_same_list() {
+    let o = kiln(&[
+        "run",
+        "tests/fixtures/unsupported_ops.tflite",
+        "--input",
+        "x.npy",
+        "--input",
+        "y.npy",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("SQUARED_DIFFERENCE") && t.contains("INT16"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+}
+
+#[test]
+fn check_accepts_the_shipped_models() {
+    let o = kiln(&["check", "models/kws_ref_model/model.tflite"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("4 x depthwise_conv_2d") && t.contains("supported"),
+        "{t}"
+    );
+}
+
+#[test]
+fn missing_and_malformed_files_are_one_line_errors() {
+    let o = kiln(&["check", "no/such/model.tflite"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("no/such/model.tflite: cannot read"),
+        "{}",
+        text(&o)
+    );
+
+    let dir = temp_dir("malformed");
+    let bad = dir.join("bad.tflite");
+    std::fs::write(&bad, b"definitely not a flatbuffer").unwrap();
+    let o = kiln(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("bad.tflite: malformed model"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn run_matches_golden_outputs_and_writes_npy() {
+    let dir = temp_dir("run");
+    let out = dir.join("out.npy");
+    let m = "models/kws_ref_model";
+    let o = kiln(&[
+        "run",
+        &format!("{m}/model.tflite"),
+        "--input",
+        &format!("{m}/golden/input_0.npy"),
+        "--expect",
+        &format!("{m}/golden/output_0.npy"),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("bit-exact: 20/20 samples match"), "{t}");
+    assert!(t.contains("top-1 class"), "{t}");
+    let written = std::fs::read(&out).unwrap();
+    let golden = std::fs::read(repo().join(m).join("golden/output_0.npy")).unwrap();
+    // Same header layout (numpy writes the same dict) is not guaranteed; compare data.
+    assert_eq!(written[written.len() - 240..], golden[golden.len() - 240..]);
+}
+
+#[test]
+fn run_reports_a_mismatch_with_exit_status_2() {
+    let m = "models/pretrainedResnet_quant";
+    // The KWS golden outputs have the wrong shape for ResNet: a clear error, exit 1.
+    let o = kiln(&[
+        "run",
+        &format!("{m}/model.tflite"),
+        "--input",
+        &format!("{m}/golden/input_0.npy"),
+        "--expect",
+        "models/kws_ref_model/golden/output_0.npy",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // A tampered expectation with the right shape: exit 2 and the differing sample.
+    let dir = temp_dir("mismatch");
+    let golden = repo().join(m).join("golden/output_0.npy");
+    let mut bytes = std::fs::read(golden).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] = bytes[last].wrapping_add(1);
+    let tampered = dir.join("expected.npy");
+    std::fs::write(&tampered, bytes).unwrap();
+    let o = kiln(&[
+        "run",
+        &format!("{m}/model.tflite"),
+        "--input",
+        &format!("{m}/golden/input_0.npy"),
+        "--expect",
+        tampered.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("sample 19: 1 of 10 elements differ") && t.contains("19/20 samples match"),
+        "{t}"
+    );
+}
+
+#[test]
+fn dump_writes_every_intermediate_tensor() {
+    let dir = temp_dir("dump");
+    let m = "models/kws_ref_model";
+    let o = kiln(&[
+        "run",
+        &format!("{m}/model.tflite"),
+        "--input",
+        &format!("{m}/golden/input_0.npy"),
+        "--dump",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    // 1 input + 13 nodes + index.txt.
+    assert_eq!(files.len(), 15, "{files:?}");
+    assert!(files[0].starts_with("000_conv_2d_"), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with("012_softmax_")),
+        "{files:?}"
+    );
+    let index = std::fs::read_to_string(dir.join("index.txt")).unwrap();
+    assert!(
+        index.contains("depthwise_conv_2d\tint8\t[1, 25, 5, 64]"),
+        "{index}"
+    );
+}
+
+#[test]
+fn run_rejects_inputs_of_the_wrong_shape() {
+    let o = kiln(&[
+        "run",
+        "models/kws_ref_model/model.tflite",
+        "--input",
+        "models/pretrainedResnet_quant/golden/input_0.npy",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("does not match the model input [1, 49, 10, 1]"),
+        "{t}"
+    );
+}
