@@ -1,14 +1,9 @@
 //! Shared helpers for the end-to-end tests in this folder.
 
-use kiln_codegen::exec::{Executor, TensorData};
+use kiln_codegen::exec::{compare, Executor, TensorData};
 use kiln_codegen::import::tflite;
 use kiln_codegen::npy;
 use std::path::{Path, PathBuf};
-
-/// Float outputs may differ from TFLM's float kernels by summation order only.
-pub const F32_ABS_TOLERANCE: f64 = 1e-5;
-/// Relative part of the float tolerance.
-pub const F32_REL_TOLERANCE: f64 = 1e-4;
 
 /// The repository's `models/` folder.
 pub fn models_dir() -> PathBuf {
@@ -54,45 +49,6 @@ impl Golden {
             })
             .collect()
     }
-}
-
-/// Describes the first differences between `got` and `want`, or `None` when they agree
-/// (exactly for integers, within the float tolerance for f32).
-pub fn compare(got: &TensorData, want: &TensorData) -> Option<String> {
-    if got.dtype() != want.dtype() || got.len() != want.len() {
-        return Some(format!(
-            "got {} x {}, want {} x {}",
-            got.len(),
-            got.dtype().name(),
-            want.len(),
-            want.dtype().name()
-        ));
-    }
-    let (g, w) = (got.to_f64(), want.to_f64());
-    let float = matches!(want, TensorData::F32(_));
-    let bad: Vec<usize> = (0..g.len())
-        .filter(|&i| {
-            if float {
-                (g[i] - w[i]).abs() > F32_ABS_TOLERANCE + F32_REL_TOLERANCE * w[i].abs()
-            } else {
-                g[i] != w[i]
-            }
-        })
-        .collect();
-    if bad.is_empty() {
-        return None;
-    }
-    let first: Vec<String> = bad
-        .iter()
-        .take(5)
-        .map(|&i| format!("[{i}] got {} want {}", g[i], w[i]))
-        .collect();
-    Some(format!(
-        "{} of {} elements differ: {}",
-        bad.len(),
-        g.len(),
-        first.join(", ")
-    ))
 }
 
 /// Imports `models/<rel>/model.tflite`, runs every golden sample and panics with a list

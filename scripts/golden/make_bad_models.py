@@ -30,3 +30,16 @@ out = pathlib.Path("tests/fixtures/unsupported_ops.tflite")
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_bytes(m.finish())
 print(f"wrote {out}")
+
+# Supported operators with quantization TFLM's int8 kernels refuse: kiln check lists both.
+m = ModelWriter(description="kiln fixture: quantization the int8 kernels refuse")
+x = m.tensor("x", [1, 10], "int8", quant=Quant(0.1, 0))
+y = m.tensor("probabilities", [1, 10], "int8", quant=Quant(0.1, 0))
+m.op("SOFTMAX", [x], [y], "SoftmaxOptions", dict(Beta=1.0))
+c = m.tensor("joined", [1, 20], "int8", quant=Quant(0.2, 0))
+m.op("CONCATENATION", [x, y], [c], "ConcatenationOptions",
+     dict(Axis=1, FusedActivationFunction=ACT["NONE"]))
+m.io([x], [c])
+out = pathlib.Path("tests/fixtures/bad_quantization.tflite")
+out.write_bytes(m.finish())
+print(f"wrote {out}")

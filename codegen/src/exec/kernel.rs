@@ -94,7 +94,28 @@ enum Prepared {
 type Result<T> = std::result::Result<T, String>;
 
 fn rt<T>(r: kiln_runtime::error::Result<T>) -> Result<T> {
-    r.map_err(|e| format!("kernel parameters: {e}"))
+    r.map_err(|e| e.to_string())
+}
+
+/// Says which rule of TFLM's int8 kernels the node's quantization breaks, where the
+/// runtime's error alone would be vague.
+fn explain(op: &Op, message: String) -> String {
+    let rule = match op {
+        Op::Softmax { .. } => "int8 softmax needs output scale 1/256 and zero point -128",
+        Op::Logistic => "int8 logistic needs output scale 1/256 and zero point -128",
+        Op::Concatenation { .. } => {
+            "int8 concatenation needs every input quantized exactly like the output"
+        }
+        Op::AveragePool2d(_) | Op::MaxPool2d(_) => {
+            "int8 pooling needs equal input and output quantization"
+        }
+        _ => return message,
+    };
+    if message == kiln_runtime::Error::QuantizationMismatch.to_string() {
+        format!("{message}: {rule}")
+    } else {
+        message
+    }
 }
 
 fn activation(a: Activation) -> FusedActivation {
@@ -148,6 +169,10 @@ fn own_conv(q: k::conv_2d::ConvQuant<'_>) -> Owned<k::conv_2d::ConvQuant<'static
 impl Kernel {
     /// Derives the kernel parameters of `node`; errors name what the runtime refused.
     pub(super) fn prepare(g: &Graph, node: &Node) -> Result<Kernel> {
+        Self::prepare_unexplained(g, node).map_err(|m| explain(&node.op, m))
+    }
+
+    fn prepare_unexplained(g: &Graph, node: &Node) -> Result<Kernel> {
         let info = |i: usize| g.info(node.inputs[i]);
         let out = g.info(node.outputs[0]);
         let float = info(0).dtype == DType::F32;

@@ -5,9 +5,11 @@
 //! [`Executor::new`] with the same runtime functions generated code uses, so host and
 //! device results are the same integers.
 
+mod compare;
 mod data;
 mod kernel;
 
+pub use compare::{compare, Mismatch, F32_ABS_TOLERANCE, F32_REL_TOLERANCE};
 pub use data::TensorData;
 
 use crate::ir::{Graph, Node};
@@ -44,6 +46,28 @@ pub enum ExecError {
     Invalid(#[from] crate::ir::ValidateError),
 }
 
+/// Every node of a valid graph whose kernel parameters cannot be derived (e.g. a
+/// softmax whose output quantization TFLM's integer algorithm does not accept), without
+/// running anything. Empty when [`Executor::new`] will succeed.
+pub fn check(graph: &Graph) -> Result<Vec<ExecError>, ExecError> {
+    graph.validate()?;
+    Ok(graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, node)| prepare(graph, i, node).err())
+        .collect())
+}
+
+fn prepare(graph: &Graph, index: usize, node: &Node) -> Result<Kernel, ExecError> {
+    Kernel::prepare(graph, node).map_err(|message| ExecError::Prepare {
+        index,
+        name: node.name.clone(),
+        op: node.op.name(),
+        message,
+    })
+}
+
 /// A graph with every kernel prepared, ready to run any number of times.
 pub struct Executor<'g> {
     graph: &'g Graph,
@@ -51,21 +75,15 @@ pub struct Executor<'g> {
 }
 
 impl<'g> Executor<'g> {
-    /// Validates `graph` and prepares a kernel for every node.
+    /// Validates `graph` and prepares a kernel for every node; fails with the first
+    /// node whose kernel parameters cannot be derived (see [`check`] for all of them).
     pub fn new(graph: &'g Graph) -> Result<Self, ExecError> {
         graph.validate()?;
         let kernels = graph
             .nodes
             .iter()
             .enumerate()
-            .map(|(index, node)| {
-                Kernel::prepare(graph, node).map_err(|message| ExecError::Prepare {
-                    index,
-                    name: node.name.clone(),
-                    op: node.op.name(),
-                    message,
-                })
-            })
+            .map(|(index, node)| prepare(graph, index, node))
             .collect::<Result<_, _>>()?;
         Ok(Executor { graph, kernels })
     }

@@ -1,7 +1,8 @@
 //! `kiln check MODEL`: what the model contains and whether kiln supports all of it.
 
 use anyhow::Context;
-use kiln_codegen::import::{tflite, ImportError};
+use kiln_codegen::exec;
+use kiln_codegen::import::tflite;
 use kiln_codegen::ir::Graph;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,15 +27,21 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::FAILURE);
     }
-    match tflite::parse(&bytes, &file) {
-        Ok(graph) => {
-            print_summary(&file, &graph);
-            println!("supported: every operator has a kiln kernel");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e @ ImportError::Invalid { .. }) => Err(e.into()),
-        Err(e) => Err(e.into()),
+    let graph = tflite::parse(&bytes, &file)?;
+    print_summary(&file, &graph);
+    let refused = exec::check(&graph)?;
+    if refused.is_empty() {
+        println!("supported: every operator has a kiln kernel");
+        return Ok(ExitCode::SUCCESS);
     }
+    println!(
+        "{file}: {} operator(s) with quantization kiln's kernels cannot use:",
+        refused.len()
+    );
+    for e in &refused {
+        println!("  {e}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn print_summary(file: &str, graph: &Graph) {

@@ -3,10 +3,12 @@
 //! save outputs, compare them with expected ones, or dump every intermediate tensor.
 
 use anyhow::{bail, Context};
-use kiln_codegen::exec::{Executor, TensorData};
+use kiln_codegen::exec::{compare, Executor, TensorData};
 use kiln_codegen::import::tflite;
 use kiln_codegen::ir::{DType, Graph, TensorId, TensorInfo};
 use kiln_codegen::npy;
+use kiln_runtime::kernels::reference::quantize::{quantize_f32_to_i8, QuantizeParams};
+use kiln_runtime::quant::TensorQuant;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -24,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Compare the first output with this .npy (same layout as --output): exact for
-    /// integers, within 1e-5 + 1e-4 relative for floats. Exit status 2 on a mismatch.
+    /// integers, within 1e-5 + 1e-4 x |expected| for floats. Exit status 2 on a mismatch.
     #[arg(long)]
     expect: Option<PathBuf>,
     /// Write every intermediate tensor of the first sample as .npy into this folder,
@@ -121,7 +123,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         let mut differing = 0;
         for s in 0..samples {
             let (got, exp) = (stacked.slice(s * per, per), want.data.slice(s * per, per));
-            if let Some(diff) = describe_difference(&got, &exp) {
+            if let Some(diff) = compare(&got, &exp) {
                 differing += 1;
                 println!("sample {s}: {diff}");
             }
@@ -188,16 +190,18 @@ impl Batch {
     }
 }
 
-/// Accepts the input's own dtype, or float32 for an int8 input (quantized like TFLite's
-/// QUANTIZE: round half away from zero, then clamp).
+/// Accepts the input's own dtype, or float32 for an int8 input (quantized with the
+/// runtime's QUANTIZE kernel, so exactly as a QUANTIZE node would).
 fn convert_input(data: TensorData, info: &TensorInfo) -> anyhow::Result<TensorData> {
     match (&data, info.dtype, info.scale_zero_point()) {
         (d, want, _) if d.dtype() == want => Ok(data),
-        (TensorData::F32(v), DType::I8, Some((scale, zp))) => Ok(TensorData::I8(
-            v.iter()
-                .map(|x| ((x / scale).round() as i32 + zp).clamp(-128, 127) as i8)
-                .collect(),
-        )),
+        (TensorData::F32(v), DType::I8, Some((scale, zp))) => {
+            let params = QuantizeParams::prepare(TensorQuant::new(scale, zp))
+                .map_err(|e| anyhow::anyhow!("input quantization: {e}"))?;
+            let mut q = vec![0i8; v.len()];
+            quantize_f32_to_i8(&params, v, &mut q);
+            Ok(TensorData::I8(q))
+        }
         (d, want, _) => bail!(
             "holds {}, the model input is {}",
             d.dtype().name(),
@@ -235,28 +239,6 @@ fn stack(parts: &[TensorData]) -> TensorData {
         Some(DType::I64) => TensorData::I64(i64s),
         _ => TensorData::F32(f),
     }
-}
-
-fn describe_difference(got: &TensorData, want: &TensorData) -> Option<String> {
-    let (g, w) = (got.to_f64(), want.to_f64());
-    let float = got.dtype() == DType::F32;
-    let bad: Vec<usize> = (0..g.len())
-        .filter(|&i| {
-            if float {
-                (g[i] - w[i]).abs() > 1e-5 + 1e-4 * w[i].abs()
-            } else {
-                g[i] != w[i]
-            }
-        })
-        .collect();
-    let first = bad.first()?;
-    Some(format!(
-        "{} of {} elements differ, first at [{first}]: got {}, expected {}",
-        bad.len(),
-        g.len(),
-        g[*first],
-        w[*first]
-    ))
 }
 
 fn dequantize(info: &TensorInfo, raw: f64) -> Option<f64> {

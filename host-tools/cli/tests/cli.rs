@@ -207,3 +207,19 @@ fn run_rejects_inputs_of_the_wrong_shape() {
         "{t}"
     );
 }
+
+#[test]
+fn check_lists_every_node_whose_quantization_the_kernels_refuse() {
+    let o = kiln(&["check", "tests/fixtures/bad_quantization.tflite"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("2 operator(s) with quantization kiln's kernels cannot use"),
+        "{t}"
+    );
+    assert!(
+        t.contains("node 0 'probabilities' (softmax)") && t.contains("1/256"),
+        "{t}"
+    );
+    assert!(t.contains("node 1 'joined' (concatenation)"), "{t}");
+}
