@@ -34,3 +34,10 @@ pub mod fuzzing;
 pub mod import;
 pub mod ir;
 pub mod npy;
+pub mod builder;
+pub mod compile;
+pub mod emit;
+pub mod plan;
+
+pub use builder::Builder;
+pub use compile::{CompileError, CompileOptions, Target};

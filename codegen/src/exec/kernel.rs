@@ -11,10 +11,10 @@ use kiln_runtime::quant::{ChannelMultipliers, QuantizedMultiplier, TensorQuant};
 use kiln_runtime::shape::Broadcast;
 
 /// A node's kernel with everything precomputed.
-pub(super) struct Kernel(Prepared);
+pub(crate) struct Kernel(pub(crate) Prepared);
 
 /// Per-channel multiplier tables owned by the executor; kernels borrow them per call.
-enum Multipliers {
+pub(crate) enum Multipliers {
     PerTensor(QuantizedMultiplier),
     PerChannel(Vec<QuantizedMultiplier>),
 }
@@ -36,12 +36,14 @@ impl Multipliers {
 }
 
 /// The runtime quant struct with its multiplier table detached, so it can be stored.
-struct Owned<Q> {
-    quant: Q,
-    multipliers: Multipliers,
+pub(crate) struct Owned<Q> {
+    pub(crate) quant: Q,
+    pub(crate) multipliers: Multipliers,
 }
 
-enum Prepared {
+/// The runtime call of one node with its precomputed parameters; the executor runs it,
+/// the Rust emitter prints it.
+pub(crate) enum Prepared {
     Conv2dI8(
         k::conv_2d::Conv2dParams,
         Owned<k::conv_2d::ConvQuant<'static>>,
@@ -168,7 +170,7 @@ fn own_conv(q: k::conv_2d::ConvQuant<'_>) -> Owned<k::conv_2d::ConvQuant<'static
 
 impl Kernel {
     /// Derives the kernel parameters of `node`; errors name what the runtime refused.
-    pub(super) fn prepare(g: &Graph, node: &Node) -> Result<Kernel> {
+    pub(crate) fn prepare(g: &Graph, node: &Node) -> Result<Kernel> {
         Self::prepare_unexplained(g, node).map_err(|m| explain(&node.op, m))
     }
 

@@ -7,7 +7,7 @@
 
 mod compare;
 mod data;
-mod kernel;
+pub(crate) mod kernel;
 
 pub use compare::{compare, Mismatch, F32_ABS_TOLERANCE, F32_REL_TOLERANCE};
 pub use data::TensorData;
@@ -59,7 +59,7 @@ pub fn check(graph: &Graph) -> Result<Vec<ExecError>, ExecError> {
         .collect())
 }
 
-fn prepare(graph: &Graph, index: usize, node: &Node) -> Result<Kernel, ExecError> {
+pub(crate) fn prepare(graph: &Graph, index: usize, node: &Node) -> Result<Kernel, ExecError> {
     Kernel::prepare(graph, node).map_err(|message| ExecError::Prepare {
         index,
         name: node.name.clone(),

@@ -4,6 +4,7 @@
 //! context and a non-zero exit status.
 
 mod check;
+mod compile;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Check(check::Args),
     /// Run a model on the host with kiln's kernels.
     Run(run::Args),
+    /// Compile a model into a no_std Rust crate with a static memory plan.
+    Compile(compile::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::main(args),
         Command::Run(args) => run::main(args),
+        Command::Compile(args) => compile::main(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,96 @@
+//! `Builder`: the compiler as a library call from a firmware's `build.rs`.
+
+use crate::compile::{plan_graph, CompileError, CompileOptions, Target};
+use crate::emit::rust::emit;
+use crate::import::tflite;
+use std::path::{Path, PathBuf};
+
+/// Compiles a model into `OUT_DIR` from a `build.rs`, so firmware can include it
+/// without running the CLI:
+///
+/// ```no_run
+/// // build.rs
+/// kiln_codegen::Builder::new("models/kws_ref_model/model.tflite").name("kws").generate().unwrap();
+/// ```
+/// ```ignore
+/// // src/main.rs
+/// mod kws {
+///     include!(concat!(env!("OUT_DIR"), "/kws.rs"));
+/// }
+/// static mut ARENA: kws::Arena = kws::Arena::new();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    model: PathBuf,
+    name: Option<String>,
+    out_dir: Option<PathBuf>,
+    options: CompileOptions,
+}
+
+/// What [`Builder::generate`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The module body to `include!`.
+    pub source: PathBuf,
+    /// The weights blob next to it.
+    pub weights: PathBuf,
+    /// Arena bytes the model needs.
+    pub arena_bytes: usize,
+    /// Weight bytes in flash.
+    pub weight_bytes: usize,
+}
+
+impl Builder {
+    /// A builder for the model file at `model` (`.tflite`).
+    pub fn new(model: impl AsRef<Path>) -> Self {
+        Builder { model: model.as_ref().to_path_buf(), name: None, out_dir: None, options: CompileOptions::default() }
+    }
+
+    /// Base name of the generated files (`<name>.rs`, `<name>.weights.bin`); defaults to
+    /// the model file's stem.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Folder to write into; defaults to the `OUT_DIR` cargo gives build scripts.
+    pub fn out_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.out_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The device the model is compiled for.
+    pub fn target(mut self, target: Target) -> Self {
+        self.options.target = target;
+        self
+    }
+
+    /// Imports, plans and emits the model, and tells cargo to rerun when it changes.
+    pub fn generate(self) -> Result<Generated, CompileError> {
+        let file = self.model.display().to_string();
+        let out_dir = match self.out_dir.or_else(|| std::env::var_os("OUT_DIR").map(PathBuf::from)) {
+            Some(d) => d,
+            None => {
+                return Err(CompileError::Io {
+                    path: "OUT_DIR".into(),
+                    source: std::io::Error::other("not set: call Builder::out_dir outside build scripts"),
+                })
+            }
+        };
+        let stem = self.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = self.name.unwrap_or(stem);
+        println!("cargo:rerun-if-changed={file}");
+        let graph = tflite::load(&self.model)?;
+        let plan = plan_graph(&graph, &self.options, &file)?;
+        let weights_file = format!("{name}.weights.bin");
+        let model = emit(&graph, &plan, &file, &weights_file)
+            .map_err(|source| CompileError::Emit { file: file.clone(), source })?;
+        let source = out_dir.join(format!("{name}.rs"));
+        let weights = out_dir.join(&weights_file);
+        for (path, bytes) in [(&source, model.source.as_bytes()), (&weights, model.weights.as_slice())] {
+            std::fs::write(path, bytes)
+                .map_err(|e| CompileError::Io { path: path.display().to_string(), source: e })?;
+        }
+        Ok(Generated { source, weights, arena_bytes: plan.arena_bytes, weight_bytes: model.weights.len() })
+    }
+}

@@ -1,0 +1,3 @@
+//! Emitters: a planned graph in, source code out.
+
+pub mod rust;

@@ -1,0 +1,351 @@
+//! The Rust emitter: a planned graph becomes a `no_std` module with the model's consts,
+//! its weights (a separate blob, pulled in with `include_bytes!`) and one `run` function
+//! that calls kiln-runtime's kernels in plan order with constant parameters.
+//!
+//! The module body can be the whole of a generated crate's `lib.rs` (see
+//! [`write_crate`]) or be `include!`d from a firmware's `OUT_DIR` (see
+//! [`crate::Builder`]).
+
+mod literal;
+mod ops;
+
+use crate::exec::{kernel::Kernel, ExecError};
+use crate::ir::{DType, Graph, TensorId};
+use crate::plan::{Location, Plan};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Alignment of every constant tensor inside the weights blob, in bytes.
+pub const WEIGHT_ALIGNMENT: usize = 16;
+
+/// Generated source and data of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RustModel {
+    /// The module body: consts, the weights static, the arena type and `run`.
+    pub source: String,
+    /// The weights blob the source includes (constant tensors, aligned, little-endian).
+    pub weights: Vec<u8>,
+}
+
+/// Why a graph could not be emitted.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// A node's kernel parameters cannot be derived.
+    #[error(transparent)]
+    Prepare(#[from] ExecError),
+    /// The graph has a shape the generated API cannot express.
+    #[error("tensor {index} '{name}': {message}")]
+    Tensor {
+        /// Tensor index.
+        index: usize,
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How one graph input or output appears in the generated API.
+struct Port {
+    /// Argument name in `run`.
+    arg: String,
+    /// Prefix of its consts (`INPUT`, `OUTPUT_1`, ...).
+    konst: String,
+    id: TensorId,
+}
+
+fn ports(ids: &[TensorId], kind: &str) -> Vec<Port> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let single = ids.len() == 1;
+            Port {
+                arg: if single { kind.to_string() } else { format!("{kind}_{i}") },
+                konst: if single { kind.to_uppercase() } else { format!("{}_{i}", kind.to_uppercase()) },
+                id,
+            }
+        })
+        .collect()
+}
+
+fn rust_type(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::I8 => "i8",
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+    }
+}
+
+/// Emits the module body for `graph` placed by `plan`. `weights_file` is the file name
+/// (next to the generated source) the weights blob will be written to.
+pub fn emit(graph: &Graph, plan: &Plan, source_model: &str, weights_file: &str) -> Result<RustModel, EmitError> {
+    let kernels = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| crate::exec::prepare(graph, i, n))
+        .collect::<Result<Vec<Kernel>, _>>()?;
+    let (weights, weight_offsets) = weights_blob(graph);
+    let inputs = ports(&graph.inputs, "input");
+    let outputs = ports(&graph.outputs, "output");
+    for p in inputs.iter().chain(&outputs) {
+        let t = graph.tensor(p.id);
+        if t.info.dtype == DType::I64 {
+            return Err(EmitError::Tensor {
+                index: p.id.0,
+                name: t.name.clone(),
+                message: "int64 graph inputs and outputs are not supported".into(),
+            });
+        }
+    }
+
+    let mut s = String::new();
+    header(&mut s, graph, plan, source_model, weights.len(), weights_file, &inputs, &outputs);
+
+    // The run function.
+    let args: Vec<String> = inputs
+        .iter()
+        .map(|p| format!("{}: &[{}; {}_LEN]", p.arg, rust_type(graph.info(p.id).dtype), p.konst))
+        .chain(outputs.iter().map(|p| format!("{}: &mut [{}; {}_LEN]", p.arg, rust_type(graph.info(p.id).dtype), p.konst)))
+        .collect();
+    writeln!(s, "/// Runs the model once: reads the inputs, writes the outputs, uses `arena` as scratch.").unwrap();
+    writeln!(s, "/// Allocates nothing and cannot fail: every shape was checked when this code was generated.").unwrap();
+    writeln!(s, "#[allow(unused_variables, unused_unsafe, clippy::all)]").unwrap();
+    writeln!(s, "pub fn run(arena: &mut Arena, {}) {{", args.join(", ")).unwrap();
+    writeln!(s, "    let base = arena.0.as_mut_ptr();").unwrap();
+    let read = |id: TensorId| -> String {
+        let info = graph.info(id);
+        let (ty, len) = (rust_type(info.dtype), info.num_elements());
+        match plan.location(id) {
+            Location::Const => format!("weights::<{ty}>({}, {len})", weight_offsets[id.0]),
+            Location::Input(i) => format!("&{}[..]", inputs[i].arg),
+            Location::Output(j) => format!("&{}[..]", outputs[j].arg),
+            Location::Arena(off) => format!("unsafe {{ view::<{ty}>(base, {off}, {len}) }}"),
+        }
+    };
+    for &node_id in &plan.order {
+        let node = &graph.nodes[node_id.0];
+        let out = node.outputs[0];
+        let info = graph.info(out);
+        let (ty, len) = (rust_type(info.dtype), info.num_elements());
+        let write = match plan.location(out) {
+            Location::Output(j) => format!("&mut {}[..]", outputs[j].arg),
+            Location::Arena(off) => format!("unsafe {{ view_mut::<{ty}>(base, {off}, {len}) }}"),
+            other => {
+                return Err(EmitError::Tensor {
+                    index: out.0,
+                    name: graph.tensor(out).name.clone(),
+                    message: format!("a node result cannot live in {other:?}"),
+                })
+            }
+        };
+        writeln!(s, "\n    // {}: {} '{}' {:?} -> {:?}", node_id.0, node.op.name(), node.name.replace('\n', " "), info.shape, plan.location(out)).unwrap();
+        let aliased = node.inputs.first().is_some_and(|&i| plan.location(i) == plan.location(out))
+            && matches!(kernels[node_id.0].0, crate::exec::kernel::Prepared::Copy);
+        if aliased {
+            writeln!(s, "    // (an alias of its input: nothing to do)").unwrap();
+            continue;
+        }
+        let operand_exprs: Vec<String> = node.inputs.iter().map(|&i| read(i)).collect();
+        writeln!(s, "    {{").unwrap();
+        for (i, e) in operand_exprs.iter().enumerate() {
+            writeln!(s, "        let x{i} = {e};").unwrap();
+        }
+        writeln!(s, "        let y = {write};").unwrap();
+        let names: Vec<String> = (0..operand_exprs.len()).map(|i| format!("x{i}")).collect();
+        let call = ops::kernel_call(&kernels[node_id.0].0, &ops::Operands { inputs: &names, output: "y" });
+        for line in call.lines() {
+            writeln!(s, "        {line}").unwrap();
+        }
+        writeln!(s, "    }}").unwrap();
+    }
+    writeln!(s, "}}").unwrap();
+    Ok(RustModel { source: s, weights })
+}
+
+/// Packs every constant tensor some node reads into one blob, each at an offset aligned
+/// to [`WEIGHT_ALIGNMENT`]. Returns the blob and each tensor's offset (by tensor index).
+fn weights_blob(graph: &Graph) -> (Vec<u8>, Vec<usize>) {
+    let mut used = vec![false; graph.tensors.len()];
+    for n in &graph.nodes {
+        for i in &n.inputs {
+            used[i.0] = true;
+        }
+    }
+    let mut blob = Vec::new();
+    let mut offsets = vec![0; graph.tensors.len()];
+    for (i, t) in graph.tensors.iter().enumerate() {
+        if let (Some(data), true) = (&t.data, used[i]) {
+            blob.resize(blob.len().next_multiple_of(WEIGHT_ALIGNMENT), 0);
+            offsets[i] = blob.len();
+            blob.extend_from_slice(data);
+        }
+    }
+    (blob, offsets)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn header(
+    s: &mut String,
+    graph: &Graph,
+    plan: &Plan,
+    source_model: &str,
+    weight_bytes: usize,
+    weights_file: &str,
+    inputs: &[Port],
+    outputs: &[Port],
+) {
+    let version = env!("CARGO_PKG_VERSION");
+    let _ = write!(
+        s,
+        r#"// Generated by kiln {version} from {source_model}. Do not edit: run `kiln compile` again.
+
+#[allow(unused_imports)]
+use kiln_runtime::kernels::reference::{{
+    add::*, average_pool_2d::*, concatenation::*, conv_2d::*, depthwise_conv_2d::*, dequantize::*,
+    fully_connected::*, logistic::*, max_pool_2d::*, mean::*, mul::*, pad::*, quantize::*, relu::*,
+    relu6::*, softmax::*, tanh::*,
+}};
+#[allow(unused_imports)]
+use kiln_runtime::{{activation::*, padding::*, quant::*, shape::*}};
+
+#[cfg(target_endian = "big")]
+compile_error!("kiln's weights blob is little-endian");
+
+/// Bytes of scratch memory [`run`] needs (the static memory plan's arena).
+pub const ARENA_BYTES: usize = {arena};
+/// Lower bound of the arena for the chosen op order (largest set of live tensors).
+pub const ARENA_LOWER_BOUND_BYTES: usize = {bound};
+/// Bytes of constant data (weights, biases) kept in flash.
+pub const WEIGHT_BYTES: usize = {weight_bytes};
+/// Multiply-accumulate operations per inference.
+pub const MACS: u64 = {macs};
+
+/// The scratch memory of [`run`], aligned so tensors of every element type fit.
+#[repr(C, align(16))]
+pub struct Arena(pub [u8; ARENA_BYTES]);
+
+impl Arena {{
+    /// A zeroed arena (place it in a `static` or on the stack).
+    pub const fn new() -> Self {{
+        Arena([0; ARENA_BYTES])
+    }}
+}}
+
+impl Default for Arena {{
+    fn default() -> Self {{
+        Self::new()
+    }}
+}}
+
+#[repr(C, align(16))]
+struct Aligned<T: ?Sized>(T);
+
+/// The weights, in flash.
+static WEIGHTS: Aligned<[u8; WEIGHT_BYTES]> = Aligned(*include_bytes!("{weights_file}"));
+
+/// `len` elements of `T` at byte `offset` of the weights.
+#[inline(always)]
+#[allow(dead_code)]
+fn weights<T>(offset: usize, len: usize) -> &'static [T] {{
+    // SAFETY: kiln placed a tensor of `len` elements of `T` at `offset`, aligned for `T`,
+    // inside WEIGHTS when it generated this file; i8/i32/f32 accept any bit pattern.
+    unsafe {{ core::slice::from_raw_parts(WEIGHTS.0.as_ptr().add(offset).cast::<T>(), len) }}
+}}
+
+/// `len` elements of `T` at byte `offset` of the arena.
+///
+/// # Safety
+/// The range must lie inside the arena, be aligned for `T`, and not overlap a range
+/// borrowed mutably at the same time: the memory plan guarantees all three.
+#[inline(always)]
+#[allow(dead_code)]
+unsafe fn view<'a, T>(base: *mut u8, offset: usize, len: usize) -> &'a [T] {{
+    core::slice::from_raw_parts(base.add(offset).cast::<T>(), len)
+}}
+
+/// Mutable twin of [`view`], with the same safety contract.
+#[inline(always)]
+#[allow(dead_code)]
+unsafe fn view_mut<'a, T>(base: *mut u8, offset: usize, len: usize) -> &'a mut [T] {{
+    core::slice::from_raw_parts_mut(base.add(offset).cast::<T>(), len)
+}}
+
+/// A per-channel requantization multiplier (keeps the tables short).
+#[allow(dead_code)]
+const fn qm(multiplier: i32, shift: i32) -> QuantizedMultiplier {{
+    QuantizedMultiplier {{ multiplier, shift }}
+}}
+"#,
+        arena = plan.arena_bytes,
+        bound = plan.lower_bound_bytes,
+        macs = crate::ir::cost::total_macs(graph),
+    );
+    for (kind, list) in [("input", inputs), ("output", outputs)] {
+        for p in list {
+            let t = graph.tensor(p.id);
+            let info = &t.info;
+            let _ = writeln!(s, "\n/// Elements of {kind} '{}' ({} {:?}).", t.name, info.dtype.name(), info.shape);
+            let _ = writeln!(s, "pub const {}_LEN: usize = {};", p.konst, info.num_elements());
+            let _ = writeln!(s, "/// Shape of {kind} '{}'.", t.name);
+            let _ = writeln!(s, "pub const {}_SHAPE: [usize; {}] = {:?};", p.konst, info.shape.len(), info.shape);
+            if let Some((scale, zp)) = info.scale_zero_point() {
+                let _ = writeln!(s, "/// Quantization of {kind} '{}': real = SCALE * (q - ZERO_POINT).", t.name);
+                let _ = writeln!(s, "pub const {}_SCALE: f32 = {};", p.konst, literal::literal(&scale));
+                let _ = writeln!(s, "/// Zero point of {kind} '{}'.", t.name);
+                let _ = writeln!(s, "pub const {}_ZERO_POINT: i32 = {zp};", p.konst);
+            }
+        }
+    }
+    s.push('\n');
+}
+
+/// Where the generated crate finds kiln-runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeDependency {
+    /// A local checkout (path to the `runtime` folder).
+    Path(std::path::PathBuf),
+    /// A crates.io version requirement.
+    Version(String),
+}
+
+/// Writes a self-contained crate: `Cargo.toml`, `src/lib.rs` (the module body behind
+/// `#![no_std]`) and `src/model.weights.bin`. `standalone` adds an empty `[workspace]`
+/// so the crate builds on its own even inside another workspace's folder.
+pub fn write_crate(
+    dir: &Path,
+    crate_name: &str,
+    graph_source: &str,
+    graph: &Graph,
+    plan: &Plan,
+    runtime: &RuntimeDependency,
+    standalone: bool,
+) -> Result<RustModel, crate::CompileError> {
+    let model = emit(graph, plan, graph_source, "model.weights.bin")
+        .map_err(|source| crate::CompileError::Emit { file: graph_source.to_string(), source })?;
+    let io = |e: std::io::Error, p: &Path| crate::CompileError::Io { path: p.display().to_string(), source: e };
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
+    let dep = match runtime {
+        RuntimeDependency::Path(p) => format!("{{ path = {:?} }}", p.display().to_string()),
+        RuntimeDependency::Version(v) => format!("{v:?}"),
+    };
+    let workspace = if standalone { "\n[workspace]\n" } else { "" };
+    let cargo = format!(
+        "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\ndescription = \"{graph_source} compiled by kiln {}\"\n\n[dependencies]\nkiln-runtime = {dep}\n{workspace}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let lib = format!(
+        "//! The model {graph_source}, compiled ahead of time by kiln: call [`run`] with an\n//! [`Arena`], the input and the output buffer.\n#![no_std]\n\ninclude!(\"model.rs\");\n"
+    );
+    for (path, bytes) in [
+        (dir.join("Cargo.toml"), cargo.as_bytes()),
+        (src.join("lib.rs"), lib.as_bytes()),
+        (src.join("model.rs"), model.source.as_bytes()),
+        (src.join("model.weights.bin"), model.weights.as_slice()),
+    ] {
+        std::fs::write(&path, bytes).map_err(|e| io(e, &path))?;
+    }
+    Ok(model)
+}

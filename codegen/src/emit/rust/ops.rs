@@ -1,0 +1,174 @@
+//! The kernel call of each prepared node, as Rust source. The parameters are the ones
+//! the host executor computed (`exec::kernel::Prepared`), printed as constants, so the
+//! generated code and the executor cannot disagree on a single integer.
+
+use super::literal::literal;
+use crate::exec::kernel::{Multipliers, Owned, Prepared};
+use kiln_runtime::kernels::reference::conv_2d::ConvQuant;
+use kiln_runtime::kernels::reference::fully_connected::FullyConnectedQuant;
+use kiln_runtime::quant::QuantizedMultiplier;
+
+/// Operand and result expressions of one node.
+pub(super) struct Operands<'a> {
+    /// One readable slice expression per node input.
+    pub inputs: &'a [String],
+    /// A writable slice expression for the node's result.
+    pub output: &'a str,
+}
+
+fn multipliers(m: &Multipliers) -> String {
+    match m {
+        Multipliers::PerTensor(q) => format!("ChannelMultipliers::PerTensor({})", literal(q)),
+        Multipliers::PerChannel(table) => {
+            let items: Vec<String> = table.iter().map(short_multiplier).collect();
+            format!("ChannelMultipliers::PerChannel(&[{}])", items.join(", "))
+        }
+    }
+}
+
+/// `QuantizedMultiplier { .. }` through a short constructor, to keep tables readable.
+fn short_multiplier(q: &QuantizedMultiplier) -> String {
+    format!("qm({}, {})", q.multiplier, q.shift)
+}
+
+/// Source of a block that runs `prepared` on `ops`.
+pub(super) fn kernel_call(prepared: &Prepared, ops: &Operands<'_>) -> String {
+    let x = |i: usize| ops.inputs[i].as_str();
+    let bias = || ops.inputs.get(2).map_or("None".to_string(), |b| format!("Some({b})"));
+    let y = ops.output;
+    match prepared {
+        Prepared::Conv2dI8(p, q) => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconv_2d_i8(&P, &Q, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::Conv2dF32(p, act) => format!(
+            "const P: Conv2dParams = {};\nconv_2d_f32(&P, {}, {}, {}, {}, {y});",
+            literal(p),
+            literal(act),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::DepthwiseI8(p, q) => format!(
+            "const P: DepthwiseConv2dParams = {};\nconst Q: ConvQuant<'static> = {};\ndepthwise_conv_2d_i8(&P, &Q, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::DepthwiseF32(p, act) => format!(
+            "const P: DepthwiseConv2dParams = {};\ndepthwise_conv_2d_f32(&P, {}, {}, {}, {}, {y});",
+            literal(p),
+            literal(act),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::FullyConnectedI8(p, q) => format!(
+            "const P: FullyConnectedParams = {};\nconst Q: FullyConnectedQuant<'static> = {};\nfully_connected_i8(&P, &Q, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::FullyConnectedF32(p, act) => format!(
+            "const P: FullyConnectedParams = {};\nfully_connected_f32(&P, {}, {}, {}, {}, {y});",
+            literal(p),
+            literal(act),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::AveragePoolI8(p, r) => pool("average_pool_2d_i8", p, &literal(r), x(0), y),
+        Prepared::AveragePoolF32(p, r) => pool("average_pool_2d_f32", p, &literal(r), x(0), y),
+        Prepared::MaxPoolI8(p, r) => pool("max_pool_2d_i8", p, &literal(r), x(0), y),
+        Prepared::MaxPoolF32(p, r) => pool("max_pool_2d_f32", p, &literal(r), x(0), y),
+        Prepared::AddI8(p, plan) => binary("add_i8", &format!("&{}", literal(p)), plan, x(0), x(1), y),
+        Prepared::AddF32(r, plan) => binary("add_f32", &literal(r), plan, x(0), x(1), y),
+        Prepared::MulI8(p, plan) => binary("mul_i8", &format!("&{}", literal(p)), plan, x(0), x(1), y),
+        Prepared::MulF32(r, plan) => binary("mul_f32", &literal(r), plan, x(0), x(1), y),
+        Prepared::Copy => format!("for (d, s) in {y}.iter_mut().zip({}.iter()) {{\n    *d = *s;\n}}", x(0)),
+        Prepared::SoftmaxI8(p, depth) => format!("softmax_i8(&{}, {depth}, {}, {y});", literal(p), x(0)),
+        Prepared::SoftmaxF32(beta, depth) => format!("softmax_f32({}, {depth}, {}, {y});", literal(beta), x(0)),
+        Prepared::MeanI8(p, q) => format!(
+            "const P: MeanParams = {};\nmean_i8(&P, &{}, {}, {y});",
+            literal(p),
+            literal(q),
+            x(0)
+        ),
+        Prepared::MeanF32(p) => format!("const P: MeanParams = {};\nmean_f32(&P, {}, {y});", literal(p), x(0)),
+        Prepared::PadI8(p, v) => format!("const P: PadParams = {};\npad_i8(&P, {}, {v}, {y});", literal(p), x(0)),
+        Prepared::PadF32(p) => format!("const P: PadParams = {};\npad_f32(&P, {}, 0.0, {y});", literal(p), x(0)),
+        Prepared::ConcatenationI8(p, r) => format!(
+            "const P: ConcatenationParams = {};\nconcatenation_i8(&P, &[{}], {y});\nfor v in {y}.iter_mut() {{\n    *v = {}.clamp_i8(i32::from(*v));\n}}",
+            literal(p),
+            ops.inputs.join(", "),
+            literal(r)
+        ),
+        Prepared::ConcatenationF32(p, r) => format!(
+            "const P: ConcatenationParams = {};\nconcatenation_f32(&P, &[{}], {y});\nfor v in {y}.iter_mut() {{\n    *v = {}.apply(*v);\n}}",
+            literal(p),
+            ops.inputs.join(", "),
+            literal(r)
+        ),
+        Prepared::Quantize(p) => format!("quantize_f32_to_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::Requantize(p) => format!("requantize_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::Dequantize(p) => format!("dequantize_i8_to_f32(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::LogisticI8(p) => format!("logistic_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::LogisticF32 => format!("logistic_f32({}, {y});", x(0)),
+        Prepared::TanhI8(p) => format!("tanh_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::TanhF32 => format!("tanh_f32({}, {y});", x(0)),
+        Prepared::ReluI8(p) => format!("relu_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::ReluF32 => format!("relu_f32({}, {y});", x(0)),
+        Prepared::Relu6I8(p) => format!("relu6_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::Relu6F32 => format!("relu6_f32({}, {y});", x(0)),
+    }
+}
+
+/// The quant struct of a conv-like kernel with its multiplier table written out.
+fn quant<Q: QuantFields>(q: &Owned<Q>) -> String {
+    q.quant.literal_with(&multipliers(&q.multipliers))
+}
+
+/// Quant structs whose multiplier table the executor keeps apart.
+trait QuantFields {
+    /// The struct literal with `multipliers` as given.
+    fn literal_with(&self, multipliers: &str) -> String;
+}
+
+impl QuantFields for ConvQuant<'_> {
+    fn literal_with(&self, multipliers: &str) -> String {
+        format!(
+            "ConvQuant {{ input_offset: {}, output_offset: {}, multipliers: {multipliers}, activation: {} }}",
+            self.input_offset,
+            self.output_offset,
+            literal(&self.activation)
+        )
+    }
+}
+
+impl QuantFields for FullyConnectedQuant<'_> {
+    fn literal_with(&self, multipliers: &str) -> String {
+        format!(
+            "FullyConnectedQuant {{ input_offset: {}, weights_offset: {}, output_offset: {}, multipliers: {multipliers}, activation: {} }}",
+            self.input_offset,
+            self.weights_offset,
+            self.output_offset,
+            literal(&self.activation)
+        )
+    }
+}
+
+fn pool(f: &str, p: &impl std::fmt::Debug, range: &str, x: &str, y: &str) -> String {
+    format!("const P: Pool2dParams = {};\n{f}(&P, {range}, {x}, {y});", literal(p))
+}
+
+fn binary(f: &str, first: &str, plan: &impl std::fmt::Debug, a: &str, b: &str, y: &str) -> String {
+    format!("const B: Broadcast = {};\n{f}({first}, &B, {a}, {b}, {y});", literal(plan))
+}

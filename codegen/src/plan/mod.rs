@@ -1,0 +1,454 @@
+//! Static memory plan: an execution order for the nodes, and where every tensor lives
+//! while the model runs (caller's input or output buffer, flash, or an offset into the
+//! one arena). Nothing is allocated at run time; the arena size is known at compile time.
+//!
+//! [`plan`] works in three stages:
+//!
+//! 1. **Sharing rules** that hold for any order. A RESHAPE result shares its input's
+//!    bytes ([`Reuse::Alias`]; the chain may end in a graph input or output buffer),
+//!    except when the result is a graph output (the emitter copies into the caller's
+//!    buffer) or the input is a constant (the emitter copies out of flash). Element-wise
+//!    nodes (RELU, RELU6, LOGISTIC, TANH, int8 QUANTIZE, and ADD/MUL on an operand with
+//!    the result's exact shape and dtype) may write their result over an arena operand
+//!    that no later node reads ([`Reuse::InPlace`]), when [`PlanOptions::in_place`] is on.
+//! 2. **Order**: the topological order whose peak of live arena bytes is lowest, found
+//!    by an exact search over sets of executed nodes (capped by
+//!    [`PlanOptions::max_search_states`], then the better of the graph's own order and a
+//!    greedy one). The peak of the chosen order is [`Plan::lower_bound_bytes`].
+//! 3. **Offsets**: tensors sharing bytes form one buffer, live from the step writing its
+//!    first tensor to the last step reading any of them; buffers are placed largest
+//!    first at the lowest offset free during their whole lifetime (TFLM's greedy idea).
+//!
+//! Steps are positions in [`Plan::order`]; a tensor is live from the step that writes it
+//! to the last step that reads it or one of its aliases.
+
+mod assign;
+mod model;
+mod order;
+mod report;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use report::{intervals, report, Interval, NodeReport};
+
+use crate::ir::{Graph, NodeId, TensorId, ValidateError};
+use assign::{first_fit, Buffer};
+use model::{Home, Model};
+use order::Choice;
+
+/// Largest [`PlanOptions::alignment`] accepted (1 MiB).
+pub const MAX_ALIGNMENT: usize = 1 << 20;
+
+/// Where a tensor's bytes are while the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// A constant, stored in flash with the weights.
+    Const,
+    /// Graph input `i`: the caller's (read-only) input buffer.
+    Input(usize),
+    /// Graph output `j`: the caller's output buffer.
+    Output(usize),
+    /// `offset` bytes into the arena. Tensors no node reads or writes also get
+    /// `Arena(0)`, with no bytes reserved.
+    Arena(usize),
+}
+
+/// How a node's result is stored, so the emitter picks the right kernel call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// The result has its own bytes, disjoint from every operand's.
+    #[default]
+    None,
+    /// A RESHAPE whose result shares its operand's bytes: nothing to run.
+    Alias,
+    /// The result is written over operand `operand` (same location, shape and dtype),
+    /// which no later node reads: use the in-place kernel variant.
+    InPlace {
+        /// Index of the overwritten operand in the node's inputs.
+        operand: usize,
+    },
+}
+
+/// Settings of [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Every arena offset is a multiple of this, and every arena tensor takes a
+    /// multiple of it (a power of two, at most [`MAX_ALIGNMENT`]). Default 16.
+    pub alignment: usize,
+    /// Let element-wise nodes overwrite an operand nobody reads afterwards. Default on;
+    /// off shows what in-place execution saves.
+    pub in_place: bool,
+    /// Sets of executed nodes the exact order search may visit before it falls back to
+    /// a greedy order; 0 keeps the graph's own order. Default 200 000.
+    pub max_search_states: usize,
+    /// Fail when the arena (or one tensor in it) needs more bytes than this.
+    pub max_arena_bytes: Option<usize>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            alignment: 16,
+            in_place: true,
+            max_search_states: 200_000,
+            max_arena_bytes: None,
+        }
+    }
+}
+
+/// Why a graph cannot be planned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// The graph fails validation.
+    #[error(transparent)]
+    Invalid(#[from] ValidateError),
+    /// The options are unusable.
+    #[error("plan options: {0}")]
+    Options(String),
+    /// A graph output is also a graph input: the caller's buffers cannot be both.
+    #[error("graph output {output} (tensor {tensor} '{name}') is also graph input {input}")]
+    OutputIsInput {
+        /// Index in the graph's outputs.
+        output: usize,
+        /// Index in the graph's inputs.
+        input: usize,
+        /// Tensor index.
+        tensor: usize,
+        /// Tensor name.
+        name: String,
+    },
+    /// A graph output is a constant, which no node writes.
+    #[error("graph output {output} (tensor {tensor} '{name}') is a constant")]
+    OutputIsConstant {
+        /// Index in the graph's outputs.
+        output: usize,
+        /// Tensor index.
+        tensor: usize,
+        /// Tensor name.
+        name: String,
+    },
+    /// The same tensor is listed as two graph outputs.
+    #[error("graph outputs {first} and {second} are the same tensor {tensor} '{name}'")]
+    DuplicateOutput {
+        /// The first output index.
+        first: usize,
+        /// The repeated output index.
+        second: usize,
+        /// Tensor index.
+        tensor: usize,
+        /// Tensor name.
+        name: String,
+    },
+    /// One arena tensor alone exceeds [`PlanOptions::max_arena_bytes`].
+    #[error("tensor {tensor} '{name}' needs {bytes} arena bytes, over the limit of {limit}")]
+    TensorTooLarge {
+        /// Tensor index.
+        tensor: usize,
+        /// Tensor name.
+        name: String,
+        /// Its aligned size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The arena exceeds [`PlanOptions::max_arena_bytes`].
+    #[error("the plan needs {bytes} arena bytes (lower bound {lower_bound}), over the limit of {limit}")]
+    ArenaTooLarge {
+        /// Arena bytes of the plan.
+        bytes: usize,
+        /// Peak live bytes of the chosen order.
+        lower_bound: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The order given to [`plan_with_order`] is not a topological order of the graph.
+    #[error("order: {0}")]
+    Order(String),
+}
+
+/// The memory plan of one graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Nodes in execution order (a topological order of the graph).
+    pub order: Vec<NodeId>,
+    /// Location of every tensor, indexed by `TensorId`.
+    pub locations: Vec<Location>,
+    /// Bytes of arena the plan needs (the end of the highest arena tensor).
+    pub arena_bytes: usize,
+    /// For `order`: the largest total size of arena tensors live at the same time
+    /// (tensors sharing memory in place counted once). No plan for this order can use
+    /// less arena.
+    pub lower_bound_bytes: usize,
+    /// The lowest such bound over all orders examined (equals `lower_bound_bytes` when
+    /// the search picked the best order it found).
+    pub best_order_bound_bytes: usize,
+    /// The bound of the graph's own node order, for comparison in reports.
+    pub graph_order_bound_bytes: usize,
+    /// True when the order search was exhaustive: no topological order has a lower
+    /// bound than `best_order_bound_bytes`.
+    pub order_is_optimal: bool,
+    /// How each node stores its result, indexed by `NodeId`.
+    pub reuse: Vec<Reuse>,
+    /// Arena bytes live while each step of `order` runs (shared bytes counted once).
+    pub live_bytes: Vec<usize>,
+    /// The alignment of every arena offset and size.
+    pub alignment: usize,
+}
+
+impl Plan {
+    /// Location of a tensor.
+    pub fn location(&self, id: TensorId) -> Location {
+        self.locations[id.0]
+    }
+
+    /// How node `id` stores its result.
+    pub fn reuse(&self, id: NodeId) -> Reuse {
+        self.reuse[id.0]
+    }
+
+    /// Arena bytes a tensor occupies (its size rounded up to the alignment), 0 for
+    /// tensors outside the arena.
+    pub fn arena_size(&self, graph: &Graph, id: TensorId) -> usize {
+        match self.location(id) {
+            Location::Arena(_) => graph
+                .info(id)
+                .byte_size()
+                .next_multiple_of(self.alignment),
+            _ => 0,
+        }
+    }
+}
+
+/// Plans `graph`: picks the order with the lowest peak of live arena bytes the search
+/// finds, decides aliases and in-place execution, and places every tensor.
+pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<Plan, PlanError> {
+    check(graph, options)?;
+    let model = Model::new(graph, options);
+    check_tensor_sizes(&model, options)?;
+    let choice = order::choose(&model, options.max_search_states);
+    build(&model, choice, options)
+}
+
+/// Plans `graph` for a given execution `order` (every node once, operands produced
+/// before use), e.g. to compare orders in a report.
+pub fn plan_with_order(
+    graph: &Graph,
+    order: &[NodeId],
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    check(graph, options)?;
+    let model = Model::new(graph, options);
+    check_tensor_sizes(&model, options)?;
+    let order = check_order(&model, order)?;
+    let graph_order: Vec<usize> = (0..model.nodes()).collect();
+    let choice = Choice {
+        bound: model.trace(&order).peak(),
+        graph_order_bound: model.trace(&graph_order).peak(),
+        order,
+        optimal: false,
+    };
+    build(&model, choice, options)
+}
+
+fn check(graph: &Graph, options: &PlanOptions) -> Result<(), PlanError> {
+    let a = options.alignment;
+    if !a.is_power_of_two() || a > MAX_ALIGNMENT {
+        return Err(PlanError::Options(format!(
+            "alignment {a} is not a power of two up to {MAX_ALIGNMENT}"
+        )));
+    }
+    graph.validate()?;
+    check_outputs(graph)
+}
+
+fn check_outputs(graph: &Graph) -> Result<(), PlanError> {
+    for (output, id) in graph.outputs.iter().enumerate() {
+        let (tensor, name) = (id.0, graph.tensor(*id).name.clone());
+        if let Some(input) = graph.inputs.iter().position(|i| i == id) {
+            return Err(PlanError::OutputIsInput {
+                output,
+                input,
+                tensor,
+                name,
+            });
+        }
+        if graph.tensor(*id).data.is_some() {
+            return Err(PlanError::OutputIsConstant {
+                output,
+                tensor,
+                name,
+            });
+        }
+        if let Some(second) = graph.outputs[output + 1..].iter().position(|o| o == id) {
+            return Err(PlanError::DuplicateOutput {
+                first: output,
+                second: output + 1 + second,
+                tensor,
+                name,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_tensor_sizes(model: &Model, options: &PlanOptions) -> Result<(), PlanError> {
+    let Some(limit) = options.max_arena_bytes else {
+        return Ok(());
+    };
+    match (0..model.size.len()).find(|&t| model.size[t] > limit) {
+        Some(t) => Err(PlanError::TensorTooLarge {
+            tensor: t,
+            name: model.graph.tensors[t].name.clone(),
+            bytes: model.size[t],
+            limit,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `order` runs every node once, after the producers of its operands.
+fn check_order(model: &Model, order: &[NodeId]) -> Result<Vec<usize>, PlanError> {
+    if order.len() != model.nodes() {
+        return Err(PlanError::Order(format!(
+            "{} nodes given for a graph of {}",
+            order.len(),
+            model.nodes()
+        )));
+    }
+    let mut done = model::NodeSet::new(model.nodes());
+    for (step, id) in order.iter().enumerate() {
+        let v = id.0;
+        let ready = v < model.nodes()
+            && !done.contains(v)
+            && model.preds[v].iter().all(|&p| done.contains(p));
+        if !ready {
+            return Err(PlanError::Order(format!(
+                "node {v} at step {step} is out of range, repeated, or runs before an operand's producer"
+            )));
+        }
+        done.insert(v);
+    }
+    Ok(order.iter().map(|id| id.0).collect())
+}
+
+/// Turns an order into a plan: in-place decisions, buffers, offsets, locations.
+fn build(model: &Model, choice: Choice, options: &PlanOptions) -> Result<Plan, PlanError> {
+    let trace = model.trace(&choice.order);
+    let reuse: Vec<Reuse> = (0..model.nodes())
+        .map(|v| match (model.alias[v], trace.in_place[v]) {
+            (true, _) => Reuse::Alias,
+            (false, Some(operand)) => Reuse::InPlace { operand },
+            (false, None) => Reuse::None,
+        })
+        .collect();
+    let (buffers, buffer_of) = buffers(model, &choice.order, &reuse);
+    let (offsets, arena_bytes) = first_fit(&buffers);
+    let live_bytes = live_bytes(&buffers, choice.order.len());
+    debug_assert_eq!(live_bytes, trace.during, "buffers disagree with the trace");
+    let lower_bound_bytes = trace.peak();
+    if let Some(limit) = options.max_arena_bytes.filter(|&l| arena_bytes > l) {
+        return Err(PlanError::ArenaTooLarge {
+            bytes: arena_bytes,
+            lower_bound: lower_bound_bytes,
+            limit,
+        });
+    }
+    let locations = (0..model.home.len())
+        .map(|t| match model.home[t] {
+            Home::Fixed(location) => location,
+            Home::Arena => Location::Arena(offsets[buffer_of[t]]),
+            Home::Unused => Location::Arena(0),
+        })
+        .collect();
+    Ok(Plan {
+        order: choice.order.iter().map(|&v| NodeId(v)).collect(),
+        locations,
+        arena_bytes,
+        lower_bound_bytes,
+        best_order_bound_bytes: choice.bound.min(lower_bound_bytes),
+        graph_order_bound_bytes: choice.graph_order_bound,
+        order_is_optimal: choice.optimal,
+        reuse,
+        live_bytes,
+        alignment: options.alignment,
+    })
+}
+
+/// The arena buffers of an order: one per set of tensors sharing bytes (reshape alias
+/// groups, joined by in-place nodes), and the buffer of every arena tensor.
+fn buffers(model: &Model, order: &[usize], reuse: &[Reuse]) -> (Vec<Buffer>, Vec<usize>) {
+    let tensors = model.home.len();
+    let mut step_of = vec![0; model.nodes()];
+    for (step, &v) in order.iter().enumerate() {
+        step_of[v] = step;
+    }
+    let mut joined = UnionFind::new(tensors);
+    for (v, r) in reuse.iter().enumerate() {
+        if let Reuse::InPlace { operand } = r {
+            let x = model.graph.nodes[v].inputs[*operand].0;
+            joined.union(model.group[x], model.group[model.output(v)]);
+        }
+    }
+    let mut index = vec![usize::MAX; tensors];
+    let mut buffers: Vec<Buffer> = Vec::new();
+    for t in (0..tensors).filter(|&t| model.home[t] == Home::Arena) {
+        let root = joined.find(model.group[t]);
+        if index[root] == usize::MAX {
+            index[root] = buffers.len();
+            buffers.push(Buffer {
+                first: usize::MAX,
+                last: 0,
+                size: 0,
+            });
+        }
+        let b = &mut buffers[index[root]];
+        let first = model.producer[t].map_or(0, |p| step_of[p]);
+        let last = model.group_readers[t]
+            .iter()
+            .map(|&r| step_of[r])
+            .fold(first, usize::max);
+        b.first = b.first.min(first);
+        b.last = b.last.max(last);
+        b.size = b.size.max(model.size[t]);
+    }
+    let buffer_of = (0..tensors)
+        .map(|t| index[joined.find(model.group[t])])
+        .collect();
+    (buffers, buffer_of)
+}
+
+/// Bytes of the buffers live at each step.
+fn live_bytes(buffers: &[Buffer], steps: usize) -> Vec<usize> {
+    let mut live = vec![0; steps];
+    for b in buffers {
+        for bytes in &mut live[b.first..=b.last] {
+            *bytes += b.size;
+        }
+    }
+    live
+}
+
+/// Disjoint sets of tensor indices.
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        UnionFind((0..n).collect())
+    }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.0[i] != i {
+            self.0[i] = self.0[self.0[i]];
+            i = self.0[i];
+        }
+        i
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        self.0[a] = b;
+    }
+}

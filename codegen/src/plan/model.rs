@@ -1,0 +1,303 @@
+//! What the planner knows about a graph before it picks an order: where tensors outside
+//! the arena live, which tensors share bytes whatever the order (reshape aliases), which
+//! nodes may overwrite an operand, and what running one more node costs in arena bytes.
+//!
+//! The cost of running node `v` after the set of nodes `done` depends on `done` only, not
+//! on the order inside it (a node may run in place exactly when every other reader of
+//! its operand is in `done`). That is what makes the dynamic program in `order.rs` exact.
+
+use super::{Location, PlanOptions};
+use crate::ir::{DType, Graph, Op, TensorId};
+
+/// A set of node indices, as a bitset (a state of the order search).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct NodeSet(Box<[u64]>);
+
+impl NodeSet {
+    /// The empty set over `n` nodes.
+    pub(super) fn new(n: usize) -> Self {
+        NodeSet(vec![0; n.div_ceil(64)].into_boxed_slice())
+    }
+
+    pub(super) fn contains(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    pub(super) fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// Where a tensor lives when the order does not matter (everything but arena offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Home {
+    /// Flash, the caller's input or output buffer: not arena.
+    Fixed(Location),
+    /// Somewhere in the arena.
+    Arena,
+    /// No node reads or writes the tensor.
+    Unused,
+}
+
+/// Static facts about a validated graph, all indexed by node or tensor index.
+pub(super) struct Model<'g> {
+    pub(super) graph: &'g Graph,
+    /// Home of each tensor; reshape aliases inherit their input's home.
+    pub(super) home: Vec<Home>,
+    /// Aligned arena bytes of each tensor (0 unless its alias group is in the arena).
+    pub(super) size: Vec<usize>,
+    /// The tensor whose bytes each tensor shares through reshape aliases (itself if none).
+    pub(super) group: Vec<usize>,
+    /// Nodes reading any tensor of the alias group, indexed by the group's root tensor.
+    pub(super) group_readers: Vec<Vec<usize>>,
+    /// The node producing each tensor.
+    pub(super) producer: Vec<Option<usize>>,
+    /// Nodes that must run before each node (producers of its operands).
+    pub(super) preds: Vec<Vec<usize>>,
+    /// Nodes whose result is an alias of their operand (reshape): nothing runs.
+    pub(super) alias: Vec<bool>,
+    /// Operand indices each node may overwrite with its result, best first.
+    pub(super) candidates: Vec<Vec<usize>>,
+}
+
+impl<'g> Model<'g> {
+    /// Analyses `graph`, which must be valid and have distinct outputs that are neither
+    /// inputs nor constants.
+    pub(super) fn new(graph: &'g Graph, options: &PlanOptions) -> Self {
+        let producer = producers(graph);
+        let mut model = Model {
+            graph,
+            home: homes(graph, &producer),
+            size: vec![0; graph.tensors.len()],
+            group: (0..graph.tensors.len()).collect(),
+            group_readers: vec![Vec::new(); graph.tensors.len()],
+            preds: Vec::new(),
+            alias: vec![false; graph.nodes.len()],
+            candidates: Vec::new(),
+            producer,
+        };
+        model.add_aliases();
+        model.add_readers_and_sizes(options.alignment);
+        model.preds = graph
+            .nodes
+            .iter()
+            .map(|n| model.operand_producers(&n.inputs))
+            .collect();
+        model.candidates = (0..graph.nodes.len())
+            .map(|v| {
+                if options.in_place {
+                    model.in_place_candidates(v)
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        model
+    }
+
+    /// Number of nodes.
+    pub(super) fn nodes(&self) -> usize {
+        self.graph.nodes.len()
+    }
+
+    /// The single result of node `v` (validation guarantees exactly one).
+    pub(super) fn output(&self, v: usize) -> usize {
+        self.graph.nodes[v].outputs[0].0
+    }
+
+    /// A reshape shares its input's bytes unless its result is a graph output (the
+    /// caller's buffer must receive a copy) or its input is a constant (constants stay in
+    /// flash under their own name). Graph order visits inputs before their reshapes.
+    fn add_aliases(&mut self) {
+        for (v, node) in self.graph.nodes.iter().enumerate() {
+            let (x, y) = (node.inputs[0].0, node.outputs[0].0);
+            let shares = matches!(node.op, Op::Reshape)
+                && self.home[y] == Home::Arena
+                && self.home[x] != Home::Fixed(Location::Const);
+            if shares {
+                self.alias[v] = true;
+                self.group[y] = self.group[x];
+                self.home[y] = self.home[self.group[x]];
+            }
+        }
+    }
+
+    fn add_readers_and_sizes(&mut self, alignment: usize) {
+        for (v, node) in self.graph.nodes.iter().enumerate() {
+            for id in &node.inputs {
+                let readers = &mut self.group_readers[self.group[id.0]];
+                if readers.last() != Some(&v) {
+                    readers.push(v);
+                }
+            }
+        }
+        for t in 0..self.graph.tensors.len() {
+            if self.home[self.group[t]] == Home::Arena {
+                let bytes = self.graph.tensors[t].info.byte_size();
+                self.size[t] = bytes.div_ceil(alignment).saturating_mul(alignment);
+            }
+        }
+    }
+
+    fn operand_producers(&self, inputs: &[TensorId]) -> Vec<usize> {
+        let mut preds: Vec<usize> = inputs.iter().filter_map(|t| self.producer[t.0]).collect();
+        preds.sort_unstable();
+        preds.dedup();
+        preds
+    }
+
+    /// Operands node `v` may overwrite if it is their last reader: the op computes each
+    /// result element from the same element of that operand only, the operand has the
+    /// result's shape and dtype, both live in the arena, and no other operand of `v`
+    /// shares the operand's bytes.
+    fn in_place_candidates(&self, v: usize) -> Vec<usize> {
+        let node = &self.graph.nodes[v];
+        let y = node.outputs[0].0;
+        if self.alias[v] || self.home[y] != Home::Arena {
+            return Vec::new();
+        }
+        let same_layout = |k: usize| {
+            let (a, b) = (self.graph.info(node.inputs[k]), self.graph.info(node.outputs[0]));
+            a.shape == b.shape && a.dtype == b.dtype
+        };
+        let operands: &[usize] = match node.op {
+            Op::Relu | Op::Relu6 | Op::Logistic | Op::Tanh => &[0],
+            Op::Quantize if self.graph.info(node.inputs[0]).dtype == DType::I8 => &[0],
+            Op::Add { .. } | Op::Mul { .. } => &[0, 1],
+            _ => &[],
+        };
+        let element_type = matches!(self.graph.info(node.outputs[0]).dtype, DType::I8 | DType::F32);
+        operands
+            .iter()
+            .copied()
+            .filter(|&k| element_type && same_layout(k))
+            .filter(|&k| {
+                let g = self.group[node.inputs[k].0];
+                let shared = node
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .any(|(j, t)| j != k && self.group[t.0] == g);
+                self.home[g] == Home::Arena && !shared
+            })
+            .collect()
+    }
+
+    /// True when no node other than `v` outside `done` reads alias group `g`.
+    fn last_reader(&self, g: usize, v: usize, done: &NodeSet) -> bool {
+        self.group_readers[g]
+            .iter()
+            .all(|&r| r == v || done.contains(r))
+    }
+
+    /// The operand node `v` overwrites when it runs right after the nodes in `done`.
+    pub(super) fn in_place_operand(&self, v: usize, done: &NodeSet) -> Option<usize> {
+        let inputs = &self.graph.nodes[v].inputs;
+        self.candidates[v]
+            .iter()
+            .copied()
+            .find(|&k| self.last_reader(self.group[inputs[k].0], v, done))
+    }
+
+    /// Nodes not in `done` whose operands are all produced by nodes in `done`.
+    pub(super) fn ready<'a>(&'a self, done: &'a NodeSet) -> impl Iterator<Item = usize> + 'a {
+        (0..self.nodes())
+            .filter(move |&v| !done.contains(v) && self.preds[v].iter().all(|&p| done.contains(p)))
+    }
+
+    /// Running `v` after `done`, with `live` arena bytes held before it: the bytes held
+    /// while `v` runs, and the bytes still held after it.
+    pub(super) fn step(&self, live: usize, v: usize, done: &NodeSet) -> (usize, usize) {
+        let y = self.output(v);
+        let writes_new = !self.alias[v] && self.in_place_operand(v, done).is_none();
+        let during = live + if writes_new { self.size[y] } else { 0 };
+        let kept = if self.alias[v] || self.group_readers[y].is_empty() {
+            0
+        } else {
+            self.size[y]
+        };
+        (during, live - self.freed(v, done) + kept)
+    }
+
+    /// Arena bytes of the operand groups of `v` that no later node reads.
+    fn freed(&self, v: usize, done: &NodeSet) -> usize {
+        let mut groups: Vec<usize> = self.graph.nodes[v]
+            .inputs
+            .iter()
+            .map(|t| self.group[t.0])
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+            .into_iter()
+            .filter(|&g| self.last_reader(g, v, done))
+            .map(|g| self.size[g])
+            .sum()
+    }
+
+    /// Runs `order` (a topological order): the bytes held at each step and the operand
+    /// each node overwrites.
+    pub(super) fn trace(&self, order: &[usize]) -> Trace {
+        let mut done = NodeSet::new(self.nodes());
+        let mut trace = Trace {
+            during: Vec::with_capacity(order.len()),
+            in_place: vec![None; self.nodes()],
+        };
+        let mut live = 0;
+        for &v in order {
+            let (during, after) = self.step(live, v, &done);
+            trace.during.push(during);
+            trace.in_place[v] = self.in_place_operand(v, &done);
+            done.insert(v);
+            live = after;
+        }
+        trace
+    }
+}
+
+/// Arena use of one order, step by step.
+pub(super) struct Trace {
+    /// Arena bytes held while each step runs.
+    pub(super) during: Vec<usize>,
+    /// Per node: the operand its result overwrites.
+    pub(super) in_place: Vec<Option<usize>>,
+}
+
+impl Trace {
+    /// The largest arena use of any step: the lower bound of the order.
+    pub(super) fn peak(&self) -> usize {
+        self.during.iter().copied().max().unwrap_or(0)
+    }
+}
+
+fn producers(graph: &Graph) -> Vec<Option<usize>> {
+    let mut producer = vec![None; graph.tensors.len()];
+    for (v, node) in graph.nodes.iter().enumerate() {
+        for t in &node.outputs {
+            producer[t.0] = Some(v);
+        }
+    }
+    producer
+}
+
+/// Constants in flash, graph inputs and outputs in the caller's buffers (first index if
+/// listed twice), node results in the arena.
+fn homes(graph: &Graph, producer: &[Option<usize>]) -> Vec<Home> {
+    let mut home: Vec<Home> = graph
+        .tensors
+        .iter()
+        .zip(producer)
+        .map(|(t, p)| match (&t.data, p) {
+            (Some(_), _) => Home::Fixed(Location::Const),
+            (None, Some(_)) => Home::Arena,
+            (None, None) => Home::Unused,
+        })
+        .collect();
+    for (j, t) in graph.outputs.iter().enumerate().rev() {
+        home[t.0] = Home::Fixed(Location::Output(j));
+    }
+    for (i, t) in graph.inputs.iter().enumerate().rev() {
+        home[t.0] = Home::Fixed(Location::Input(i));
+    }
+    home
+}

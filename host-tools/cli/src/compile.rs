@@ -1,0 +1,230 @@
+//! `kiln compile MODEL --target T --out DIR`: writes a no_std Rust crate for the model
+//! and prints the memory plan and sizes, one row per op.
+
+use kiln_codegen::compile::{plan_graph, CompileOptions, Target};
+use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
+use kiln_codegen::import::tflite;
+use kiln_codegen::ir::cost::macs;
+use kiln_codegen::ir::Graph;
+use kiln_codegen::plan::{Location, Plan};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `kiln compile`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file (.tflite).
+    model: PathBuf,
+    /// The device: host, cortex-m0plus, cortex-m3, cortex-m4, cortex-m7, cortex-m33, riscv32imac.
+    #[arg(long, default_value = "host")]
+    target: Target,
+    /// Folder for the generated crate (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Crate name; defaults to the model file's stem.
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+    report: String,
+    /// Where the generated crate finds kiln-runtime: a path to kiln's `runtime` folder,
+    /// or a crates.io version such as `0.1`. Defaults to this kiln's own checkout.
+    #[arg(long)]
+    runtime: Option<String>,
+}
+
+/// Compiles the model and prints the report.
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let file = args.model.display().to_string();
+    let graph = tflite::load(&args.model)?;
+    let options = CompileOptions {
+        target: args.target,
+        ..Default::default()
+    };
+    let plan = plan_graph(&graph, &options, &file)?;
+    let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
+    let runtime = runtime_dependency(args.runtime.as_deref());
+    let model = write_crate(&args.out, &name, &file, &graph, &plan, &runtime, true)?;
+    let report = Report::new(&graph, &plan, model.weights.len());
+    if args.report == "json" {
+        println!("{}", report.json(&name, args.target));
+    } else {
+        print!("{}", report.table(&graph));
+        println!(
+            "wrote crate '{name}' for {} to {}",
+            args.target.name(),
+            args.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stem(path: &Path) -> &str {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("model")
+}
+
+/// A valid crate name: lower-case letters, digits and `_`, not starting with a digit.
+fn crate_name(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        s.insert_str(0, "model_");
+    }
+    s
+}
+
+fn runtime_dependency(arg: Option<&str>) -> RuntimeDependency {
+    match arg {
+        Some(v) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+            RuntimeDependency::Version(v.to_string())
+        }
+        Some(p) => {
+            RuntimeDependency::Path(std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p)))
+        }
+        None => {
+            let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime");
+            match std::fs::canonicalize(&checkout) {
+                Ok(p) => RuntimeDependency::Path(p),
+                Err(_) => RuntimeDependency::Version(env!("CARGO_PKG_VERSION").to_string()),
+            }
+        }
+    }
+}
+
+/// One row per node in plan order, and totals.
+struct Report {
+    rows: Vec<Row>,
+    macs: u64,
+    arena: usize,
+    lower_bound: usize,
+    best_bound: usize,
+    weight_bytes: usize,
+}
+
+struct Row {
+    step: usize,
+    node: usize,
+    op: &'static str,
+    name: String,
+    inputs: Vec<Vec<usize>>,
+    output: Vec<usize>,
+    macs: u64,
+    location: Location,
+    bytes: usize,
+}
+
+impl Report {
+    fn new(graph: &Graph, plan: &Plan, weight_bytes: usize) -> Report {
+        let rows: Vec<Row> = plan
+            .order
+            .iter()
+            .enumerate()
+            .map(|(step, id)| {
+                let n = &graph.nodes[id.0];
+                let out = graph.info(n.outputs[0]);
+                Row {
+                    step,
+                    node: id.0,
+                    op: n.op.name(),
+                    name: n.name.clone(),
+                    inputs: n
+                        .inputs
+                        .iter()
+                        .map(|i| graph.info(*i).shape.clone())
+                        .collect(),
+                    output: out.shape.clone(),
+                    macs: macs(graph, n),
+                    location: plan.location(n.outputs[0]),
+                    bytes: out.byte_size(),
+                }
+            })
+            .collect();
+        Report {
+            macs: rows.iter().map(|r| r.macs).sum(),
+            rows,
+            arena: plan.arena_bytes,
+            lower_bound: plan.lower_bound_bytes,
+            best_bound: plan.best_order_bound_bytes,
+            weight_bytes,
+        }
+    }
+
+    fn table(&self, _graph: &Graph) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:>4} {:<18} {:<34} {:>12} {:>10} {:>10}  name",
+            "step", "op", "shapes", "MACs", "offset", "bytes"
+        );
+        for r in &self.rows {
+            let ins: Vec<String> = r.inputs.iter().map(|d| dims(d)).collect();
+            let shapes = format!("{} -> {}", ins.join(","), dims(&r.output));
+            let place = match r.location {
+                Location::Arena(off) => off.to_string(),
+                Location::Output(j) => format!("output {j}"),
+                other => format!("{other:?}"),
+            };
+            let name: String = r.name.chars().take(48).collect();
+            let _ = writeln!(
+                s,
+                "{:>4} {:<18} {:<34} {:>12} {:>10} {:>10}  {name}",
+                r.step, r.op, shapes, r.macs, place, r.bytes
+            );
+        }
+        let _ = writeln!(s, "total MACs:     {}", self.macs);
+        let _ = writeln!(
+            s,
+            "arena bytes:    {} (lower bound for this op order {}, best order found {})",
+            self.arena, self.lower_bound, self.best_bound
+        );
+        let _ = writeln!(s, "weight bytes:   {}", self.weight_bytes);
+        s
+    }
+
+    fn json(&self, name: &str, target: Target) -> String {
+        let ops: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let (kind, offset) = match r.location {
+                    Location::Arena(off) => ("arena", Some(off)),
+                    Location::Output(j) => ("output", Some(j)),
+                    Location::Input(i) => ("input", Some(i)),
+                    Location::Const => ("const", None),
+                };
+                serde_json::json!({
+                    "step": r.step, "node": r.node, "op": r.op, "name": r.name,
+                    "inputs": r.inputs, "output": r.output, "macs": r.macs,
+                    "location": kind, "offset": offset, "bytes": r.bytes,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "crate": name,
+            "target": target.name(),
+            "macs": self.macs,
+            "arena_bytes": self.arena,
+            "lower_bound_bytes": self.lower_bound,
+            "best_order_bound_bytes": self.best_bound,
+            "weight_bytes": self.weight_bytes,
+            "ops": ops,
+        });
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    }
+}
+
+fn dims(d: &[usize]) -> String {
+    d.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
