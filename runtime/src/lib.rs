@@ -12,8 +12,15 @@
 //!    points, shapes and attributes into a small `Copy` params struct holding exactly the
 //!    integers TFLM's `Prepare` computes (multipliers, shifts, clamp ranges, radii).
 //! 2. At run time (device or host), a kernel function takes the params and plain slices
-//!    and loops. Kernels never allocate and never panic when the slice lengths match the
-//!    shapes the params were built from.
+//!    and loops. Kernels never allocate and never panic, whatever their arguments: each
+//!    checks its slice lengths against its params once, on entry, and **returns without
+//!    writing anything** when they do not match its documented preconditions. After that
+//!    check the loops index without bounds checks (see `runtime/no-panic-check/`, which
+//!    proves that no kernel links in a panic path on Cortex-M).
+//!
+//! Elementwise ops also have `*_in_place` variants that overwrite their input with the
+//! output (for the memory planner's in-place reuse); they give exactly the results of
+//! the out-of-place kernels.
 //!
 //! Layout is NHWC for activations, OHWI for conv filters, `[1, H, W, C * multiplier]`
 //! for depthwise filters and `[out, in]` for fully connected weights.
@@ -58,7 +65,11 @@
 //! - [`kernels::reference`]: one module per op.
 //! - [`error`]: the `Copy` error enum of params constructors.
 #![cfg_attr(not(test), no_std)]
-#![forbid(unsafe_code)]
+// Unsafe code is limited to `unchecked` (indexing without bounds checks) and the kernel
+// loops that call it, each with a SAFETY comment that bounds its indices.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod activation;
@@ -68,5 +79,6 @@ pub mod kernels;
 pub mod padding;
 pub mod quant;
 pub mod shape;
+mod unchecked;
 
 pub use error::{Error, Result};

@@ -141,10 +141,13 @@ impl Window2d {
     }
 
     /// Input row/column of the window origin for output position `out` along axis `axis`
-    /// (may be negative when it lies in the padding).
+    /// (0: height, 1: width); negative when it lies in the padding. Wraps instead of
+    /// overflowing; an axis above 1 counts as stride 0, padding 0.
     #[inline]
     pub fn origin(&self, axis: usize, out: usize) -> isize {
-        (out * self.stride[axis]) as isize - self.pad[axis] as isize
+        let stride = self.stride.get(axis).copied().unwrap_or(0);
+        let pad = self.pad.get(axis).copied().unwrap_or(0);
+        (out.wrapping_mul(stride) as isize).wrapping_sub(pad as isize)
     }
 }
 

@@ -374,12 +374,15 @@ pub enum ChannelMultipliers<'a> {
 
 impl ChannelMultipliers<'_> {
     /// The multiplier of output channel `c`. Precondition: `c` is below the channel
-    /// count the table was built for.
+    /// count the table was built for; beyond it the result is
+    /// [`QuantizedMultiplier::ZERO`] (kernels check [`Self::covers`] first).
     #[inline]
     pub fn get(&self, c: usize) -> QuantizedMultiplier {
         match self {
             ChannelMultipliers::PerTensor(m) => *m,
-            ChannelMultipliers::PerChannel(ms) => ms[c],
+            ChannelMultipliers::PerChannel(ms) => {
+                ms.get(c).copied().unwrap_or(QuantizedMultiplier::ZERO)
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Fixed-capacity shapes and NumPy-style broadcasting, without allocation.
 
 use crate::error::{Error, Result};
+use crate::unchecked::{get, set};
 
 /// The most dimensions any kernel here accepts (TFLM's broadcast paths stop at 6 too).
 pub const MAX_DIMS: usize = 6;
@@ -8,18 +9,24 @@ pub const MAX_DIMS: usize = 6;
 /// A tensor shape of rank `0..=MAX_DIMS`, row-major (last dimension contiguous).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
-    dims: [usize; MAX_DIMS],
-    rank: usize,
+    /// Dimensions, outermost first; entries past `rank` are 1.
+    pub dims: [usize; MAX_DIMS],
+    /// Number of meaningful dimensions.
+    pub rank: usize,
 }
 
 impl Shape {
-    /// A shape from its dimensions; fails with [`Error::TooManyDims`] beyond `MAX_DIMS`.
+    /// A shape from its dimensions; fails with [`Error::TooManyDims`] beyond `MAX_DIMS`
+    /// and with [`Error::ShapeMismatch`] when the element count overflows `usize`.
     pub fn new(dims: &[usize]) -> Result<Self> {
         if dims.len() > MAX_DIMS {
             return Err(Error::TooManyDims);
         }
+        checked_product(dims).ok_or(Error::ShapeMismatch)?;
         let mut d = [1; MAX_DIMS];
-        d[..dims.len()].copy_from_slice(dims);
+        for (slot, &dim) in d.iter_mut().zip(dims) {
+            *slot = dim;
+        }
         Ok(Self {
             dims: d,
             rank: dims.len(),
@@ -30,13 +37,16 @@ impl Shape {
     pub(crate) fn from_trailing(dims: &[usize; MAX_DIMS], rank: usize) -> Self {
         let rank = rank.min(MAX_DIMS);
         let mut d = [1; MAX_DIMS];
-        d[..rank].copy_from_slice(&dims[MAX_DIMS - rank..]);
+        for (slot, &dim) in d.iter_mut().zip(dims.iter().skip(MAX_DIMS - rank)) {
+            *slot = dim;
+        }
         Self { dims: d, rank }
     }
 
     /// The dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
-        &self.dims[..self.rank]
+        // `rank <= MAX_DIMS` always holds; `get` just keeps a panic path out of kernels.
+        self.dims.get(..self.rank).unwrap_or(&self.dims)
     }
 
     /// Number of dimensions.
@@ -52,9 +62,16 @@ impl Shape {
     /// The dimensions left-padded with 1s to exactly `MAX_DIMS` entries.
     pub fn extended(&self) -> [usize; MAX_DIMS] {
         let mut out = [1; MAX_DIMS];
-        out[MAX_DIMS - self.rank..].copy_from_slice(self.dims());
+        for (slot, &dim) in out.iter_mut().rev().zip(self.dims().iter().rev()) {
+            *slot = dim;
+        }
         out
     }
+}
+
+/// The product of `dims`, or `None` when it overflows `usize`.
+pub(crate) fn checked_product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Precomputed iteration plan for an elementwise binary op on two broadcastable shapes:
@@ -62,10 +79,14 @@ impl Shape {
 /// (0 where that input is broadcast).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Broadcast {
-    output: Shape,
-    extents: [usize; MAX_DIMS],
-    stride1: [usize; MAX_DIMS],
-    stride2: [usize; MAX_DIMS],
+    /// Shape of the result.
+    pub output: Shape,
+    /// Result dims, left-padded with 1 to `MAX_DIMS`.
+    pub extents: [usize; MAX_DIMS],
+    /// Element strides of the first operand per result dim (0 where broadcast).
+    pub stride1: [usize; MAX_DIMS],
+    /// Element strides of the second operand per result dim (0 where broadcast).
+    pub stride2: [usize; MAX_DIMS],
 }
 
 impl Broadcast {
@@ -84,12 +105,13 @@ impl Broadcast {
                 _ => return Err(Error::ShapeMismatch),
             };
         }
+        // Shape::new checked that neither element count overflows, so neither can `acc`.
         let strides = |s: &[usize; MAX_DIMS]| {
             let mut st = [0; MAX_DIMS];
-            let mut acc = 1;
+            let mut acc = 1usize;
             for i in (0..MAX_DIMS).rev() {
                 st[i] = if s[i] == 1 { 0 } else { acc };
-                acc *= s[i];
+                acc = acc.wrapping_mul(s[i]);
             }
             st
         };
@@ -137,11 +159,91 @@ impl Broadcast {
         }
     }
 
+    /// Whether slices of these lengths are what the plan was built for: `a_len` and
+    /// `b_len` the element counts of the two input shapes, `out_len` the output's.
+    /// Every index [`Self::for_each_index`] produces is then in bounds. Checked from the
+    /// plan's own numbers, with overflow-checked arithmetic, so it holds for any plan.
+    pub fn accepts(&self, a_len: usize, b_len: usize, out_len: usize) -> bool {
+        self.check(a_len, b_len, out_len).unwrap_or(false)
+    }
+
+    fn check(&self, a_len: usize, b_len: usize, out_len: usize) -> Option<bool> {
+        let (mut total, mut len1, mut len2, mut last1, mut last2) =
+            (1usize, 1usize, 1usize, 0usize, 0usize);
+        for d in 0..MAX_DIMS {
+            let (e, s1, s2) = (self.extents[d], self.stride1[d], self.stride2[d]);
+            total = total.checked_mul(e)?;
+            if s1 != 0 {
+                len1 = len1.checked_mul(e)?;
+            }
+            if s2 != 0 {
+                len2 = len2.checked_mul(e)?;
+            }
+            // Largest index of each input: the sum of (extent - 1) * stride.
+            let steps = e.saturating_sub(1);
+            last1 = last1.checked_add(steps.checked_mul(s1)?)?;
+            last2 = last2.checked_add(steps.checked_mul(s2)?)?;
+        }
+        let lens_match = a_len == len1 && b_len == len2 && out_len == total;
+        // With no output element there is nothing to read; otherwise the last indices
+        // must be in bounds (they are for any plan made by `new`).
+        Some(lens_match && (total == 0 || (last1 < a_len && last2 < b_len)))
+    }
+
     /// Applies `op` elementwise with broadcasting: `out[o] = op(a[i1], b[i2])`.
-    /// Preconditions: `a`, `b`, `out` have the element counts of the planned shapes.
+    ///
+    /// Preconditions: `a`, `b`, `out` have the element counts of the planned shapes
+    /// ([`Self::accepts`]); otherwise nothing is written.
     #[inline]
+    #[allow(unsafe_code)]
     pub fn apply<T: Copy, U>(&self, a: &[T], b: &[T], out: &mut [U], op: impl Fn(T, T) -> U) {
-        self.for_each_index(|i1, i2, o| out[o] = op(a[i1], b[i2]));
+        if !self.accepts(a.len(), b.len(), out.len()) {
+            return;
+        }
+        self.for_each_index(|i1, i2, o| {
+            // SAFETY: `accepts` bounded every index for_each_index yields: i1 <= last1 <
+            // a.len(), i2 <= last2 < b.len(), o < product of extents == out.len().
+            unsafe { set(out, o, op(get(a, i1), get(b, i2))) }
+        });
+    }
+
+    /// In-place [`Self::apply`]: `inout` is the operand whose shape equals the output
+    /// shape, first (`inout_is_first`) or second, and receives the result; `other` may
+    /// be broadcast. Gives exactly what `apply` gives with the output in a separate
+    /// buffer, since each element of `inout` is read only by the output element that
+    /// overwrites it.
+    ///
+    /// Preconditions: `inout.len()` is the output's element count and the element count
+    /// of its operand's shape, `other.len()` that of the other shape; otherwise nothing
+    /// is written.
+    #[inline]
+    #[allow(unsafe_code)]
+    pub fn apply_in_place<T: Copy>(
+        &self,
+        inout: &mut [T],
+        other: &[T],
+        inout_is_first: bool,
+        op: impl Fn(T, T) -> T,
+    ) {
+        let n = inout.len();
+        if inout_is_first {
+            if !self.accepts(n, other.len(), n) {
+                return;
+            }
+            self.for_each_index(|_, i2, o| {
+                // SAFETY: `accepts` bounded i2 < other.len() and o < inout.len(). The first
+                // operand has the output's shape, so its index i1 is o itself.
+                unsafe { set(inout, o, op(get(inout, o), get(other, i2))) }
+            });
+        } else {
+            if !self.accepts(other.len(), n, n) {
+                return;
+            }
+            self.for_each_index(|i1, _, o| {
+                // SAFETY: as above with the operands swapped: i1 < other.len(), i2 == o < n.
+                unsafe { set(inout, o, op(get(other, i1), get(inout, o))) }
+            });
+        }
     }
 }
 

@@ -93,12 +93,28 @@ impl AddParams {
 }
 
 /// int8 ADD with broadcasting, bit-exact with TFLM. Preconditions: `a`, `b`, `out` have
-/// the element counts of the shapes `plan` was built from and its output.
+/// the element counts of the shapes `plan` was built from and its output
+/// ([`Broadcast::accepts`]); otherwise nothing is written.
 pub fn add_i8(p: &AddParams, plan: &Broadcast, a: &[i8], b: &[i8], out: &mut [i8]) {
     plan.apply(a, b, out, |x, y| p.add_one(x, y));
 }
 
-/// f32 ADD with broadcasting and the fused-activation clamp.
+/// In-place int8 ADD: `inout` is the operand whose shape equals the output shape (the
+/// first operand if `inout_is_first`, else the second) and is overwritten with the sum;
+/// `other` may be broadcast. Exactly [`add_i8`]'s result. Preconditions as
+/// [`Broadcast::apply_in_place`]; otherwise nothing is written.
+pub fn add_i8_in_place(
+    p: &AddParams,
+    plan: &Broadcast,
+    inout: &mut [i8],
+    other: &[i8],
+    inout_is_first: bool,
+) {
+    plan.apply_in_place(inout, other, inout_is_first, |x, y| p.add_one(x, y));
+}
+
+/// f32 ADD with broadcasting and the fused-activation clamp. Same preconditions as
+/// [`add_i8`].
 pub fn add_f32(
     activation: ActivationRangeF32,
     plan: &Broadcast,
@@ -107,6 +123,17 @@ pub fn add_f32(
     out: &mut [f32],
 ) {
     plan.apply(a, b, out, |x, y| activation.apply(x + y));
+}
+
+/// In-place f32 ADD, the twin of [`add_i8_in_place`]: exactly [`add_f32`]'s result.
+pub fn add_f32_in_place(
+    activation: ActivationRangeF32,
+    plan: &Broadcast,
+    inout: &mut [f32],
+    other: &[f32],
+    inout_is_first: bool,
+) {
+    plan.apply_in_place(inout, other, inout_is_first, |x, y| activation.apply(x + y));
 }
 
 #[cfg(test)]

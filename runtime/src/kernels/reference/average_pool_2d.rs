@@ -12,6 +12,9 @@ use crate::activation::{ActivationRange, ActivationRangeF32, FusedActivation};
 use crate::error::{Error, Result};
 use crate::padding::{Padding, Window2d};
 use crate::quant::TensorQuant;
+use crate::shape::checked_product;
+use crate::unchecked::get;
+use core::ops::Range;
 
 /// Shapes and window of a 2-D pooling call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,36 +76,69 @@ impl Pool2dParams {
         self.output_shape().iter().product()
     }
 
-    /// Visits every output element: `f(out_index, reduce)` where `reduce(g)` calls `g`
-    /// with the flat input index of every in-bounds window element.
+    /// Whether `input` and `output` have the lengths these params describe
+    /// (overflow-checked).
+    pub(crate) fn lens_match(&self, input_len: usize, output_len: usize) -> bool {
+        let w = &self.window;
+        let input = checked_product(&[self.batches, w.input[0], w.input[1], self.depth]);
+        let output = checked_product(&[self.batches, w.output[0], w.output[1], self.depth]);
+        input == Some(input_len) && output == Some(output_len)
+    }
+
+    /// Visits every output element in order: `f(window)` with the in-bounds part of its
+    /// pooling window. Padded positions are skipped, as in TFLM.
     #[inline]
-    pub(crate) fn for_each_window(&self, mut f: impl FnMut(usize, &dyn Fn(&mut dyn FnMut(usize)))) {
+    pub(crate) fn for_each_window(&self, mut f: impl FnMut(&PoolWindow)) {
         let w = &self.window;
         let [in_h, in_w] = w.input;
-        let mut o = 0;
         for n in 0..self.batches {
             for oy in 0..w.output[0] {
+                let rows = in_bounds(w.origin(0, oy), w.filter[0], in_h);
                 for ox in 0..w.output[1] {
-                    let y0 = w.origin(0, oy);
-                    let x0 = w.origin(1, ox);
-                    let fy_start = (-y0).max(0) as usize;
-                    let fy_end = (w.filter[0] as isize).min(in_h as isize - y0).max(0) as usize;
-                    let fx_start = (-x0).max(0) as usize;
-                    let fx_end = (w.filter[1] as isize).min(in_w as isize - x0).max(0) as usize;
+                    let cols = in_bounds(w.origin(1, ox), w.filter[1], in_w);
                     for c in 0..self.depth {
-                        let reduce = |g: &mut dyn FnMut(usize)| {
-                            for fy in fy_start..fy_end {
-                                let iy = (y0 + fy as isize) as usize;
-                                for fx in fx_start..fx_end {
-                                    let ix = (x0 + fx as isize) as usize;
-                                    g(((n * in_h + iy) * in_w + ix) * self.depth + c);
-                                }
-                            }
-                        };
-                        f(o, &reduce);
-                        o += 1;
+                        f(&PoolWindow {
+                            rows: rows.clone(),
+                            cols: cols.clone(),
+                            base: n * in_h * in_w * self.depth + c,
+                            row_stride: in_w * self.depth,
+                            col_stride: self.depth,
+                        });
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The input rows (or columns) `origin .. origin + filter` clipped to `0..size`. Always a
+/// sub-range of `0..size`, whatever the (possibly wrapped) origin.
+#[inline]
+fn in_bounds(origin: isize, filter: usize, size: usize) -> Range<usize> {
+    let filter = isize::try_from(filter).unwrap_or(isize::MAX);
+    let start = usize::try_from(origin).unwrap_or(0).min(size);
+    let end = usize::try_from(origin.saturating_add(filter))
+        .unwrap_or(0)
+        .min(size);
+    start..end.max(start)
+}
+
+/// The in-bounds elements of one pooling window over one channel.
+pub(crate) struct PoolWindow {
+    rows: Range<usize>,
+    cols: Range<usize>,
+    base: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl PoolWindow {
+    /// Calls `g` with the flat NHWC input index of every element, row by row.
+    #[inline]
+    pub(crate) fn for_each_index(&self, mut g: impl FnMut(usize)) {
+        for iy in self.rows.clone() {
+            for ix in self.cols.clone() {
+                g(self.base + iy * self.row_stride + ix * self.col_stride);
             }
         }
     }
@@ -125,45 +161,63 @@ pub fn pool_activation_range_i8(
 }
 
 /// int8 AVERAGE_POOL_2D, bit-exact with TFLM. Preconditions: `input.len() ==
-/// p.input_len()`, `output.len() == p.output_len()`. A window with no in-bounds element
-/// (impossible for params from [`Pool2dParams::new`]) yields the clamp of 0.
+/// p.input_len()`, `output.len() == p.output_len()`; otherwise nothing is written. A
+/// window with no in-bounds element (impossible for params from [`Pool2dParams::new`])
+/// yields the clamp of 0.
+#[allow(unsafe_code)]
 pub fn average_pool_2d_i8(
     p: &Pool2dParams,
     activation: ActivationRange,
     input: &[i8],
     output: &mut [i8],
 ) {
-    p.for_each_window(|o, reduce| {
+    if !p.lens_match(input.len(), output.len()) {
+        return;
+    }
+    let mut outputs = output.iter_mut();
+    p.for_each_window(|window| {
         let mut acc = 0i32;
         let mut count = 0i32;
-        reduce(&mut |i| {
-            acc += i32::from(input[i]);
+        window.for_each_index(|i| {
+            // SAFETY: the window lies inside the input (rows < in_h, cols < in_w, batch
+            // and channel in range), so i < input.len() (lens_match).
+            acc = acc.wrapping_add(i32::from(unsafe { get(input, i) }));
             count += 1;
         });
-        let avg = if count == 0 {
-            0
-        } else if acc > 0 {
-            (acc + count / 2) / count
+        // C's truncating division, rounding half away from zero; `checked_div` only
+        // spells out that a window with no element (count 0) averages to 0.
+        let half = count / 2;
+        let avg = if acc > 0 {
+            (acc + half).checked_div(count)
         } else {
-            (acc - count / 2) / count
+            (acc - half).checked_div(count)
         };
-        output[o] = activation.clamp_i8(avg);
+        // for_each_window visits exactly output.len() windows.
+        if let Some(slot) = outputs.next() {
+            *slot = activation.clamp_i8(avg.unwrap_or(0));
+        }
     });
 }
 
 /// f32 AVERAGE_POOL_2D as TFLM's float reference: in-bounds sum / in-bounds count, then
 /// the clamp. Same preconditions as [`average_pool_2d_i8`].
+#[allow(unsafe_code)]
 pub fn average_pool_2d_f32(
     p: &Pool2dParams,
     activation: ActivationRangeF32,
     input: &[f32],
     output: &mut [f32],
 ) {
-    p.for_each_window(|o, reduce| {
+    if !p.lens_match(input.len(), output.len()) {
+        return;
+    }
+    let mut outputs = output.iter_mut();
+    p.for_each_window(|window| {
         let mut total = 0.0f32;
         let mut count = 0u32;
-        reduce(&mut |i| {
-            total += input[i];
+        window.for_each_index(|i| {
+            // SAFETY: as in average_pool_2d_i8.
+            total += unsafe { get(input, i) };
             count += 1;
         });
         let avg = if count == 0 {
@@ -171,7 +225,9 @@ pub fn average_pool_2d_f32(
         } else {
             total / count as f32
         };
-        output[o] = activation.apply(avg);
+        if let Some(slot) = outputs.next() {
+            *slot = activation.apply(avg);
+        }
     });
 }
 

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::quant::TensorQuant;
-use crate::shape::Shape;
+use crate::shape::{checked_product, Shape};
 
 /// Outer/inner sizes of one CONCATENATION call, from the output shape and axis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +31,9 @@ impl ConcatenationParams {
         let axis = axis as usize;
         let dims = shape.dims();
         Ok(Self {
-            outer_size: dims[..axis].iter().product(),
-            inner_size: dims[axis + 1..].iter().product(),
-            axis_size: dims[axis],
+            outer_size: dims.iter().take(axis).product(),
+            inner_size: dims.iter().skip(axis + 1).product(),
+            axis_size: dims.get(axis).copied().unwrap_or(1),
         })
     }
 
@@ -56,14 +56,46 @@ pub fn check_quant_i8(inputs: &[TensorQuant], output: TensorQuant) -> Result<()>
 /// CONCATENATION for any element type. Each input's size along the axis is inferred
 /// from its length (`len / (outer * inner)`). Preconditions: every input length is a
 /// multiple of `outer_size * inner_size`, and the lengths sum to `output.len() ==
-/// p.output_len()`.
+/// p.output_len()`; otherwise nothing is written.
 pub fn concatenation<T: Copy>(p: &ConcatenationParams, inputs: &[&[T]], output: &mut [T]) {
-    let mut o = 0;
-    for k in 0..p.outer_size {
+    let outer = p.outer_size;
+    let Some(output_len) = checked_product(&[outer, p.axis_size, p.inner_size]) else {
+        return;
+    };
+    // With outer * inner == 0 there is nothing to copy (and no row size to check).
+    let Some(chunk) = outer.checked_mul(p.inner_size).filter(|&c| c > 0) else {
+        return;
+    };
+    let mut total = 0usize;
+    for input in inputs {
+        if input.len().checked_rem(chunk) != Some(0) {
+            return;
+        }
+        total = match total.checked_add(input.len()) {
+            Some(t) => t,
+            None => return,
+        };
+    }
+    if total != output_len || output.len() != output_len {
+        return;
+    }
+    // Copy row k of every input in turn: `len / outer` elements each. The checks above
+    // make every `get` and `split_at_mut_checked` below succeed; their `None` arms only
+    // keep panic paths out.
+    let mut rest: &mut [T] = output;
+    for k in 0..outer {
         for input in inputs {
-            let copy = input.len() / p.outer_size.max(1);
-            output[o..o + copy].copy_from_slice(&input[k * copy..(k + 1) * copy]);
-            o += copy;
+            let copy = input.len() / outer.max(1);
+            let Some(src) = input.get(k * copy..(k + 1) * copy) else {
+                return;
+            };
+            let Some((dst, tail)) = core::mem::take(&mut rest).split_at_mut_checked(copy) else {
+                return;
+            };
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+            rest = tail;
         }
     }
 }

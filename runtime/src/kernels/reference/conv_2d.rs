@@ -13,6 +13,8 @@ use crate::activation::{ActivationRange, ActivationRangeF32, FusedActivation};
 use crate::error::{Error, Result};
 use crate::padding::{Padding, Window2d};
 use crate::quant::{conv_channel_multiplier, ChannelMultipliers, QuantizedMultiplier, TensorQuant};
+use crate::shape::checked_product;
+use crate::unchecked::get;
 
 /// Shapes and window of one CONV_2D call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +156,9 @@ impl<'a> ConvQuant<'a> {
 }
 
 /// Calls `f(filter_y, filter_x, in_y, in_x)` for every filter tap of output position
-/// `(out_y, out_x)` that lands inside the input (TFLM skips padded taps).
+/// `(out_y, out_x)` that lands inside the input (TFLM skips padded taps). Guarantees
+/// `filter_y < filter[0]`, `filter_x < filter[1]`, `in_y < input[0]`, `in_x < input[1]`
+/// for any window, which the kernels' unchecked indexing relies on.
 #[inline]
 pub(crate) fn for_each_tap(
     w: &Window2d,
@@ -165,12 +169,13 @@ pub(crate) fn for_each_tap(
     let y0 = w.origin(0, out_y);
     let x0 = w.origin(1, out_x);
     for fy in 0..w.filter[0] {
-        let in_y = y0 + (w.dilation[0] * fy) as isize;
+        // Wrapping arithmetic: whatever the params, only taps inside the input pass.
+        let in_y = y0.wrapping_add(w.dilation[0].wrapping_mul(fy) as isize);
         if in_y < 0 || in_y >= w.input[0] as isize {
             continue;
         }
         for fx in 0..w.filter[1] {
-            let in_x = x0 + (w.dilation[1] * fx) as isize;
+            let in_x = x0.wrapping_add(w.dilation[1].wrapping_mul(fx) as isize);
             if in_x < 0 || in_x >= w.input[1] as isize {
                 continue;
             }
@@ -179,40 +184,84 @@ pub(crate) fn for_each_tap(
     }
 }
 
-/// Shared loop nest of the int8 and f32 conv: `acc(n, oy, ox, oc)` → output element.
+/// Slice lengths one CONV_2D call needs, derived from `p` with overflow-checked
+/// arithmetic: `(groups, input, filter, output)`. `None` when the params describe no
+/// valid call (zero filter depth, groups that do not divide the channels, overflow).
+fn conv_lens(p: &Conv2dParams) -> Option<(usize, usize, usize, usize)> {
+    let w = &p.window;
+    let fin = p.filter_input_depth;
+    let groups = p.input_depth.checked_div(fin)?;
+    if groups.checked_mul(fin)? != p.input_depth || p.output_depth.checked_rem(groups)? != 0 {
+        return None;
+    }
+    let input = checked_product(&[p.batches, w.input[0], w.input[1], p.input_depth])?;
+    let filter = checked_product(&[p.output_depth, w.filter[0], w.filter[1], fin])?;
+    let output = checked_product(&[p.batches, w.output[0], w.output[1], p.output_depth])?;
+    Some((groups, input, filter, output))
+}
+
+/// Shared loop nest of the int8 and f32 conv: `finish(acc, oc)` → output element.
+/// Writes nothing unless the slice lengths are the ones [`conv_lens`] derives and the
+/// bias (if any) has `p.output_depth` entries.
 #[inline]
-fn conv_loop<T: Copy, A>(
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+fn conv_loop<T: Copy, B: Copy, A>(
     p: &Conv2dParams,
     input: &[T],
     filter: &[T],
+    bias: Option<&[B]>,
     mut zero: impl FnMut() -> A,
     mut mac: impl FnMut(&mut A, T, T),
-    mut finish: impl FnMut(A, usize) -> T,
+    mut finish: impl FnMut(A, Option<B>, usize) -> T,
     output: &mut [T],
 ) {
+    let Some((groups, input_len, filter_len, output_len)) = conv_lens(p) else {
+        return;
+    };
+    if input.len() != input_len
+        || filter.len() != filter_len
+        || output.len() != output_len
+        || bias.is_some_and(|b| b.len() != p.output_depth)
+    {
+        return;
+    }
     let w = &p.window;
     let [in_h, in_w] = w.input;
     let [f_h, f_w] = w.filter;
     let [out_h, out_w] = w.output;
     let fin = p.filter_input_depth;
-    let groups = p.input_depth / fin;
-    let filters_per_group = p.output_depth / groups;
-    let mut o = 0;
+    let filters_per_group = p.output_depth / groups.max(1);
+    let mut outputs = output.iter_mut();
     for n in 0..p.batches {
         for oy in 0..out_h {
             for ox in 0..out_w {
-                for oc in 0..p.output_depth {
-                    let group = oc / filters_per_group;
-                    let mut acc = zero();
-                    for_each_tap(w, oy, ox, |fy, fx, iy, ix| {
-                        let in_base = ((n * in_h + iy) * in_w + ix) * p.input_depth + group * fin;
-                        let f_base = ((oc * f_h + fy) * f_w + fx) * fin;
-                        for ic in 0..fin {
-                            mac(&mut acc, input[in_base + ic], filter[f_base + ic]);
+                for group in 0..groups {
+                    for k in 0..filters_per_group {
+                        let oc = group * filters_per_group + k;
+                        let mut acc = zero();
+                        for_each_tap(w, oy, ox, |fy, fx, iy, ix| {
+                            let in_base =
+                                ((n * in_h + iy) * in_w + ix) * p.input_depth + group * fin;
+                            let f_base = ((oc * f_h + fy) * f_w + fx) * fin;
+                            for ic in 0..fin {
+                                // SAFETY: n < batches, iy < in_h, ix < in_w (for_each_tap),
+                                // group * fin + ic < groups * fin == input_depth, so the input
+                                // index is below batches*in_h*in_w*input_depth == input.len();
+                                // oc < output_depth, fy < f_h, fx < f_w, ic < fin bound the
+                                // filter index by filter.len() the same way (conv_lens).
+                                let (x, f) =
+                                    unsafe { (get(input, in_base + ic), get(filter, f_base + ic)) };
+                                mac(&mut acc, x, f);
+                            }
+                        });
+                        // SAFETY: oc < groups * filters_per_group == output_depth == b.len().
+                        let b = bias.map(|b| unsafe { get(b, oc) });
+                        // The loops visit exactly output.len() positions, so this never ends early.
+                        if let Some(slot) = outputs.next() {
+                            *slot = finish(acc, b, oc);
                         }
-                    });
-                    output[o] = finish(acc, oc);
-                    o += 1;
+                    }
                 }
             }
         }
@@ -223,7 +272,7 @@ fn conv_loop<T: Copy, A>(
 ///
 /// Preconditions: `input.len() == p.input_len()`, `filter.len() == p.filter_len()`,
 /// `output.len() == p.output_len()`, `bias` (if any) has `p.output_depth` entries and
-/// `q.multipliers` covers `p.output_depth` channels.
+/// `q.multipliers` covers `p.output_depth` channels; otherwise nothing is written.
 pub fn conv_2d_i8(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -232,18 +281,22 @@ pub fn conv_2d_i8(
     bias: Option<&[i32]>,
     output: &mut [i8],
 ) {
+    if !q.multipliers.covers(p.output_depth) {
+        return;
+    }
     let input_offset = q.input_offset;
     conv_loop(
         p,
         input,
         filter,
+        bias,
         || 0i32,
         |acc, x, f| {
             *acc = acc.wrapping_add(i32::from(f) * (i32::from(x) + input_offset));
         },
-        |acc, oc| {
-            let acc = match bias {
-                Some(b) => acc.wrapping_add(b[oc]),
+        |acc, b, oc| {
+            let acc = match b {
+                Some(b) => acc.wrapping_add(b),
                 None => acc,
             };
             let scaled = q
@@ -271,12 +324,10 @@ pub fn conv_2d_f32(
         p,
         input,
         filter,
+        bias,
         || 0.0f32,
         |acc, x, f| *acc += x * f,
-        |acc, oc| {
-            let b = bias.map_or(0.0, |b| b[oc]);
-            activation.apply(acc + b)
-        },
+        |acc, b, _| activation.apply(acc + b.unwrap_or(0.0)),
         output,
     );
 }

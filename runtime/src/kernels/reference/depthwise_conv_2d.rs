@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::kernels::reference::conv_2d::for_each_tap;
 pub use crate::kernels::reference::conv_2d::ConvQuant;
 use crate::padding::{Padding, Window2d};
+use crate::shape::checked_product;
+use crate::unchecked::get;
 
 /// Shapes and window of one DEPTHWISE_CONV_2D call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,23 +107,48 @@ impl DepthwiseConv2dParams {
     }
 }
 
-/// Shared loop nest: `finish(acc, output_channel)` produces each output element.
+/// Slice lengths one DEPTHWISE_CONV_2D call needs, derived from `p` with
+/// overflow-checked arithmetic: `(output_depth, input, filter, output)`.
+fn depthwise_lens(p: &DepthwiseConv2dParams) -> Option<(usize, usize, usize, usize)> {
+    let w = &p.window;
+    let out_depth = p.input_depth.checked_mul(p.depth_multiplier)?;
+    let input = checked_product(&[p.batches, w.input[0], w.input[1], p.input_depth])?;
+    let filter = checked_product(&[w.filter[0], w.filter[1], out_depth])?;
+    let output = checked_product(&[p.batches, w.output[0], w.output[1], out_depth])?;
+    Some((out_depth, input, filter, output))
+}
+
+/// Shared loop nest: `finish(acc, bias, output_channel)` produces each output element.
+/// Writes nothing unless the slice lengths are the ones [`depthwise_lens`] derives and
+/// the bias (if any) has one entry per output channel.
 #[inline]
-fn depthwise_loop<T: Copy, A>(
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_loop<T: Copy, B: Copy, A>(
     p: &DepthwiseConv2dParams,
     input: &[T],
     filter: &[T],
+    bias: Option<&[B]>,
     mut zero: impl FnMut() -> A,
     mut mac: impl FnMut(&mut A, T, T),
-    mut finish: impl FnMut(A, usize) -> T,
+    mut finish: impl FnMut(A, Option<B>, usize) -> T,
     output: &mut [T],
 ) {
+    let Some((out_depth, input_len, filter_len, output_len)) = depthwise_lens(p) else {
+        return;
+    };
+    if input.len() != input_len
+        || filter.len() != filter_len
+        || output.len() != output_len
+        || bias.is_some_and(|b| b.len() != out_depth)
+    {
+        return;
+    }
     let w = &p.window;
     let [in_h, in_w] = w.input;
     let f_w = w.filter[1];
     let [out_h, out_w] = w.output;
-    let out_depth = p.output_depth();
-    let mut o = 0;
+    let mut outputs = output.iter_mut();
     for n in 0..p.batches {
         for oy in 0..out_h {
             for ox in 0..out_w {
@@ -130,12 +157,24 @@ fn depthwise_loop<T: Copy, A>(
                         let oc = ic * p.depth_multiplier + m;
                         let mut acc = zero();
                         for_each_tap(w, oy, ox, |fy, fx, iy, ix| {
-                            let x = input[((n * in_h + iy) * in_w + ix) * p.input_depth + ic];
-                            let f = filter[(fy * f_w + fx) * out_depth + oc];
+                            // SAFETY: n < batches, iy < in_h, ix < in_w (for_each_tap) and
+                            // ic < input_depth bound the input index by input.len(); fy < f_h,
+                            // fx < f_w and oc < out_depth bound the filter index by
+                            // filter.len() (depthwise_lens).
+                            let (x, f) = unsafe {
+                                (
+                                    get(input, ((n * in_h + iy) * in_w + ix) * p.input_depth + ic),
+                                    get(filter, (fy * f_w + fx) * out_depth + oc),
+                                )
+                            };
                             mac(&mut acc, x, f);
                         });
-                        output[o] = finish(acc, oc);
-                        o += 1;
+                        // SAFETY: oc < input_depth * depth_multiplier == out_depth == b.len().
+                        let b = bias.map(|b| unsafe { get(b, oc) });
+                        // The loops visit exactly output.len() positions, so this never ends early.
+                        if let Some(slot) = outputs.next() {
+                            *slot = finish(acc, b, oc);
+                        }
                     }
                 }
             }
@@ -146,7 +185,8 @@ fn depthwise_loop<T: Copy, A>(
 /// int8 DEPTHWISE_CONV_2D, bit-exact with TFLM's `DepthwiseConvPerChannel`.
 ///
 /// Preconditions: slice lengths equal `p.input_len()`, `p.filter_len()`,
-/// `p.output_len()`; `bias` (if any) and `q.multipliers` cover `p.output_depth()`.
+/// `p.output_len()`; `bias` (if any) and `q.multipliers` cover `p.output_depth()`;
+/// otherwise nothing is written.
 pub fn depthwise_conv_2d_i8(
     p: &DepthwiseConv2dParams,
     q: &ConvQuant<'_>,
@@ -155,15 +195,22 @@ pub fn depthwise_conv_2d_i8(
     bias: Option<&[i32]>,
     output: &mut [i8],
 ) {
+    if !q
+        .multipliers
+        .covers(p.input_depth.wrapping_mul(p.depth_multiplier))
+    {
+        return;
+    }
     let input_offset = q.input_offset;
     depthwise_loop(
         p,
         input,
         filter,
+        bias,
         || 0i32,
         |acc, x, f| *acc = acc.wrapping_add(i32::from(f) * (i32::from(x) + input_offset)),
-        |acc, oc| {
-            let acc = bias.map_or(acc, |b| acc.wrapping_add(b[oc]));
+        |acc, b, oc| {
+            let acc = b.map_or(acc, |b| acc.wrapping_add(b));
             let scaled = q
                 .multipliers
                 .get(oc)
@@ -188,9 +235,10 @@ pub fn depthwise_conv_2d_f32(
         p,
         input,
         filter,
+        bias,
         || 0.0f32,
         |acc, x, f| *acc += x * f,
-        |acc, oc| activation.apply(acc + bias.map_or(0.0, |b| b[oc])),
+        |acc, b, _| activation.apply(acc + b.unwrap_or(0.0)),
         output,
     );
 }

@@ -24,8 +24,12 @@ impl DequantizeParams {
     }
 }
 
-/// int8 -> f32, bit-exact with TFLM. Precondition: equal lengths.
+/// int8 -> f32, bit-exact with TFLM. Precondition: `input.len() == output.len()`;
+/// otherwise nothing is written.
 pub fn dequantize_i8_to_f32(p: &DequantizeParams, input: &[i8], output: &mut [f32]) {
+    if input.len() != output.len() {
+        return;
+    }
     let scale = f64::from(p.scale);
     for (&x, o) in input.iter().zip(output.iter_mut()) {
         *o = (scale * f64::from(i32::from(x) - p.zero_point)) as f32;

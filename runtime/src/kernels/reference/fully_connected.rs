@@ -20,6 +20,7 @@ use crate::quant::{
     check_scale, conv_channel_multipliers, quantize_multiplier, ChannelMultipliers,
     QuantizedMultiplier, TensorQuant,
 };
+use crate::unchecked::get;
 
 /// Shapes of one FULLY_CONNECTED call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,10 +143,28 @@ impl<'a> FullyConnectedQuant<'a> {
     }
 }
 
+/// Whether the slices have the lengths `p` describes (overflow-checked) and the bias, if
+/// any, one entry per output.
+fn lens_match<T, B>(
+    p: &FullyConnectedParams,
+    input: &[T],
+    weights: &[T],
+    bias: Option<&[B]>,
+    output: &[T],
+) -> bool {
+    let (b, d, od) = (p.batches, p.accum_depth, p.output_depth);
+    b.checked_mul(d) == Some(input.len())
+        && od.checked_mul(d) == Some(weights.len())
+        && b.checked_mul(od) == Some(output.len())
+        && bias.is_none_or(|bias| bias.len() == od)
+}
+
 /// int8 FULLY_CONNECTED, bit-exact with TFLM's `FullyConnected` / `FullyConnectedPerChannel`.
 ///
 /// Preconditions: slice lengths equal `p.input_len()`, `p.weights_len()`,
-/// `p.output_len()`; `bias` (if any) and `q.multipliers` cover `p.output_depth`.
+/// `p.output_len()`; `bias` (if any) and `q.multipliers` cover `p.output_depth`;
+/// otherwise nothing is written.
+#[allow(unsafe_code)]
 pub fn fully_connected_i8(
     p: &FullyConnectedParams,
     q: &FullyConnectedQuant<'_>,
@@ -154,31 +173,42 @@ pub fn fully_connected_i8(
     bias: Option<&[i32]>,
     output: &mut [i8],
 ) {
+    if !lens_match(p, input, weights, bias, output) || !q.multipliers.covers(p.output_depth) {
+        return;
+    }
     let d = p.accum_depth;
+    let mut outputs = output.iter_mut();
     for b in 0..p.batches {
-        let row = &input[b * d..(b + 1) * d];
         for o in 0..p.output_depth {
-            let w = &weights[o * d..(o + 1) * d];
             let mut acc = 0i32;
-            for (&x, &f) in row.iter().zip(w) {
+            for k in 0..d {
+                // SAFETY: b < batches, o < output_depth, k < accum_depth: the indices are
+                // below batches * accum_depth == input.len() and output_depth *
+                // accum_depth == weights.len() (lens_match).
+                let (x, f) = unsafe { (get(input, b * d + k), get(weights, o * d + k)) };
                 let prod = (i32::from(f) + q.weights_offset) * (i32::from(x) + q.input_offset);
                 acc = acc.wrapping_add(prod);
             }
             if let Some(bias) = bias {
-                acc = acc.wrapping_add(bias[o]);
+                // SAFETY: o < output_depth == bias.len() (lens_match).
+                acc = acc.wrapping_add(unsafe { get(bias, o) });
             }
             let scaled = q
                 .multipliers
                 .get(o)
                 .apply(acc)
                 .wrapping_add(q.output_offset);
-            output[b * p.output_depth + o] = q.activation.clamp_i8(scaled);
+            // The loops visit exactly output.len() positions, so this never ends early.
+            if let Some(slot) = outputs.next() {
+                *slot = q.activation.clamp_i8(scaled);
+            }
         }
     }
 }
 
 /// f32 FULLY_CONNECTED as TFLM's float reference (sum in input order, then bias, then
 /// clamp). Same preconditions as [`fully_connected_i8`].
+#[allow(unsafe_code)]
 pub fn fully_connected_f32(
     p: &FullyConnectedParams,
     activation: ActivationRangeF32,
@@ -187,17 +217,24 @@ pub fn fully_connected_f32(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) {
+    if !lens_match(p, input, weights, bias, output) {
+        return;
+    }
     let d = p.accum_depth;
+    let mut outputs = output.iter_mut();
     for b in 0..p.batches {
-        let row = &input[b * d..(b + 1) * d];
         for o in 0..p.output_depth {
-            let w = &weights[o * d..(o + 1) * d];
             let mut total = 0.0f32;
-            for (&x, &f) in row.iter().zip(w) {
+            for k in 0..d {
+                // SAFETY: as in fully_connected_i8.
+                let (x, f) = unsafe { (get(input, b * d + k), get(weights, o * d + k)) };
                 total += x * f;
             }
-            let bias_value = bias.map_or(0.0, |b| b[o]);
-            output[b * p.output_depth + o] = activation.apply(total + bias_value);
+            // SAFETY: o < output_depth == bias.len() (lens_match).
+            let bias_value = bias.map_or(0.0, |bias| unsafe { get(bias, o) });
+            if let Some(slot) = outputs.next() {
+                *slot = activation.apply(total + bias_value);
+            }
         }
     }
 }

@@ -86,33 +86,65 @@ pub fn prepare_logistic(input: TensorQuant, output: TensorQuant) -> Result<Sigmo
     SigmoidInputParams::prepare(input)
 }
 
-/// int8 LOGISTIC, bit-exact with TFLM. Precondition: `input.len() == output.len()`.
+#[inline]
+fn logistic_i8_one(p: &SigmoidInputParams, x: i8) -> i8 {
+    match p.rescale(x) {
+        Rescaled::Low => i8::MIN,
+        Rescaled::High => i8::MAX,
+        Rescaled::Q4(q4) => {
+            let q0 = fixed_point::logistic(q4, INPUT_INTEGER_BITS);
+            let q23 = rounding_divide_by_pot(q0, 31 - 8);
+            (q23 - 128).clamp(-128, 127) as i8
+        }
+    }
+}
+
+/// int8 LOGISTIC, bit-exact with TFLM. Precondition: `input.len() == output.len()`;
+/// otherwise nothing is written.
 pub fn logistic_i8(p: &SigmoidInputParams, input: &[i8], output: &mut [i8]) {
+    if input.len() != output.len() {
+        return;
+    }
     for (&x, o) in input.iter().zip(output.iter_mut()) {
-        *o = match p.rescale(x) {
-            Rescaled::Low => i8::MIN,
-            Rescaled::High => i8::MAX,
-            Rescaled::Q4(q4) => {
-                let q0 = fixed_point::logistic(q4, INPUT_INTEGER_BITS);
-                let q23 = rounding_divide_by_pot(q0, 31 - 8);
-                (q23 - 128).clamp(-128, 127) as i8
-            }
-        };
+        *o = logistic_i8_one(p, x);
+    }
+}
+
+/// In-place int8 LOGISTIC: overwrites `data` with [`logistic_i8`] of it.
+pub fn logistic_i8_in_place(p: &SigmoidInputParams, data: &mut [i8]) {
+    for v in data.iter_mut() {
+        *v = logistic_i8_one(p, *v);
+    }
+}
+
+#[inline]
+fn logistic_f32_one(x: f32) -> f32 {
+    const CUTOFF_UPPER: f32 = 16.619_047;
+    const CUTOFF_LOWER: f32 = -9.0;
+    if x > CUTOFF_UPPER {
+        1.0
+    } else if x < CUTOFF_LOWER {
+        libm::expf(x)
+    } else {
+        1.0 / (1.0 + libm::expf(-x))
     }
 }
 
 /// f32 LOGISTIC as TFLM's float reference (with its cutoffs at 16.619 and -9).
+/// Precondition: `input.len() == output.len()`; otherwise nothing is written.
 pub fn logistic_f32(input: &[f32], output: &mut [f32]) {
-    const CUTOFF_UPPER: f32 = 16.619_047;
-    const CUTOFF_LOWER: f32 = -9.0;
+    if input.len() != output.len() {
+        return;
+    }
     for (&x, o) in input.iter().zip(output.iter_mut()) {
-        *o = if x > CUTOFF_UPPER {
-            1.0
-        } else if x < CUTOFF_LOWER {
-            libm::expf(x)
-        } else {
-            1.0 / (1.0 + libm::expf(-x))
-        };
+        *o = logistic_f32_one(x);
+    }
+}
+
+/// In-place f32 LOGISTIC: overwrites `data` with [`logistic_f32`] of it.
+pub fn logistic_f32_in_place(data: &mut [f32]) {
+    for v in data.iter_mut() {
+        *v = logistic_f32_one(*v);
     }
 }
 

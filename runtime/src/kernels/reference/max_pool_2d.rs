@@ -5,37 +5,57 @@
 
 use crate::activation::{ActivationRange, ActivationRangeF32};
 pub use crate::kernels::reference::average_pool_2d::{pool_activation_range_i8, Pool2dParams};
+use crate::unchecked::get;
 
 /// int8 MAX_POOL_2D, bit-exact with TFLM. Preconditions: `input.len() ==
-/// p.input_len()`, `output.len() == p.output_len()`.
+/// p.input_len()`, `output.len() == p.output_len()`; otherwise nothing is written.
+#[allow(unsafe_code)]
 pub fn max_pool_2d_i8(
     p: &Pool2dParams,
     activation: ActivationRange,
     input: &[i8],
     output: &mut [i8],
 ) {
-    p.for_each_window(|o, reduce| {
+    if !p.lens_match(input.len(), output.len()) {
+        return;
+    }
+    let mut outputs = output.iter_mut();
+    p.for_each_window(|window| {
         let mut max = i8::MIN;
-        reduce(&mut |i| max = max.max(input[i]));
-        output[o] = activation.clamp_i8(i32::from(max));
+        // SAFETY: the window lies inside the input, so i < input.len() (lens_match).
+        window.for_each_index(|i| max = max.max(unsafe { get(input, i) }));
+        // for_each_window visits exactly output.len() windows.
+        if let Some(slot) = outputs.next() {
+            *slot = activation.clamp_i8(i32::from(max));
+        }
     });
 }
 
-/// f32 MAX_POOL_2D as TFLM's float reference (starts from the lowest float).
+/// f32 MAX_POOL_2D as TFLM's float reference (starts from the lowest float). Same
+/// preconditions as [`max_pool_2d_i8`].
+#[allow(unsafe_code)]
 pub fn max_pool_2d_f32(
     p: &Pool2dParams,
     activation: ActivationRangeF32,
     input: &[f32],
     output: &mut [f32],
 ) {
-    p.for_each_window(|o, reduce| {
+    if !p.lens_match(input.len(), output.len()) {
+        return;
+    }
+    let mut outputs = output.iter_mut();
+    p.for_each_window(|window| {
         let mut max = f32::MIN;
-        reduce(&mut |i| {
-            if input[i] > max {
-                max = input[i];
+        window.for_each_index(|i| {
+            // SAFETY: as in max_pool_2d_i8.
+            let x = unsafe { get(input, i) };
+            if x > max {
+                max = x;
             }
         });
-        output[o] = activation.apply(max);
+        if let Some(slot) = outputs.next() {
+            *slot = activation.apply(max);
+        }
     });
 }
 

@@ -14,13 +14,17 @@
 use crate::error::{Error, Result};
 use crate::quant::{quantize_multiplier, QuantizedMultiplier, TensorQuant};
 use crate::shape::{Shape, MAX_DIMS};
+use crate::unchecked::get;
 
 /// Shape and axes of one MEAN call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeanParams {
-    input: Shape,
-    reduced: [bool; MAX_DIMS],
-    num_reduced: usize,
+    /// Input shape.
+    pub input: Shape,
+    /// Which axes are averaged.
+    pub reduced: [bool; MAX_DIMS],
+    /// Number of input elements averaged into each output.
+    pub num_reduced: usize,
 }
 
 impl MeanParams {
@@ -65,7 +69,11 @@ impl MeanParams {
 
     /// Number of output elements.
     pub fn output_len(&self) -> usize {
-        self.input.flat_size() / self.num_reduced
+        // `num_reduced` is never 0 (`new` rejects empty dims).
+        self.input
+            .flat_size()
+            .checked_div(self.num_reduced)
+            .unwrap_or(0)
     }
 
     /// Output dims with reduced axes kept as 1 (`keep_dims = true`); drop the 1s for
@@ -81,61 +89,98 @@ impl MeanParams {
         Shape::from_trailing(&dims, rank)
     }
 
+    /// The reduction as a loop plan over the extended (`MAX_DIMS`) input shape, or `None`
+    /// when an element count overflows: per dimension its extent in the output loop
+    /// (1 where reduced) and in the reduction loop (1 where kept), row-major strides,
+    /// and the element counts `(input, output, reduced per output)`.
+    fn plan(&self) -> Option<ReducePlan> {
+        let dims = self.input.extended();
+        let rank = self.input.rank().min(MAX_DIMS);
+        // `reduced` is indexed by the caller's axes; align it with the extended dims.
+        let mut reduced = [false; MAX_DIMS];
+        for (r, &flag) in reduced.iter_mut().skip(MAX_DIMS - rank).zip(&self.reduced) {
+            *r = flag;
+        }
+        let mut plan = ReducePlan {
+            kept: [1; MAX_DIMS],
+            folded: [1; MAX_DIMS],
+            strides: [0; MAX_DIMS],
+            input_len: 1,
+            output_len: 1,
+            folded_len: 1,
+        };
+        for i in (0..MAX_DIMS).rev() {
+            plan.strides[i] = plan.input_len;
+            plan.input_len = plan.input_len.checked_mul(dims[i])?;
+            if reduced[i] {
+                plan.folded[i] = dims[i];
+                plan.folded_len = plan.folded_len.checked_mul(dims[i])?;
+            } else {
+                plan.kept[i] = dims[i];
+                plan.output_len = plan.output_len.checked_mul(dims[i])?;
+            }
+        }
+        Some(plan)
+    }
+
     /// Folds every output: `step(acc, input_index)` over its reduced elements in
-    /// row-major input order (TFLM's summation order), then `finish(output_index, acc)`.
+    /// row-major input order (TFLM's summation order), then `finish(acc)` gives the
+    /// output element. Writes nothing unless `input_len` and `output.len()` are the
+    /// element counts of the input and output shapes.
     #[inline]
-    fn fold<A: Copy>(
+    fn fold<A: Copy, T>(
         &self,
+        input_len: usize,
+        output: &mut [T],
         init: A,
         mut step: impl FnMut(A, usize) -> A,
-        mut finish: impl FnMut(usize, A),
+        mut finish: impl FnMut(A) -> T,
     ) {
-        let dims = self.input.dims();
-        let rank = dims.len();
-        let mut strides = [0; MAX_DIMS];
-        let mut acc_stride = 1;
-        for i in (0..rank).rev() {
-            strides[i] = acc_stride;
-            acc_stride *= dims[i];
+        let Some(plan) = self.plan() else {
+            return;
+        };
+        if plan.input_len != input_len || plan.output_len != output.len() {
+            return;
         }
-        // Split dims into kept (outer) and reduced (inner) lists, both outermost first.
-        let (mut kd, mut ks, mut nk) = ([0; MAX_DIMS], [0; MAX_DIMS], 0);
-        let (mut rd, mut rs, mut nr) = ([0; MAX_DIMS], [0; MAX_DIMS], 0);
-        for i in 0..rank {
-            if self.reduced[i] {
-                rd[nr] = dims[i];
-                rs[nr] = strides[i];
-                nr += 1;
-            } else {
-                kd[nk] = dims[i];
-                ks[nk] = strides[i];
-                nk += 1;
-            }
-        }
-        let mut kidx = [0; MAX_DIMS];
-        for o in 0..self.output_len() {
-            let base: usize = (0..nk).map(|i| kidx[i] * ks[i]).sum();
-            let mut ridx = [0; MAX_DIMS];
+        let offset = |idx: &[usize; MAX_DIMS]| -> usize {
+            idx.iter().zip(&plan.strides).map(|(&i, &s)| i * s).sum()
+        };
+        let mut kept_idx = [0; MAX_DIMS];
+        for slot in output.iter_mut() {
+            let base = offset(&kept_idx);
+            let mut folded_idx = [0; MAX_DIMS];
             let mut acc = init;
-            for _ in 0..self.num_reduced {
-                let off: usize = (0..nr).map(|i| ridx[i] * rs[i]).sum();
-                acc = step(acc, base + off);
-                odometer_next(&mut ridx[..nr], &rd[..nr]);
+            for _ in 0..plan.folded_len {
+                acc = step(acc, base + offset(&folded_idx));
+                odometer_next(&mut folded_idx, &plan.folded);
             }
-            finish(o, acc);
-            odometer_next(&mut kidx[..nk], &kd[..nk]);
+            *slot = finish(acc);
+            odometer_next(&mut kept_idx, &plan.kept);
         }
     }
 }
 
+/// A MEAN call as loops over the extended input shape ([`MeanParams::plan`]). Every
+/// dimension is either kept (its index comes from the output loop) or folded (from the
+/// reduction loop), so an input index `sum(idx * stride)` over both multi-indices stays
+/// below `input_len`.
+struct ReducePlan {
+    kept: [usize; MAX_DIMS],
+    folded: [usize; MAX_DIMS],
+    strides: [usize; MAX_DIMS],
+    input_len: usize,
+    output_len: usize,
+    folded_len: usize,
+}
+
 /// Advances a row-major multi-index (last index fastest), wrapping to all zeros.
-fn odometer_next(idx: &mut [usize], dims: &[usize]) {
-    for i in (0..idx.len()).rev() {
-        idx[i] += 1;
-        if idx[i] < dims[i] {
+fn odometer_next(idx: &mut [usize; MAX_DIMS], dims: &[usize; MAX_DIMS]) {
+    for (i, &d) in idx.iter_mut().zip(dims).rev() {
+        *i += 1;
+        if *i < d {
             return;
         }
-        idx[i] = 0;
+        *i = 0;
     }
 }
 
@@ -161,7 +206,9 @@ impl MeanQuant {
         let n = p.num_elements_in_axis() as i64;
         let mut shift = 63 - (n as u64).leading_zeros() as i32;
         shift = shift.min(32).min(31 + base.shift).max(0);
-        let multiplier = ((i64::from(base.multiplier) << shift) / n) as i32;
+        let multiplier = (i64::from(base.multiplier) << shift)
+            .checked_div(n)
+            .ok_or(Error::ShapeMismatch)? as i32;
         Ok(Self {
             input_zero_point: input.zero_point,
             output_zero_point: output.zero_point,
@@ -175,30 +222,39 @@ impl MeanQuant {
 }
 
 /// int8 MEAN, bit-exact with TFLM. Preconditions: `input.len() == p.input_len()`,
-/// `output.len() == p.output_len()`, `q` prepared from `p`.
+/// `output.len() == p.output_len()`, `q` prepared from `p`; otherwise (lengths) nothing
+/// is written.
+#[allow(unsafe_code)]
 pub fn mean_i8(p: &MeanParams, q: &MeanQuant, input: &[i8], output: &mut [i8]) {
     p.fold(
+        input.len(),
+        output,
         0i32,
-        |acc, i| acc.wrapping_add(i32::from(input[i])),
-        |o, sum| {
+        // SAFETY: `fold` only yields indices below input.len() (see ReducePlan).
+        |acc, i| acc.wrapping_add(i32::from(unsafe { get(input, i) })),
+        |sum| {
             let shifted = (i64::from(sum) - i64::from(q.input_zero_point) * q.num_elements) as i32;
             let r = q
                 .multiplier
                 .apply(shifted)
                 .wrapping_add(q.output_zero_point);
-            output[o] = r.clamp(-128, 127) as i8;
+            r.clamp(-128, 127) as i8
         },
     );
 }
 
 /// f32 MEAN as TFLM's float reference: f32 sum in row-major input order divided by the
 /// element count. Same preconditions as [`mean_i8`].
+#[allow(unsafe_code)]
 pub fn mean_f32(p: &MeanParams, input: &[f32], output: &mut [f32]) {
     let n = p.num_elements_in_axis() as f32;
     p.fold(
+        input.len(),
+        output,
         0.0f32,
-        |acc, i| acc + input[i],
-        |o, sum| output[o] = sum / n,
+        // SAFETY: `fold` only yields indices below input.len() (see ReducePlan).
+        |acc, i| acc + unsafe { get(input, i) },
+        |sum| sum / n,
     );
 }
 

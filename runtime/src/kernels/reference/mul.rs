@@ -59,12 +59,28 @@ impl MulParams {
 }
 
 /// int8 MUL with broadcasting, bit-exact with TFLM. Preconditions: `a`, `b`, `out` have
-/// the element counts of the shapes `plan` was built from and its output.
+/// the element counts of the shapes `plan` was built from and its output
+/// ([`Broadcast::accepts`]); otherwise nothing is written.
 pub fn mul_i8(p: &MulParams, plan: &Broadcast, a: &[i8], b: &[i8], out: &mut [i8]) {
     plan.apply(a, b, out, |x, y| p.mul_one(x, y));
 }
 
-/// f32 MUL with broadcasting and the fused-activation clamp.
+/// In-place int8 MUL: `inout` is the operand whose shape equals the output shape (the
+/// first operand if `inout_is_first`, else the second) and is overwritten with the
+/// product; `other` may be broadcast. Exactly [`mul_i8`]'s result. Preconditions as
+/// [`Broadcast::apply_in_place`]; otherwise nothing is written.
+pub fn mul_i8_in_place(
+    p: &MulParams,
+    plan: &Broadcast,
+    inout: &mut [i8],
+    other: &[i8],
+    inout_is_first: bool,
+) {
+    plan.apply_in_place(inout, other, inout_is_first, |x, y| p.mul_one(x, y));
+}
+
+/// f32 MUL with broadcasting and the fused-activation clamp. Same preconditions as
+/// [`mul_i8`].
 pub fn mul_f32(
     activation: ActivationRangeF32,
     plan: &Broadcast,
@@ -73,6 +89,17 @@ pub fn mul_f32(
     out: &mut [f32],
 ) {
     plan.apply(a, b, out, |x, y| activation.apply(x * y));
+}
+
+/// In-place f32 MUL, the twin of [`mul_i8_in_place`]: exactly [`mul_f32`]'s result.
+pub fn mul_f32_in_place(
+    activation: ActivationRangeF32,
+    plan: &Broadcast,
+    inout: &mut [f32],
+    other: &[f32],
+    inout_is_first: bool,
+) {
+    plan.apply_in_place(inout, other, inout_is_first, |x, y| activation.apply(x * y));
 }
 
 #[cfg(test)]

@@ -3,15 +3,20 @@
 //! (TFLM requires that constant to share the output's quantization).
 
 use crate::error::{Error, Result};
-use crate::shape::{Shape, MAX_DIMS};
+use crate::shape::{checked_product, Shape, MAX_DIMS};
+use crate::unchecked::get;
 
 /// Input shape and per-dimension padding of one PAD call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PadParams {
-    input: [usize; MAX_DIMS],
-    before: [usize; MAX_DIMS],
-    after: [usize; MAX_DIMS],
-    rank: usize,
+    /// Input dims, left-padded with 1 to `MAX_DIMS`.
+    pub input: [usize; MAX_DIMS],
+    /// Padding before each dim.
+    pub before: [usize; MAX_DIMS],
+    /// Padding after each dim.
+    pub after: [usize; MAX_DIMS],
+    /// Number of meaningful dims.
+    pub rank: usize,
 }
 
 impl PadParams {
@@ -25,16 +30,36 @@ impl PadParams {
         let off = MAX_DIMS - shape.rank();
         let mut before = [0; MAX_DIMS];
         let mut after = [0; MAX_DIMS];
-        for (i, &(b, a)) in paddings.iter().enumerate() {
-            before[off + i] = b;
-            after[off + i] = a;
+        for ((b, a), &(pb, pa)) in before
+            .iter_mut()
+            .zip(after.iter_mut())
+            .skip(off)
+            .zip(paddings)
+        {
+            *b = pb;
+            *a = pa;
         }
-        Ok(Self {
+        let p = Self {
             input: shape.extended(),
             before,
             after,
             rank: shape.rank(),
-        })
+        };
+        // The padded shape must be countable too.
+        p.output_dims().ok_or(Error::ShapeMismatch)?;
+        Ok(p)
+    }
+
+    /// The padded dims, extended to `MAX_DIMS`, and their element count; `None` on
+    /// overflow.
+    fn output_dims(&self) -> Option<([usize; MAX_DIMS], usize)> {
+        let mut dims = [0; MAX_DIMS];
+        for (i, d) in dims.iter_mut().enumerate() {
+            *d = self.before[i]
+                .checked_add(self.input[i])?
+                .checked_add(self.after[i])?;
+        }
+        Some((dims, checked_product(&dims)?))
     }
 
     /// The padded output shape.
@@ -58,33 +83,37 @@ impl PadParams {
 }
 
 /// PAD for any element type. Preconditions: `input.len() == p.input_len()`,
-/// `output.len() == p.output_len()`.
+/// `output.len() == p.output_len()`; otherwise nothing is written.
+#[allow(unsafe_code)]
 pub fn pad<T: Copy>(p: &PadParams, input: &[T], pad_value: T, output: &mut [T]) {
-    let mut out_dims = [0; MAX_DIMS];
+    let Some((out_dims, out_len)) = p.output_dims() else {
+        return;
+    };
+    if checked_product(&p.input) != Some(input.len()) || out_len != output.len() {
+        return;
+    }
     let mut in_strides = [0; MAX_DIMS];
     let mut s = 1;
     for i in (0..MAX_DIMS).rev() {
-        out_dims[i] = p.before[i] + p.input[i] + p.after[i];
         in_strides[i] = s;
         s *= p.input[i];
     }
-    let inside = |i: usize, c: usize| c >= p.before[i] && c < p.before[i] + p.input[i];
-    let mut o = 0;
     let mut idx = [0usize; MAX_DIMS];
-    let total: usize = out_dims.iter().product();
-    while o < total {
-        let mut in_off = 0;
-        let mut is_in = true;
+    for slot in output.iter_mut() {
+        // The input element under output position `idx`, unless it lies in the padding.
+        let mut in_off = Some(0);
         for i in 0..MAX_DIMS {
-            if inside(i, idx[i]) {
-                in_off += (idx[i] - p.before[i]) * in_strides[i];
-            } else {
-                is_in = false;
-                break;
-            }
+            let c = idx[i].wrapping_sub(p.before[i]);
+            in_off = in_off
+                .filter(|_| c < p.input[i])
+                .map(|o| o + c * in_strides[i]);
         }
-        output[o] = if is_in { input[in_off] } else { pad_value };
-        o += 1;
+        *slot = match in_off {
+            // SAFETY: every coordinate c is below its input dim, so the offset is below
+            // the input's element count, input.len().
+            Some(o) => unsafe { get(input, o) },
+            None => pad_value,
+        };
         for i in (0..MAX_DIMS).rev() {
             idx[i] += 1;
             if idx[i] < out_dims[i] {

@@ -36,8 +36,12 @@ impl QuantizeParams {
     }
 }
 
-/// f32 -> int8, bit-exact with TFLM's `AffineQuantize`. Precondition: equal lengths.
+/// f32 -> int8, bit-exact with TFLM's `AffineQuantize`. Precondition: `input.len() ==
+/// output.len()`; otherwise nothing is written.
 pub fn quantize_f32_to_i8(p: &QuantizeParams, input: &[f32], output: &mut [i8]) {
+    if input.len() != output.len() {
+        return;
+    }
     for (&x, o) in input.iter().zip(output.iter_mut()) {
         *o = p.quantize_one(x);
     }
@@ -66,15 +70,33 @@ impl RequantizeParams {
     }
 }
 
-/// int8 -> int8 requantization, bit-exact with TFLM's `Requantize`. Precondition: equal
-/// lengths.
-pub fn requantize_i8(p: &RequantizeParams, input: &[i8], output: &mut [i8]) {
-    for (&x, o) in input.iter().zip(output.iter_mut()) {
-        let v = p
+impl RequantizeParams {
+    /// One output element.
+    #[inline]
+    pub fn requantize_one(&self, x: i8) -> i8 {
+        let v = self
             .multiplier
-            .apply(i32::from(x) - p.input_zero_point)
-            .wrapping_add(p.output_zero_point);
-        *o = v.clamp(-128, 127) as i8;
+            .apply(i32::from(x) - self.input_zero_point)
+            .wrapping_add(self.output_zero_point);
+        v.clamp(-128, 127) as i8
+    }
+}
+
+/// int8 -> int8 requantization, bit-exact with TFLM's `Requantize`. Precondition:
+/// `input.len() == output.len()`; otherwise nothing is written.
+pub fn requantize_i8(p: &RequantizeParams, input: &[i8], output: &mut [i8]) {
+    if input.len() != output.len() {
+        return;
+    }
+    for (&x, o) in input.iter().zip(output.iter_mut()) {
+        *o = p.requantize_one(x);
+    }
+}
+
+/// In-place int8 -> int8 requantization: overwrites `data` with [`requantize_i8`] of it.
+pub fn requantize_i8_in_place(p: &RequantizeParams, data: &mut [i8]) {
+    for v in data.iter_mut() {
+        *v = p.requantize_one(*v);
     }
 }
 

@@ -36,21 +36,60 @@ impl ReluParams {
     }
 }
 
-/// int8 RELU, bit-exact with TFLM. Precondition: equal lengths.
-pub fn relu_i8(p: &ReluParams, input: &[i8], output: &mut [i8]) {
-    for (&x, o) in input.iter().zip(output.iter_mut()) {
-        let v = p
+impl ReluParams {
+    /// One output element.
+    #[inline]
+    pub fn relu_one(&self, x: i8) -> i8 {
+        let v = self
             .multiplier
-            .apply(i32::from(x) - p.input_zero_point)
-            .wrapping_add(p.output_zero_point);
-        *o = p.activation.clamp_i8(v);
+            .apply(i32::from(x) - self.input_zero_point)
+            .wrapping_add(self.output_zero_point);
+        self.activation.clamp_i8(v)
     }
 }
 
-/// f32 RELU: `x < 0 ? 0 : x` (NaN passes through, as in TFLM).
-pub fn relu_f32(input: &[f32], output: &mut [f32]) {
+/// int8 RELU, bit-exact with TFLM. Precondition: `input.len() == output.len()`;
+/// otherwise nothing is written.
+pub fn relu_i8(p: &ReluParams, input: &[i8], output: &mut [i8]) {
+    if input.len() != output.len() {
+        return;
+    }
     for (&x, o) in input.iter().zip(output.iter_mut()) {
-        *o = if x < 0.0 { 0.0 } else { x };
+        *o = p.relu_one(x);
+    }
+}
+
+/// In-place int8 RELU: overwrites `data` with [`relu_i8`] of it.
+pub fn relu_i8_in_place(p: &ReluParams, data: &mut [i8]) {
+    for v in data.iter_mut() {
+        *v = p.relu_one(*v);
+    }
+}
+
+#[inline]
+fn relu_f32_one(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// f32 RELU: `x < 0 ? 0 : x` (NaN passes through, as in TFLM). Precondition:
+/// `input.len() == output.len()`; otherwise nothing is written.
+pub fn relu_f32(input: &[f32], output: &mut [f32]) {
+    if input.len() != output.len() {
+        return;
+    }
+    for (&x, o) in input.iter().zip(output.iter_mut()) {
+        *o = relu_f32_one(x);
+    }
+}
+
+/// In-place f32 RELU: overwrites `data` with [`relu_f32`] of it.
+pub fn relu_f32_in_place(data: &mut [f32]) {
+    for v in data.iter_mut() {
+        *v = relu_f32_one(*v);
     }
 }
 

@@ -30,24 +30,54 @@ impl Relu6Params {
     }
 }
 
-/// int8 RELU6, bit-exact with TFLM. Precondition: equal lengths.
-pub fn relu6_i8(p: &Relu6Params, input: &[i8], output: &mut [i8]) {
-    for (&x, o) in input.iter().zip(output.iter_mut()) {
-        *o = if x > p.six {
-            p.six
-        } else if x < p.zero {
-            p.zero
+impl Relu6Params {
+    /// One output element.
+    #[inline]
+    pub fn relu6_one(&self, x: i8) -> i8 {
+        if x > self.six {
+            self.six
+        } else if x < self.zero {
+            self.zero
         } else {
             x
-        };
+        }
     }
 }
 
-/// f32 RELU6: `x > 6 ? 6 : x < 0 ? 0 : x`.
+/// int8 RELU6, bit-exact with TFLM. Precondition: `input.len() == output.len()`;
+/// otherwise nothing is written.
+pub fn relu6_i8(p: &Relu6Params, input: &[i8], output: &mut [i8]) {
+    if input.len() != output.len() {
+        return;
+    }
+    for (&x, o) in input.iter().zip(output.iter_mut()) {
+        *o = p.relu6_one(x);
+    }
+}
+
+/// In-place int8 RELU6: overwrites `data` with [`relu6_i8`] of it.
+pub fn relu6_i8_in_place(p: &Relu6Params, data: &mut [i8]) {
+    for v in data.iter_mut() {
+        *v = p.relu6_one(*v);
+    }
+}
+
+/// f32 RELU6: `x > 6 ? 6 : x < 0 ? 0 : x`. Precondition: `input.len() ==
+/// output.len()`; otherwise nothing is written.
 pub fn relu6_f32(input: &[f32], output: &mut [f32]) {
+    if input.len() != output.len() {
+        return;
+    }
     for (&x, o) in input.iter().zip(output.iter_mut()) {
         // Same as TFLM's `x > 6 ? 6 : x < 0 ? 0 : x`, NaN included.
         *o = x.clamp(0.0, 6.0);
+    }
+}
+
+/// In-place f32 RELU6: overwrites `data` with [`relu6_f32`] of it.
+pub fn relu6_f32_in_place(data: &mut [f32]) {
+    for v in data.iter_mut() {
+        *v = v.clamp(0.0, 6.0);
     }
 }
 

@@ -68,13 +68,39 @@ impl SoftmaxParams {
     }
 }
 
+/// Whether `depth > 0` and both lengths are the same multiple of it.
+fn lens_match(depth: usize, input_len: usize, output_len: usize) -> bool {
+    input_len == output_len && input_len.checked_rem(depth) == Some(0)
+}
+
+/// Calls `f(input_row, output_row)` for consecutive rows of `depth > 0` elements
+/// (`split_at_checked` rather than `chunks_exact`, whose zero-size assert and division
+/// can stay in size-optimized builds).
+#[inline]
+fn for_each_row<T, U>(
+    depth: usize,
+    mut input: &[T],
+    mut output: &mut [U],
+    mut f: impl FnMut(&[T], &mut [U]),
+) {
+    while let (Some((row, input_rest)), Some((out_row, output_rest))) = (
+        input.split_at_checked(depth),
+        core::mem::take(&mut output).split_at_mut_checked(depth),
+    ) {
+        f(row, out_row);
+        input = input_rest;
+        output = output_rest;
+    }
+}
+
 /// int8 SOFTMAX over rows of `depth` elements, bit-exact with TFLM. Preconditions:
-/// `depth > 0`, `input.len() == output.len()`, a multiple of `depth`.
+/// `depth > 0`, `input.len() == output.len()`, a multiple of `depth`; otherwise nothing
+/// is written.
 pub fn softmax_i8(p: &SoftmaxParams, depth: usize, input: &[i8], output: &mut [i8]) {
-    for (row, out_row) in input
-        .chunks_exact(depth)
-        .zip(output.chunks_exact_mut(depth))
-    {
+    if !lens_match(depth, input.len(), output.len()) {
+        return;
+    }
+    for_each_row(depth, input, output, |row, out_row| {
         let max_in_row = row.iter().copied().fold(i8::MIN, i8::max);
         let mut sum_of_exps = 0i32; // Q12.19
         for &x in row {
@@ -100,16 +126,16 @@ pub fn softmax_i8(p: &SoftmaxParams, depth: usize, input: &[i8], output: &mut [i
                 i8::MIN
             };
         }
-    }
+    });
 }
 
 /// f32 SOFTMAX as TFLM's float reference: `exp((x - max) * beta)` in f32, divided by the
 /// f32 sum. Same preconditions as [`softmax_i8`].
 pub fn softmax_f32(beta: f32, depth: usize, input: &[f32], output: &mut [f32]) {
-    for (row, out_row) in input
-        .chunks_exact(depth)
-        .zip(output.chunks_exact_mut(depth))
-    {
+    if !lens_match(depth, input.len(), output.len()) {
+        return;
+    }
+    for_each_row(depth, input, output, |row, out_row| {
         let max = row
             .iter()
             .copied()
@@ -123,7 +149,7 @@ pub fn softmax_f32(beta: f32, depth: usize, input: &[f32], output: &mut [f32]) {
         for o in out_row.iter_mut() {
             *o /= sum;
         }
-    }
+    });
 }
 
 #[cfg(test)]

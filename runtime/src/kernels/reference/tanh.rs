@@ -16,24 +16,51 @@ pub fn prepare_tanh(input: TensorQuant) -> Result<SigmoidInputParams> {
     SigmoidInputParams::prepare(input)
 }
 
-/// int8 TANH, bit-exact with TFLM. Precondition: `input.len() == output.len()`.
-pub fn tanh_i8(p: &SigmoidInputParams, input: &[i8], output: &mut [i8]) {
-    for (&x, o) in input.iter().zip(output.iter_mut()) {
-        *o = match p.rescale(x) {
-            Rescaled::Low => i8::MIN,
-            Rescaled::High => i8::MAX,
-            Rescaled::Q4(q4) => {
-                let q0 = fixed_point::tanh(q4, INPUT_INTEGER_BITS);
-                rounding_divide_by_pot(q0, 31 - 7).clamp(-128, 127) as i8
-            }
-        };
+#[inline]
+fn tanh_i8_one(p: &SigmoidInputParams, x: i8) -> i8 {
+    match p.rescale(x) {
+        Rescaled::Low => i8::MIN,
+        Rescaled::High => i8::MAX,
+        Rescaled::Q4(q4) => {
+            let q0 = fixed_point::tanh(q4, INPUT_INTEGER_BITS);
+            rounding_divide_by_pot(q0, 31 - 7).clamp(-128, 127) as i8
+        }
     }
 }
 
-/// f32 TANH (`tanhf`).
+/// int8 TANH, bit-exact with TFLM. Precondition: `input.len() == output.len()`;
+/// otherwise nothing is written.
+pub fn tanh_i8(p: &SigmoidInputParams, input: &[i8], output: &mut [i8]) {
+    if input.len() != output.len() {
+        return;
+    }
+    for (&x, o) in input.iter().zip(output.iter_mut()) {
+        *o = tanh_i8_one(p, x);
+    }
+}
+
+/// In-place int8 TANH: overwrites `data` with [`tanh_i8`] of it.
+pub fn tanh_i8_in_place(p: &SigmoidInputParams, data: &mut [i8]) {
+    for v in data.iter_mut() {
+        *v = tanh_i8_one(p, *v);
+    }
+}
+
+/// f32 TANH (`tanhf`). Precondition: `input.len() == output.len()`; otherwise nothing
+/// is written.
 pub fn tanh_f32(input: &[f32], output: &mut [f32]) {
+    if input.len() != output.len() {
+        return;
+    }
     for (&x, o) in input.iter().zip(output.iter_mut()) {
         *o = libm::tanhf(x);
+    }
+}
+
+/// In-place f32 TANH: overwrites `data` with [`tanh_f32`] of it.
+pub fn tanh_f32_in_place(data: &mut [f32]) {
+    for v in data.iter_mut() {
+        *v = libm::tanhf(*v);
     }
 }
 

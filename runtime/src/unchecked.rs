@@ -1,0 +1,32 @@
+//! Slice access without bounds checks, for the kernels' inner loops.
+//!
+//! Every kernel checks its slice lengths against its params once, at entry, and returns
+//! without writing when they disagree. From then on every index it computes is in bounds
+//! by construction (each kernel says why next to its `unsafe` block), so per-access
+//! bounds checks would only add branches and, worse for firmware, panic paths. These two
+//! helpers drop them; `debug_assert!` still checks every access in debug builds and tests.
+#![allow(unsafe_code)]
+
+/// `s[i]` without a bounds check.
+///
+/// # Safety
+///
+/// `i < s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn get<T: Copy>(s: &[T], i: usize) -> T {
+    debug_assert!(i < s.len(), "index {i} out of bounds ({})", s.len());
+    // SAFETY: the caller guarantees `i < s.len()`.
+    unsafe { *s.get_unchecked(i) }
+}
+
+/// `s[i] = v` without a bounds check.
+///
+/// # Safety
+///
+/// `i < s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn set<T>(s: &mut [T], i: usize, v: T) {
+    debug_assert!(i < s.len(), "index {i} out of bounds ({})", s.len());
+    // SAFETY: the caller guarantees `i < s.len()`.
+    unsafe { *s.get_unchecked_mut(i) = v }
+}
