@@ -4,7 +4,7 @@
 //! within the float tolerance (f32). The same crates are then built for Cortex-M0+ and
 //! Cortex-M4F to prove they are no_std and no alloc.
 
-use kiln_codegen::compile::{plan_graph, CompileOptions};
+use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
 use kiln_codegen::exec::{compare, TensorData};
 use kiln_codegen::import::tflite;
@@ -173,7 +173,8 @@ fn compiled() -> &'static Vec<Compiled> {
         for rel in model_dirs() {
             let file = models_dir().join(&rel).join("model.tflite");
             let graph = tflite::load(&file).unwrap_or_else(|e| panic!("{e}"));
-            let plan = plan_graph(&graph, &CompileOptions::default(), &rel).unwrap_or_else(|e| panic!("{e}"));
+            let planned = optimize_and_plan(graph, &CompileOptions::default(), &rel).unwrap_or_else(|e| panic!("{e}"));
+            let (graph, plan) = (planned.graph, planned.plan);
             let krate = crate_name(&rel);
             write_crate(&work.join("crates").join(&krate), &krate, &format!("{rel}/model.tflite"), &graph, &plan, &runtime, false)
                 .unwrap_or_else(|e| panic!("{rel}: {e}"));

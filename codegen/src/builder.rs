@@ -1,6 +1,6 @@
 //! `Builder`: the compiler as a library call from a firmware's `build.rs`.
 
-use crate::compile::{plan_graph, CompileError, CompileOptions, Target};
+use crate::compile::{optimize_and_plan, CompileError, CompileOptions, Target};
 use crate::emit::rust::emit;
 use crate::import::tflite;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,12 @@ pub struct Generated {
 impl Builder {
     /// A builder for the model file at `model` (`.tflite`).
     pub fn new(model: impl AsRef<Path>) -> Self {
-        Builder { model: model.as_ref().to_path_buf(), name: None, out_dir: None, options: CompileOptions::default() }
+        Builder {
+            model: model.as_ref().to_path_buf(),
+            name: None,
+            out_dir: None,
+            options: CompileOptions::default(),
+        }
     }
 
     /// Base name of the generated files (`<name>.rs`, `<name>.weights.bin`); defaults to
@@ -68,29 +73,52 @@ impl Builder {
     /// Imports, plans and emits the model, and tells cargo to rerun when it changes.
     pub fn generate(self) -> Result<Generated, CompileError> {
         let file = self.model.display().to_string();
-        let out_dir = match self.out_dir.or_else(|| std::env::var_os("OUT_DIR").map(PathBuf::from)) {
+        let out_dir = match self
+            .out_dir
+            .or_else(|| std::env::var_os("OUT_DIR").map(PathBuf::from))
+        {
             Some(d) => d,
             None => {
                 return Err(CompileError::Io {
                     path: "OUT_DIR".into(),
-                    source: std::io::Error::other("not set: call Builder::out_dir outside build scripts"),
+                    source: std::io::Error::other(
+                        "not set: call Builder::out_dir outside build scripts",
+                    ),
                 })
             }
         };
-        let stem = self.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = self
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let name = self.name.unwrap_or(stem);
         println!("cargo:rerun-if-changed={file}");
         let graph = tflite::load(&self.model)?;
-        let plan = plan_graph(&graph, &self.options, &file)?;
+        let planned = optimize_and_plan(graph, &self.options, &file)?;
+        let (graph, plan) = (&planned.graph, &planned.plan);
         let weights_file = format!("{name}.weights.bin");
-        let model = emit(&graph, &plan, &file, &weights_file)
-            .map_err(|source| CompileError::Emit { file: file.clone(), source })?;
+        let model =
+            emit(graph, plan, &file, &weights_file).map_err(|source| CompileError::Emit {
+                file: file.clone(),
+                source,
+            })?;
         let source = out_dir.join(format!("{name}.rs"));
         let weights = out_dir.join(&weights_file);
-        for (path, bytes) in [(&source, model.source.as_bytes()), (&weights, model.weights.as_slice())] {
-            std::fs::write(path, bytes)
-                .map_err(|e| CompileError::Io { path: path.display().to_string(), source: e })?;
+        for (path, bytes) in [
+            (&source, model.source.as_bytes()),
+            (&weights, model.weights.as_slice()),
+        ] {
+            std::fs::write(path, bytes).map_err(|e| CompileError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
         }
-        Ok(Generated { source, weights, arena_bytes: plan.arena_bytes, weight_bytes: model.weights.len() })
+        Ok(Generated {
+            source,
+            weights,
+            arena_bytes: plan.arena_bytes,
+            weight_bytes: model.weights.len(),
+        })
     }
 }

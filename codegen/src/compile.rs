@@ -3,7 +3,7 @@
 use crate::emit::rust::EmitError;
 use crate::import::ImportError;
 use crate::ir::Graph;
-use crate::plan::{Location, Plan};
+use crate::plan::{Plan, PlanError, PlanOptions};
 use std::str::FromStr;
 
 /// The device a model is compiled for. It selects the Rust target triple used to build
@@ -69,10 +69,13 @@ impl FromStr for Target {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Target::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
-            format!("unknown target '{s}', expected one of {}", names.join(", "))
-        })
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
+                format!("unknown target '{s}', expected one of {}", names.join(", "))
+            })
     }
 }
 
@@ -82,6 +85,22 @@ pub enum CompileError {
     /// The model file could not be imported.
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// No memory plan fits the graph.
+    #[error("{file}: memory plan: {source}")]
+    Plan {
+        /// The model file.
+        file: String,
+        /// What the planner refused.
+        source: PlanError,
+    },
+    /// An optimization pass failed (a bug in kiln, reported rather than miscompiled).
+    #[error("{file}: {source}")]
+    Pass {
+        /// The model file.
+        file: String,
+        /// The pass and what it broke.
+        source: crate::passes::PassError,
+    },
     /// The graph cannot be expressed as generated code.
     #[error("{file}: {source}")]
     Emit {
@@ -105,30 +124,48 @@ pub enum CompileError {
 pub struct CompileOptions {
     /// The device.
     pub target: Target,
+    /// Memory-planner options.
+    pub plan: PlanOptions,
 }
 
-/// Plans `graph`'s memory; `file` names the model in errors.
-pub fn plan_graph(graph: &Graph, _options: &CompileOptions, _file: &str) -> Result<Plan, CompileError> {
-    // TEMPORARY until the planner lands: every intermediate tensor gets its own bytes.
-    let mut locations = vec![Location::Const; graph.tensors.len()];
-    let mut offset = 0;
-    for n in &graph.nodes {
-        for o in &n.outputs {
-            locations[o.0] = Location::Arena(offset);
-            offset += graph.info(*o).byte_size().next_multiple_of(16);
-        }
-    }
-    for (i, id) in graph.inputs.iter().enumerate() {
-        locations[id.0] = Location::Input(i);
-    }
-    for (j, id) in graph.outputs.iter().enumerate() {
-        locations[id.0] = Location::Output(j);
-    }
-    Ok(Plan {
-        order: (0..graph.nodes.len()).map(crate::ir::NodeId).collect(),
-        locations,
-        arena_bytes: offset,
-        lower_bound_bytes: offset,
-        best_order_bound_bytes: offset,
+/// A graph after the optimization passes, with its memory plan.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The optimized graph the plan and the generated code refer to.
+    pub graph: Graph,
+    /// Its memory plan.
+    pub plan: Plan,
+    /// Rewrites each pass made, in pipeline order.
+    pub passes: Vec<(&'static str, usize)>,
+}
+
+/// Optimizes `graph` (see [`crate::passes`]) and plans its memory; `file` names the
+/// model in errors.
+pub fn optimize_and_plan(
+    mut graph: Graph,
+    options: &CompileOptions,
+    file: &str,
+) -> Result<Planned, CompileError> {
+    let passes = crate::passes::optimize(&mut graph).map_err(|source| CompileError::Pass {
+        file: file.to_string(),
+        source,
+    })?;
+    let plan = plan_graph(&graph, options, file)?;
+    Ok(Planned {
+        graph,
+        plan,
+        passes,
+    })
+}
+
+/// Plans `graph`'s memory as it is; `file` names the model in errors.
+pub fn plan_graph(
+    graph: &Graph,
+    options: &CompileOptions,
+    file: &str,
+) -> Result<Plan, CompileError> {
+    crate::plan::plan(graph, &options.plan).map_err(|source| CompileError::Plan {
+        file: file.to_string(),
+        source,
     })
 }

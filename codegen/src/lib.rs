@@ -28,16 +28,17 @@
 //! planus reads flatbuffers with checked accessors (see `import::tflite`), thiserror
 //! gives each stage a typed error, npyz reads and writes `.npy` files.
 
+pub mod builder;
+pub mod compile;
+pub mod emit;
 pub mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod import;
 pub mod ir;
 pub mod npy;
-pub mod builder;
-pub mod compile;
-pub mod emit;
 pub mod plan;
 
 pub use builder::Builder;
 pub use compile::{CompileError, CompileOptions, Target};
+pub mod passes;

@@ -6,7 +6,7 @@ use crate::ir::{Activation, DType, Graph, Node, Op, Padding, TensorInfo};
 use kiln_runtime::activation::{ActivationRange, ActivationRangeF32, FusedActivation};
 use kiln_runtime::kernels::reference as k;
 use kiln_runtime::kernels::reference::average_pool_2d::Pool2dParams;
-use kiln_runtime::padding::Padding as RtPadding;
+use kiln_runtime::padding::{Padding as RtPadding, Window2d};
 use kiln_runtime::quant::{ChannelMultipliers, QuantizedMultiplier, TensorQuant};
 use kiln_runtime::shape::Broadcast;
 
@@ -129,11 +129,41 @@ fn activation(a: Activation) -> FusedActivation {
     }
 }
 
-fn padding(p: Padding) -> RtPadding {
-    match p {
+/// The runtime's window for an NHWC input, a filter size, stride, dilation and padding.
+fn window(
+    input: [usize; 4],
+    filter: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+) -> Result<Window2d> {
+    let hw = [input[1], input[2]];
+    let rt_padding = match padding {
         Padding::Same => RtPadding::Same,
         Padding::Valid => RtPadding::Valid,
-    }
+        Padding::Explicit { top, left, .. } => {
+            let out = |axis: usize| {
+                crate::ir::shape::window_output_size(
+                    hw[axis],
+                    filter[axis],
+                    stride[axis],
+                    dilation[axis],
+                    padding,
+                    axis,
+                )
+                .ok_or_else(|| "the window does not fit the padded input".to_string())
+            };
+            return rt(Window2d::explicit(
+                hw,
+                filter,
+                stride,
+                dilation,
+                [top, left],
+                [out(0)?, out(1)?],
+            ));
+        }
+    };
+    rt(Window2d::new(hw, filter, stride, dilation, rt_padding))
 }
 
 fn quant(info: &TensorInfo) -> Result<TensorQuant> {
@@ -180,13 +210,9 @@ impl Kernel {
         let float = info(0).dtype == DType::F32;
         let prepared = match &node.op {
             Op::Conv2d(a) => {
-                let p = rt(k::conv_2d::Conv2dParams::new(
-                    shape4(info(0))?,
-                    shape4(info(1))?,
-                    a.stride,
-                    a.dilation,
-                    padding(a.padding),
-                ))?;
+                let (x, f) = (shape4(info(0))?, shape4(info(1))?);
+                let w = window(x, [f[1], f[2]], a.stride, a.dilation, a.padding)?;
+                let p = rt(k::conv_2d::Conv2dParams::with_window(x[0], x[3], f, w))?;
                 if float {
                     Prepared::Conv2dF32(p, activation(a.activation).range_f32())
                 } else {
@@ -203,13 +229,14 @@ impl Kernel {
                 }
             }
             Op::DepthwiseConv2d(a) => {
-                let p = rt(k::depthwise_conv_2d::DepthwiseConv2dParams::new(
-                    shape4(info(0))?,
-                    shape4(info(1))?,
+                let (x, f) = (shape4(info(0))?, shape4(info(1))?);
+                let w = window(x, [f[1], f[2]], a.stride, a.dilation, a.padding)?;
+                let p = rt(k::depthwise_conv_2d::DepthwiseConv2dParams::with_window(
+                    x[0],
+                    x[3],
+                    f,
                     a.depth_multiplier,
-                    a.stride,
-                    a.dilation,
-                    padding(a.padding),
+                    w,
                 ))?;
                 if float {
                     Prepared::DepthwiseF32(p, activation(a.activation).range_f32())
@@ -265,12 +292,9 @@ impl Kernel {
                 }
             }
             Op::AveragePool2d(a) | Op::MaxPool2d(a) => {
-                let p = rt(Pool2dParams::new(
-                    shape4(info(0))?,
-                    a.filter,
-                    a.stride,
-                    padding(a.padding),
-                ))?;
+                let x = shape4(info(0))?;
+                let w = window(x, a.filter, a.stride, [1, 1], a.padding)?;
+                let p = rt(Pool2dParams::with_window(x[0], x[3], w))?;
                 let avg = matches!(node.op, Op::AveragePool2d(_));
                 let act = activation(a.activation);
                 match (float, avg) {

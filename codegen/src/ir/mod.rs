@@ -8,7 +8,7 @@
 
 pub mod cost;
 mod op;
-mod shape;
+pub mod shape;
 pub(crate) mod validate;
 
 pub use op::{Activation, Conv2dAttrs, DepthwiseConv2dAttrs, Op, Padding, Pool2dAttrs};

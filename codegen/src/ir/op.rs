@@ -22,6 +22,30 @@ pub enum Padding {
     Same,
     /// No padding; output size `ceil((in - effective_filter + 1) / stride)`.
     Valid,
+    /// Explicit zero-point (int8) or zero (f32) padding on each side, as left by folding
+    /// a PAD into the op. Padded positions contribute nothing to a convolution.
+    Explicit {
+        /// Rows before the input.
+        top: usize,
+        /// Rows after the input.
+        bottom: usize,
+        /// Columns before the input.
+        left: usize,
+        /// Columns after the input.
+        right: usize,
+    },
+}
+
+impl Padding {
+    /// `(before, after)` padding along `axis` (0 = height, 1 = width) for explicit
+    /// padding, `None` for SAME and VALID.
+    pub fn explicit(&self, axis: usize) -> Option<(usize, usize)> {
+        match (self, axis) {
+            (Padding::Explicit { top, bottom, .. }, 0) => Some((*top, *bottom)),
+            (Padding::Explicit { left, right, .. }, _) => Some((*left, *right)),
+            _ => None,
+        }
+    }
 }
 
 /// Attributes of [`Op::Conv2d`].

@@ -2,14 +2,15 @@
 
 use super::{Op, Padding, TensorInfo};
 
-/// Output size of a windowed op along one axis, TFLite rules. `None` when the window
-/// does not fit (VALID) or an argument is zero.
+/// Output size of a windowed op along `axis` (0 = height, 1 = width), TFLite rules.
+/// `None` when the window does not fit or an argument is zero.
 pub fn window_output_size(
     input: usize,
     filter: usize,
     stride: usize,
     dilation: usize,
     padding: Padding,
+    axis: usize,
 ) -> Option<usize> {
     if filter == 0 || stride == 0 || dilation == 0 || input == 0 {
         return None;
@@ -18,6 +19,11 @@ pub fn window_output_size(
     let out = match padding {
         Padding::Same => input.div_ceil(stride),
         Padding::Valid => (input.checked_sub(effective)? + stride) / stride,
+        Padding::Explicit { .. } => {
+            let (before, after) = padding.explicit(axis)?;
+            let padded = input.checked_add(before)?.checked_add(after)?;
+            padded.checked_sub(effective)? / stride + 1
+        }
     };
     (out > 0).then_some(out)
 }
@@ -64,8 +70,8 @@ fn windowed(
 ) -> Result<Vec<usize>, String> {
     rank_is(input, 4, "input")?;
     let s = &input.shape;
-    let h = window_output_size(s[1], kernel[0], stride[0], dilation[0], padding);
-    let w = window_output_size(s[2], kernel[1], stride[1], dilation[1], padding);
+    let h = window_output_size(s[1], kernel[0], stride[0], dilation[0], padding, 0);
+    let w = window_output_size(s[2], kernel[1], stride[1], dilation[1], padding, 1);
     match (h, w) {
         (Some(h), Some(w)) => Ok(vec![s[0], h, w, channels]),
         _ => Err(format!(
@@ -230,12 +236,20 @@ mod tests {
 
     #[test]
     fn same_and_valid_match_tflite() {
-        assert_eq!(window_output_size(49, 10, 2, 1, Padding::Same), Some(25));
-        assert_eq!(window_output_size(10, 4, 2, 1, Padding::Same), Some(5));
-        assert_eq!(window_output_size(10, 4, 2, 1, Padding::Valid), Some(4));
-        assert_eq!(window_output_size(7, 3, 1, 2, Padding::Valid), Some(3));
-        assert_eq!(window_output_size(3, 3, 1, 2, Padding::Valid), None);
-        assert_eq!(window_output_size(3, 3, 0, 1, Padding::Valid), None);
+        assert_eq!(window_output_size(49, 10, 2, 1, Padding::Same, 0), Some(25));
+        assert_eq!(window_output_size(10, 4, 2, 1, Padding::Same, 0), Some(5));
+        assert_eq!(window_output_size(10, 4, 2, 1, Padding::Valid, 0), Some(4));
+        assert_eq!(window_output_size(7, 3, 1, 2, Padding::Valid, 0), Some(3));
+        assert_eq!(window_output_size(3, 3, 1, 2, Padding::Valid, 0), None);
+        assert_eq!(window_output_size(3, 3, 0, 1, Padding::Valid, 0), None);
+        let explicit = Padding::Explicit {
+            top: 1,
+            bottom: 2,
+            left: 0,
+            right: 0,
+        };
+        assert_eq!(window_output_size(5, 3, 1, 1, explicit, 0), Some(6));
+        assert_eq!(window_output_size(5, 3, 2, 1, explicit, 1), Some(2));
     }
 
     #[test]

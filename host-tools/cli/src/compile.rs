@@ -1,7 +1,7 @@
 //! `kiln compile MODEL --target T --out DIR`: writes a no_std Rust crate for the model
 //! and prints the memory plan and sizes, one row per op.
 
-use kiln_codegen::compile::{plan_graph, CompileOptions, Target};
+use kiln_codegen::compile::{optimize_and_plan, CompileOptions, Target};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
 use kiln_codegen::import::tflite;
 use kiln_codegen::ir::cost::macs;
@@ -42,15 +42,25 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         target: args.target,
         ..Default::default()
     };
-    let plan = plan_graph(&graph, &options, &file)?;
+    let planned = optimize_and_plan(graph, &options, &file)?;
+    let (graph, plan) = (&planned.graph, &planned.plan);
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
     let runtime = runtime_dependency(args.runtime.as_deref());
-    let model = write_crate(&args.out, &name, &file, &graph, &plan, &runtime, true)?;
-    let report = Report::new(&graph, &plan, model.weights.len());
+    let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true)?;
+    let report = Report::new(graph, plan, model.weights.len());
     if args.report == "json" {
         println!("{}", report.json(&name, args.target));
     } else {
-        print!("{}", report.table(&graph));
+        print!("{}", report.table(graph));
+        let rewrites: Vec<String> = planned
+            .passes
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(p, n)| format!("{p} x{n}"))
+            .collect();
+        if !rewrites.is_empty() {
+            println!("passes:         {}", rewrites.join(", "));
+        }
         println!(
             "wrote crate '{name}' for {} to {}",
             args.target.name(),

@@ -24,7 +24,10 @@ mod tests {
 
     #[test]
     fn debug_form_is_a_struct_literal() {
-        let r = ActivationRange { min: -128, max: 127 };
+        let r = ActivationRange {
+            min: -128,
+            max: 127,
+        };
         assert_eq!(literal(&r), "ActivationRange { min: -128, max: 127 }");
         assert_eq!(literal(&[1usize, 2]), "[1, 2]");
         assert_eq!(literal(&0.5f32), "0.5");

@@ -11,7 +11,7 @@ mod ops;
 
 use crate::exec::{kernel::Kernel, ExecError};
 use crate::ir::{DType, Graph, TensorId};
-use crate::plan::{Location, Plan};
+use crate::plan::{Location, Plan, Reuse};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -60,8 +60,16 @@ fn ports(ids: &[TensorId], kind: &str) -> Vec<Port> {
         .map(|(i, &id)| {
             let single = ids.len() == 1;
             Port {
-                arg: if single { kind.to_string() } else { format!("{kind}_{i}") },
-                konst: if single { kind.to_uppercase() } else { format!("{}_{i}", kind.to_uppercase()) },
+                arg: if single {
+                    kind.to_string()
+                } else {
+                    format!("{kind}_{i}")
+                },
+                konst: if single {
+                    kind.to_uppercase()
+                } else {
+                    format!("{}_{i}", kind.to_uppercase())
+                },
                 id,
             }
         })
@@ -79,7 +87,12 @@ fn rust_type(d: DType) -> &'static str {
 
 /// Emits the module body for `graph` placed by `plan`. `weights_file` is the file name
 /// (next to the generated source) the weights blob will be written to.
-pub fn emit(graph: &Graph, plan: &Plan, source_model: &str, weights_file: &str) -> Result<RustModel, EmitError> {
+pub fn emit(
+    graph: &Graph,
+    plan: &Plan,
+    source_model: &str,
+    weights_file: &str,
+) -> Result<RustModel, EmitError> {
     let kernels = graph
         .nodes
         .iter()
@@ -101,15 +114,42 @@ pub fn emit(graph: &Graph, plan: &Plan, source_model: &str, weights_file: &str) 
     }
 
     let mut s = String::new();
-    header(&mut s, graph, plan, source_model, weights.len(), weights_file, &inputs, &outputs);
+    header(
+        &mut s,
+        graph,
+        plan,
+        source_model,
+        weights.len(),
+        weights_file,
+        &inputs,
+        &outputs,
+    );
 
     // The run function.
     let args: Vec<String> = inputs
         .iter()
-        .map(|p| format!("{}: &[{}; {}_LEN]", p.arg, rust_type(graph.info(p.id).dtype), p.konst))
-        .chain(outputs.iter().map(|p| format!("{}: &mut [{}; {}_LEN]", p.arg, rust_type(graph.info(p.id).dtype), p.konst)))
+        .map(|p| {
+            format!(
+                "{}: &[{}; {}_LEN]",
+                p.arg,
+                rust_type(graph.info(p.id).dtype),
+                p.konst
+            )
+        })
+        .chain(outputs.iter().map(|p| {
+            format!(
+                "{}: &mut [{}; {}_LEN]",
+                p.arg,
+                rust_type(graph.info(p.id).dtype),
+                p.konst
+            )
+        }))
         .collect();
-    writeln!(s, "/// Runs the model once: reads the inputs, writes the outputs, uses `arena` as scratch.").unwrap();
+    writeln!(
+        s,
+        "/// Runs the model once: reads the inputs, writes the outputs, uses `arena` as scratch."
+    )
+    .unwrap();
     writeln!(s, "/// Allocates nothing and cannot fail: every shape was checked when this code was generated.").unwrap();
     writeln!(s, "#[allow(unused_variables, unused_unsafe, clippy::all)]").unwrap();
     writeln!(s, "pub fn run(arena: &mut Arena, {}) {{", args.join(", ")).unwrap();
@@ -140,23 +180,65 @@ pub fn emit(graph: &Graph, plan: &Plan, source_model: &str, weights_file: &str) 
                 })
             }
         };
-        writeln!(s, "\n    // {}: {} '{}' {:?} -> {:?}", node_id.0, node.op.name(), node.name.replace('\n', " "), info.shape, plan.location(out)).unwrap();
-        let aliased = node.inputs.first().is_some_and(|&i| plan.location(i) == plan.location(out))
-            && matches!(kernels[node_id.0].0, crate::exec::kernel::Prepared::Copy);
-        if aliased {
-            writeln!(s, "    // (an alias of its input: nothing to do)").unwrap();
-            continue;
-        }
-        let operand_exprs: Vec<String> = node.inputs.iter().map(|&i| read(i)).collect();
-        writeln!(s, "    {{").unwrap();
-        for (i, e) in operand_exprs.iter().enumerate() {
-            writeln!(s, "        let x{i} = {e};").unwrap();
-        }
-        writeln!(s, "        let y = {write};").unwrap();
-        let names: Vec<String> = (0..operand_exprs.len()).map(|i| format!("x{i}")).collect();
-        let call = ops::kernel_call(&kernels[node_id.0].0, &ops::Operands { inputs: &names, output: "y" });
-        for line in call.lines() {
-            writeln!(s, "        {line}").unwrap();
+        writeln!(
+            s,
+            "\n    // {}: {} '{}' {:?} -> {:?}",
+            node_id.0,
+            node.op.name(),
+            node.name.replace('\n', " "),
+            info.shape,
+            plan.location(out)
+        )
+        .unwrap();
+        let prepared = &kernels[node_id.0].0;
+        match plan.reuse[node_id.0] {
+            Reuse::Alias => {
+                writeln!(s, "    // (an alias of its input: nothing to do)").unwrap();
+                continue;
+            }
+            Reuse::InPlace { operand } => {
+                // The result overwrites operand `operand`: it is only borrowed as `y`.
+                let other = node
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .find(|(i, _)| *i != operand)
+                    .map(|(_, &t)| read(t));
+                let call = ops::in_place_call(prepared, operand, other.as_ref().map(|_| "x"), "y")
+                    .ok_or_else(|| EmitError::Tensor {
+                        index: out.0,
+                        name: graph.tensor(out).name.clone(),
+                        message: format!("{} has no in-place kernel", node.op.name()),
+                    })?;
+                writeln!(s, "    {{").unwrap();
+                if let Some(e) = other {
+                    writeln!(s, "        let x = {e};").unwrap();
+                }
+                writeln!(s, "        let y = {write};").unwrap();
+                for line in call.lines() {
+                    writeln!(s, "        {line}").unwrap();
+                }
+            }
+            Reuse::None => {
+                let operand_exprs: Vec<String> = node.inputs.iter().map(|&i| read(i)).collect();
+                writeln!(s, "    {{").unwrap();
+                for (i, e) in operand_exprs.iter().enumerate() {
+                    writeln!(s, "        let x{i} = {e};").unwrap();
+                }
+                writeln!(s, "        let y = {write};").unwrap();
+                let names: Vec<String> =
+                    (0..operand_exprs.len()).map(|i| format!("x{i}")).collect();
+                let call = ops::kernel_call(
+                    prepared,
+                    &ops::Operands {
+                        inputs: &names,
+                        output: "y",
+                    },
+                );
+                for line in call.lines() {
+                    writeln!(s, "        {line}").unwrap();
+                }
+            }
         }
         writeln!(s, "    }}").unwrap();
     }
@@ -286,13 +368,39 @@ const fn qm(multiplier: i32, shift: i32) -> QuantizedMultiplier {{
         for p in list {
             let t = graph.tensor(p.id);
             let info = &t.info;
-            let _ = writeln!(s, "\n/// Elements of {kind} '{}' ({} {:?}).", t.name, info.dtype.name(), info.shape);
-            let _ = writeln!(s, "pub const {}_LEN: usize = {};", p.konst, info.num_elements());
+            let _ = writeln!(
+                s,
+                "\n/// Elements of {kind} '{}' ({} {:?}).",
+                t.name,
+                info.dtype.name(),
+                info.shape
+            );
+            let _ = writeln!(
+                s,
+                "pub const {}_LEN: usize = {};",
+                p.konst,
+                info.num_elements()
+            );
             let _ = writeln!(s, "/// Shape of {kind} '{}'.", t.name);
-            let _ = writeln!(s, "pub const {}_SHAPE: [usize; {}] = {:?};", p.konst, info.shape.len(), info.shape);
+            let _ = writeln!(
+                s,
+                "pub const {}_SHAPE: [usize; {}] = {:?};",
+                p.konst,
+                info.shape.len(),
+                info.shape
+            );
             if let Some((scale, zp)) = info.scale_zero_point() {
-                let _ = writeln!(s, "/// Quantization of {kind} '{}': real = SCALE * (q - ZERO_POINT).", t.name);
-                let _ = writeln!(s, "pub const {}_SCALE: f32 = {};", p.konst, literal::literal(&scale));
+                let _ = writeln!(
+                    s,
+                    "/// Quantization of {kind} '{}': real = SCALE * (q - ZERO_POINT).",
+                    t.name
+                );
+                let _ = writeln!(
+                    s,
+                    "pub const {}_SCALE: f32 = {};",
+                    p.konst,
+                    literal::literal(&scale)
+                );
                 let _ = writeln!(s, "/// Zero point of {kind} '{}'.", t.name);
                 let _ = writeln!(s, "pub const {}_ZERO_POINT: i32 = {zp};", p.konst);
             }
@@ -322,9 +430,16 @@ pub fn write_crate(
     runtime: &RuntimeDependency,
     standalone: bool,
 ) -> Result<RustModel, crate::CompileError> {
-    let model = emit(graph, plan, graph_source, "model.weights.bin")
-        .map_err(|source| crate::CompileError::Emit { file: graph_source.to_string(), source })?;
-    let io = |e: std::io::Error, p: &Path| crate::CompileError::Io { path: p.display().to_string(), source: e };
+    let model = emit(graph, plan, graph_source, "model.weights.bin").map_err(|source| {
+        crate::CompileError::Emit {
+            file: graph_source.to_string(),
+            source,
+        }
+    })?;
+    let io = |e: std::io::Error, p: &Path| crate::CompileError::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
     let dep = match runtime {

@@ -34,7 +34,11 @@ fn short_multiplier(q: &QuantizedMultiplier) -> String {
 /// Source of a block that runs `prepared` on `ops`.
 pub(super) fn kernel_call(prepared: &Prepared, ops: &Operands<'_>) -> String {
     let x = |i: usize| ops.inputs[i].as_str();
-    let bias = || ops.inputs.get(2).map_or("None".to_string(), |b| format!("Some({b})"));
+    let bias = || {
+        ops.inputs
+            .get(2)
+            .map_or("None".to_string(), |b| format!("Some({b})"))
+    };
     let y = ops.output;
     match prepared {
         Prepared::Conv2dI8(p, q) => format!(
@@ -166,9 +170,75 @@ impl QuantFields for FullyConnectedQuant<'_> {
 }
 
 fn pool(f: &str, p: &impl std::fmt::Debug, range: &str, x: &str, y: &str) -> String {
-    format!("const P: Pool2dParams = {};\n{f}(&P, {range}, {x}, {y});", literal(p))
+    format!(
+        "const P: Pool2dParams = {};\n{f}(&P, {range}, {x}, {y});",
+        literal(p)
+    )
 }
 
 fn binary(f: &str, first: &str, plan: &impl std::fmt::Debug, a: &str, b: &str, y: &str) -> String {
-    format!("const B: Broadcast = {};\n{f}({first}, &B, {a}, {b}, {y});", literal(plan))
+    format!(
+        "const B: Broadcast = {};\n{f}({first}, &B, {a}, {b}, {y});",
+        literal(plan)
+    )
+}
+
+/// Source of a block that runs `prepared` in place: `y` holds operand `operand` on
+/// entry and the result on exit; `other` is the remaining operand of a binary op.
+/// `None` when the kernel has no in-place form (the planner never asks for one then).
+pub(super) fn in_place_call(
+    prepared: &Prepared,
+    operand: usize,
+    other: Option<&str>,
+    y: &str,
+) -> Option<String> {
+    let first = operand == 0;
+    Some(match (prepared, other) {
+        (Prepared::ReluI8(p), _) => format!("relu_i8_in_place(&{}, {y});", literal(p)),
+        (Prepared::ReluF32, _) => format!("relu_f32_in_place({y});"),
+        (Prepared::Relu6I8(p), _) => format!("relu6_i8_in_place(&{}, {y});", literal(p)),
+        (Prepared::Relu6F32, _) => format!("relu6_f32_in_place({y});"),
+        (Prepared::LogisticI8(p), _) => format!("logistic_i8_in_place(&{}, {y});", literal(p)),
+        (Prepared::LogisticF32, _) => format!("logistic_f32_in_place({y});"),
+        (Prepared::TanhI8(p), _) => format!("tanh_i8_in_place(&{}, {y});", literal(p)),
+        (Prepared::TanhF32, _) => format!("tanh_f32_in_place({y});"),
+        (Prepared::Requantize(p), _) => format!("requantize_i8_in_place(&{}, {y});", literal(p)),
+        (Prepared::AddI8(p, plan), Some(b)) => in_place_binary(
+            "add_i8_in_place",
+            &format!("&{}", literal(p)),
+            plan,
+            y,
+            b,
+            first,
+        ),
+        (Prepared::AddF32(r, plan), Some(b)) => {
+            in_place_binary("add_f32_in_place", &literal(r), plan, y, b, first)
+        }
+        (Prepared::MulI8(p, plan), Some(b)) => in_place_binary(
+            "mul_i8_in_place",
+            &format!("&{}", literal(p)),
+            plan,
+            y,
+            b,
+            first,
+        ),
+        (Prepared::MulF32(r, plan), Some(b)) => {
+            in_place_binary("mul_f32_in_place", &literal(r), plan, y, b, first)
+        }
+        _ => return None,
+    })
+}
+
+fn in_place_binary(
+    f: &str,
+    first_arg: &str,
+    plan: &impl std::fmt::Debug,
+    y: &str,
+    other: &str,
+    inout_is_first: bool,
+) -> String {
+    format!(
+        "const B: Broadcast = {};\n{f}({first_arg}, &B, {y}, {other}, {inout_is_first});",
+        literal(plan)
+    )
 }
