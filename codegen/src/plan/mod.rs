@@ -17,7 +17,9 @@
 //!    greedy one). The peak of the chosen order is [`Plan::lower_bound_bytes`].
 //! 3. **Offsets**: tensors sharing bytes form one buffer, live from the step writing its
 //!    first tensor to the last step reading any of them; buffers are placed largest
-//!    first at the lowest offset free during their whole lifetime (TFLM's greedy idea).
+//!    first at the lowest offset free during their whole lifetime (TFLM's greedy idea),
+//!    or, where at most two buffers are live at any step (chains), alternately at the
+//!    bottom and the top of an arena of exactly the lower bound.
 //!
 //! Steps are positions in [`Plan::order`]; a tensor is live from the step that writes it
 //! to the last step that reads it or one of its aliases.
@@ -35,7 +37,7 @@ mod tests;
 pub use report::{intervals, report, Interval, NodeReport};
 
 use crate::ir::{Graph, NodeId, TensorId, ValidateError};
-use assign::{first_fit, Buffer};
+use assign::{assign, Buffer};
 use model::{Home, Model};
 use order::Choice;
 
@@ -155,7 +157,9 @@ pub enum PlanError {
         limit: usize,
     },
     /// The arena exceeds [`PlanOptions::max_arena_bytes`].
-    #[error("the plan needs {bytes} arena bytes (lower bound {lower_bound}), over the limit of {limit}")]
+    #[error(
+        "the plan needs {bytes} arena bytes (lower bound {lower_bound}), over the limit of {limit}"
+    )]
     ArenaTooLarge {
         /// Arena bytes of the plan.
         bytes: usize,
@@ -213,10 +217,7 @@ impl Plan {
     /// tensors outside the arena.
     pub fn arena_size(&self, graph: &Graph, id: TensorId) -> usize {
         match self.location(id) {
-            Location::Arena(_) => graph
-                .info(id)
-                .byte_size()
-                .next_multiple_of(self.alignment),
+            Location::Arena(_) => graph.info(id).byte_size().next_multiple_of(self.alignment),
             _ => 0,
         }
     }
@@ -345,10 +346,10 @@ fn build(model: &Model, choice: Choice, options: &PlanOptions) -> Result<Plan, P
         })
         .collect();
     let (buffers, buffer_of) = buffers(model, &choice.order, &reuse);
-    let (offsets, arena_bytes) = first_fit(&buffers);
     let live_bytes = live_bytes(&buffers, choice.order.len());
     debug_assert_eq!(live_bytes, trace.during, "buffers disagree with the trace");
     let lower_bound_bytes = trace.peak();
+    let (offsets, arena_bytes) = assign(&buffers, lower_bound_bytes);
     if let Some(limit) = options.max_arena_bytes.filter(|&l| arena_bytes > l) {
         return Err(PlanError::ArenaTooLarge {
             bytes: arena_bytes,

@@ -157,7 +157,10 @@ impl<'g> Model<'g> {
             return Vec::new();
         }
         let same_layout = |k: usize| {
-            let (a, b) = (self.graph.info(node.inputs[k]), self.graph.info(node.outputs[0]));
+            let (a, b) = (
+                self.graph.info(node.inputs[k]),
+                self.graph.info(node.outputs[0]),
+            );
             a.shape == b.shape && a.dtype == b.dtype
         };
         let operands: &[usize] = match node.op {
@@ -166,7 +169,10 @@ impl<'g> Model<'g> {
             Op::Add { .. } | Op::Mul { .. } => &[0, 1],
             _ => &[],
         };
-        let element_type = matches!(self.graph.info(node.outputs[0]).dtype, DType::I8 | DType::F32);
+        let element_type = matches!(
+            self.graph.info(node.outputs[0]).dtype,
+            DType::I8 | DType::F32
+        );
         operands
             .iter()
             .copied()
