@@ -28,6 +28,9 @@ pub struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long, value_parser = ["table", "json"], default_value = "table")]
     report: String,
+    /// Fail when the arena needs more bytes than this (e.g. the target's free RAM).
+    #[arg(long)]
+    max_arena: Option<usize>,
     /// Where the generated crate finds kiln-runtime: a path to kiln's `runtime` folder,
     /// or a crates.io version such as `0.1`. Defaults to this kiln's own checkout.
     #[arg(long)]
@@ -38,10 +41,8 @@ pub struct Args {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
     let graph = tflite::load(&args.model)?;
-    let options = CompileOptions {
-        target: args.target,
-        ..Default::default()
-    };
+    let mut options = CompileOptions { target: args.target, ..Default::default() };
+    options.plan.max_arena_bytes = args.max_arena;
     let planned = optimize_and_plan(graph, &options, &file)?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));

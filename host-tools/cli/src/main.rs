@@ -5,6 +5,7 @@
 
 mod check;
 mod compile;
+mod inspect;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Run(run::Args),
     /// Compile a model into a no_std Rust crate with a static memory plan.
     Compile(compile::Args),
+    /// Show a model's memory plan step by step, and draw it (--plot plan.svg).
+    Inspect(inspect::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,12 +37,27 @@ fn main() -> ExitCode {
         Command::Check(args) => check::main(args),
         Command::Run(args) => run::main(args),
         Command::Compile(args) => compile::main(args),
+        Command::Inspect(args) => inspect::main(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes the message already quotes
+/// (kiln's typed errors include their source's text).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
