@@ -22,4 +22,9 @@ cargo test --workspace --locked
 echo "== kiln-runtime for Cortex-M (no_std, no alloc)"
 cargo build -p kiln-runtime --locked --target thumbv7em-none-eabihf
 cargo build -p kiln-runtime --locked --target thumbv6m-none-eabi
+
+# -- kiln-runtime: no panic path in any kernel (owner: runtime) ---------------------
+echo "== kiln-runtime kernels have no panic path (release, Cortex-M)"
+runtime/no-panic-check/check.sh
+# -----------------------------------------------------------------------------------
 echo "== all tests passed"
