@@ -278,3 +278,22 @@ fn generated_crates_build_for_cortex_m() {
         cargo(&work, &args);
     }
 }
+
+#[test]
+fn shipped_models_have_no_panic_path_on_cortex_m4() {
+    let all = compiled();
+    let work = work_dir();
+    for c in all.iter().filter(|c| !c.rel.starts_with("ops/")) {
+        let sizes = kiln_codegen::emit::rust::probe::measure(
+            &work.join("crates").join(&c.krate),
+            &c.krate,
+            &c.graph,
+            "thumbv7em-none-eabihf",
+            &work.join("probe").join(&c.krate),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", c.rel));
+        println!("{}: .text {} .rodata {} .data {} .bss {}", c.rel, sizes.text, sizes.rodata, sizes.data, sizes.bss);
+        assert!(sizes.panic_symbols.is_empty(), "{}: run can panic: {:?}", c.rel, sizes.panic_symbols);
+        assert!(sizes.text > 500, "{}: the probe holds no code ({} bytes)", c.rel, sizes.text);
+    }
+}

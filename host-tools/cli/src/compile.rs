@@ -2,6 +2,7 @@
 //! and prints the memory plan and sizes, one row per op.
 
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions, Target};
+use kiln_codegen::emit::rust::probe::{measure, Sizes};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
 use kiln_codegen::import::tflite;
 use kiln_codegen::ir::cost::macs;
@@ -28,6 +29,10 @@ pub struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long, value_parser = ["table", "json"], default_value = "table")]
     report: String,
+    /// Skip building the crate for the target to measure its code size (on by default
+    /// for device targets; needs the rustup target and `llvm-tools`).
+    #[arg(long)]
+    no_size: bool,
     /// Fail when the arena needs more bytes than this (e.g. the target's free RAM).
     #[arg(long)]
     max_arena: Option<usize>,
@@ -48,7 +53,15 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
     let runtime = runtime_dependency(args.runtime.as_deref());
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true)?;
-    let report = Report::new(graph, plan, model.weights.len());
+    let mut report = Report::new(graph, plan, model.weights.len());
+    if let (Some(triple), false) = (args.target.triple(), args.no_size) {
+        let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
+        let sizes = measure(&args.out, &name, graph, triple, &work)?;
+        if !sizes.panic_symbols.is_empty() {
+            anyhow::bail!("the generated code can panic on {triple}; linked: {}", sizes.panic_symbols.join(", "));
+        }
+        report.code = Some((triple, sizes));
+    }
     if args.report == "json" {
         println!("{}", report.json(&name, args.target));
     } else {
@@ -119,6 +132,8 @@ struct Report {
     lower_bound: usize,
     best_bound: usize,
     weight_bytes: usize,
+    /// Section sizes on the target, when measured.
+    code: Option<(&'static str, Sizes)>,
 }
 
 struct Row {
@@ -166,6 +181,7 @@ impl Report {
             lower_bound: plan.lower_bound_bytes,
             best_bound: plan.best_order_bound_bytes,
             weight_bytes,
+            code: None,
         }
     }
 
@@ -198,6 +214,18 @@ impl Report {
             self.arena, self.lower_bound, self.best_bound
         );
         let _ = writeln!(s, "weight bytes:   {}", self.weight_bytes);
+        match &self.code {
+            Some((triple, z)) => {
+                let _ = writeln!(
+                    s,
+                    "code bytes:     {} .text on {triple} (run + kernels), {} .rodata (weights and tables), {} .data, {} .bss",
+                    z.text, z.rodata, z.data, z.bss
+                );
+            }
+            None => {
+                let _ = writeln!(s, "code bytes:     not measured (host target or --no-size)");
+            }
+        }
         s
     }
 
@@ -227,6 +255,9 @@ impl Report {
             "lower_bound_bytes": self.lower_bound,
             "best_order_bound_bytes": self.best_bound,
             "weight_bytes": self.weight_bytes,
+            "code": self.code.as_ref().map(|(triple, z)| serde_json::json!({
+                "triple": triple, "text": z.text, "rodata": z.rodata, "data": z.data, "bss": z.bss,
+            })),
             "ops": ops,
         });
         serde_json::to_string_pretty(&report).unwrap_or_default()

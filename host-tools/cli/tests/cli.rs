@@ -240,6 +240,8 @@ fn compile_writes_a_crate_and_reports_the_plan() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("arena bytes:") && t.contains("total MACs:") && t.contains("depthwise_conv_2d"), "{t}");
+    // Measured on the target: the probe links run and the kernels, and nothing that panics.
+    assert!(t.contains(".text on thumbv7em-none-eabihf"), "{t}");
     for f in ["Cargo.toml", "src/lib.rs", "src/model.rs", "src/model.weights.bin"] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }

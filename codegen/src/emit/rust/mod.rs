@@ -8,6 +8,7 @@
 
 mod literal;
 mod ops;
+pub mod probe;
 
 use crate::exec::{kernel::Kernel, ExecError};
 use crate::ir::{DType, Graph, TensorId};
