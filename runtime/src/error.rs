@@ -1,8 +1,9 @@
 //! The one error type of the runtime: returned by params constructors when the
 //! numbers a host compiler hands in cannot describe a valid kernel call.
 //!
-//! Kernels themselves never return errors: once a params struct exists, the call
-//! is valid as long as the slice lengths match the shapes it was built from.
+//! Kernels themselves never return errors (nor panic): once a params struct exists, the
+//! call is valid as long as the slice lengths match the shapes it was built from, and a
+//! kernel given other lengths returns without writing anything.
 
 use core::fmt;
 

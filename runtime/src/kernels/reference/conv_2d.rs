@@ -200,7 +200,7 @@ fn conv_lens(p: &Conv2dParams) -> Option<(usize, usize, usize, usize)> {
     Some((groups, input, filter, output))
 }
 
-/// Shared loop nest of the int8 and f32 conv: `finish(acc, oc)` → output element.
+/// Shared loop nest of the int8 and f32 conv: `finish(acc, bias_of_oc, oc)` → output element.
 /// Writes nothing unless the slice lengths are the ones [`conv_lens`] derives and the
 /// bias (if any) has `p.output_depth` entries.
 #[inline]
