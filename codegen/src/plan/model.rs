@@ -227,17 +227,12 @@ impl<'g> Model<'g> {
 
     /// Arena bytes of the operand groups of `v` that no later node reads.
     fn freed(&self, v: usize, done: &NodeSet) -> usize {
-        let mut groups: Vec<usize> = self.graph.nodes[v]
-            .inputs
-            .iter()
-            .map(|t| self.group[t.0])
-            .collect();
-        groups.sort_unstable();
-        groups.dedup();
-        groups
-            .into_iter()
-            .filter(|&g| self.last_reader(g, v, done))
-            .map(|g| self.size[g])
+        let inputs = &self.graph.nodes[v].inputs;
+        let group = |k: usize| self.group[inputs[k].0];
+        (0..inputs.len())
+            .filter(|&k| (0..k).all(|j| group(j) != group(k)))
+            .filter(|&k| self.last_reader(group(k), v, done))
+            .map(|k| self.size[group(k)])
             .sum()
     }
 

@@ -3,9 +3,11 @@
 //! The exact search is a dynamic program over the sets of nodes already run (downsets):
 //! the arena bytes a set leaves live, and the cost of running one more node after it,
 //! depend only on the set, so keeping the lowest peak per set is exact. Sets are
-//! explored breadth first (one more node per layer), states whose peak exceeds a known
-//! order's peak are dropped, and the search gives up after a state cap; then the better
-//! of the graph's order and a greedy order is used.
+//! explored breadth first (one more node per layer). The better of the graph's order
+//! and a greedy order comes first: states whose peak reaches its peak are dropped (when
+//! none is left, that order is optimal), and when its peak equals a floor no order can
+//! avoid (one node's operands and result) there is no search at all. After a state cap
+//! the search gives up and keeps that order.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -44,12 +46,42 @@ pub(super) fn choose(model: &Model, max_states: usize) -> Choice {
         choice.order = greedy_order;
         choice.bound = greedy_bound;
     }
-    if let Some(order) = exact(model, choice.bound, max_states) {
-        choice.bound = model.trace(&order).peak();
-        choice.order = order;
+    if choice.bound <= floor(model) {
         choice.optimal = true;
+        return choice;
+    }
+    match exact(model, choice.bound, max_states) {
+        Search::Better(order) => {
+            choice.bound = model.trace(&order).peak();
+            choice.order = order;
+            choice.optimal = true;
+        }
+        Search::NoneBetter => choice.optimal = true,
+        Search::GaveUp => {}
     }
     choice
+}
+
+/// A peak no order avoids: while a node runs, its arena operands are live, and so is its
+/// result unless it may share an operand's bytes.
+fn floor(model: &Model) -> usize {
+    (0..model.nodes())
+        .map(|v| {
+            let node = &model.graph.nodes[v];
+            let mut groups: Vec<usize> = node.inputs.iter().map(|t| model.group[t.0]).collect();
+            groups.sort_unstable();
+            groups.dedup();
+            let operands: usize = groups.iter().map(|&g| model.size[g]).sum();
+            let shares = model.alias[v] || !model.candidates[v].is_empty();
+            operands
+                + if shares {
+                    0
+                } else {
+                    model.size[model.output(v)]
+                }
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// At each step, runs the ready node that holds the fewest bytes while it runs and,
@@ -82,9 +114,19 @@ struct State {
 /// How a state was reached: its predecessor in the previous layer and the node run.
 type Back = (usize, usize);
 
-/// The order with the lowest peak, if one with peak `<= bound` exists and the search
-/// stays within `max_states` states.
-fn exact(model: &Model, bound: usize, max_states: usize) -> Option<Vec<usize>> {
+/// The outcome of the exact search.
+enum Search {
+    /// An order with a lower peak than the bound; no order is lower still.
+    Better(Vec<usize>),
+    /// No order has a lower peak than the bound.
+    NoneBetter,
+    /// The search hit its state cap.
+    GaveUp,
+}
+
+/// The order with the lowest peak below `bound`, keeping only states whose peak is
+/// below it, within `max_states` states.
+fn exact(model: &Model, bound: usize, max_states: usize) -> Search {
     let mut layer = vec![State {
         done: NodeSet::new(model.nodes()),
         live: 0,
@@ -95,13 +137,16 @@ fn exact(model: &Model, bound: usize, max_states: usize) -> Option<Vec<usize>> {
     for _ in 0..model.nodes() {
         let (next, back) = expand(model, &layer, bound);
         states = states.saturating_add(next.len());
-        if states > max_states || next.is_empty() {
-            return None;
+        if states > max_states {
+            return Search::GaveUp;
+        }
+        if next.is_empty() {
+            return Search::NoneBetter;
         }
         layer = next;
         backs.push(back);
     }
-    Some(unwind(&backs))
+    Search::Better(unwind(&backs))
 }
 
 /// All states one node further than `layer`, each with its best predecessor.
@@ -113,7 +158,7 @@ fn expand(model: &Model, layer: &[State], bound: usize) -> (Vec<State>, Vec<Back
         for v in model.ready(&state.done) {
             let (during, live) = model.step(state.live, v, &state.done);
             let peak = state.peak.max(during);
-            if peak > bound {
+            if peak >= bound {
                 continue;
             }
             let mut done = state.done.clone();

@@ -731,3 +731,34 @@ fn chain_that_defeats_greedy_by_size_reaches_the_bound() {
     check_plan(&g, &p);
     assert_eq!((p.lower_bound_bytes, p.arena_bytes), (112, 112));
 }
+
+/// Forty parallel branches: far too many sets of nodes for the exact search under a
+/// small cap, so the plan falls back to the better of graph order and greedy order.
+#[test]
+fn wide_graph_falls_back_when_the_search_is_capped() {
+    let mut b = Builder::default();
+    let x = b.input(&[1, 16]);
+    let s = b.same(Op::Softmax { beta: 1.0 }, &[x]);
+    let mut ends = Vec::new();
+    for i in 0..40 {
+        let (op, shape) = pad_to(16, 10 + i);
+        let p = b.node(op, &[s], &shape);
+        let r = b.same(Op::Relu, &[p]);
+        ends.push(b.node(mean(), &[r], &[1, 1]));
+    }
+    let concat = Op::Concatenation {
+        axis: 1,
+        activation: Activation::None,
+    };
+    let y = b.node(concat, &ends, &[1, 40]);
+    b.output(y);
+    let g = b.build();
+    let options = PlanOptions {
+        max_search_states: 5_000,
+        ..PlanOptions::default()
+    };
+    let p = plan(&g, &options).unwrap();
+    check_plan(&g, &p);
+    assert!(!p.order_is_optimal);
+    assert!(p.lower_bound_bytes <= p.graph_order_bound_bytes);
+}
