@@ -292,8 +292,21 @@ fn shipped_models_have_no_panic_path_on_cortex_m4() {
             &work.join("probe").join(&c.krate),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", c.rel));
-        println!("{}: .text {} .rodata {} .data {} .bss {}", c.rel, sizes.text, sizes.rodata, sizes.data, sizes.bss);
-        assert!(sizes.panic_symbols.is_empty(), "{}: run can panic: {:?}", c.rel, sizes.panic_symbols);
-        assert!(sizes.text > 500, "{}: the probe holds no code ({} bytes)", c.rel, sizes.text);
+        println!(
+            "{}: .text {} .rodata {} .data {} .bss {}",
+            c.rel, sizes.text, sizes.rodata, sizes.data, sizes.bss
+        );
+        assert!(
+            sizes.panic_symbols.is_empty(),
+            "{}: run can panic: {:?}",
+            c.rel,
+            sizes.panic_symbols
+        );
+        assert!(
+            sizes.text > 500,
+            "{}: the probe holds no code ({} bytes)",
+            c.rel,
+            sizes.text
+        );
     }
 }

@@ -51,12 +51,14 @@ impl Golden {
     }
 }
 
-/// Imports `models/<rel>/model.tflite`, runs every golden sample and panics with a list
-/// of every differing sample and output.
+/// Imports `models/<rel>/model.tflite`, runs every golden sample on the imported graph
+/// and on the graph after kiln's optimization passes, and panics with a list of every
+/// differing sample and output.
 pub fn assert_golden(rel: &str) {
     let dir = models_dir().join(rel);
     let graph = tflite::load(&dir.join("model.tflite")).unwrap_or_else(|e| panic!("{e}"));
-    let exec = Executor::new(&graph).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let mut optimized = graph.clone();
+    kiln_codegen::passes::optimize(&mut optimized).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let golden = Golden::load(&dir);
     assert_eq!(
         golden.inputs.len(),
@@ -69,17 +71,20 @@ pub fn assert_golden(rel: &str) {
         "{rel}: golden outputs vs graph outputs"
     );
     let mut failures = Vec::new();
-    for s in 0..golden.samples() {
-        let outputs = exec
-            .run(&Golden::sample(&golden.inputs, s))
-            .unwrap_or_else(|e| panic!("{rel}: {e}"));
-        for (j, (got, want)) in outputs
-            .iter()
-            .zip(Golden::sample(&golden.outputs, s))
-            .enumerate()
-        {
-            if let Some(diff) = compare(got, &want) {
-                failures.push(format!("sample {s} output {j}: {diff}"));
+    for (label, g) in [("imported", &graph), ("optimized", &optimized)] {
+        let exec = Executor::new(g).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        for s in 0..golden.samples() {
+            let outputs = exec
+                .run(&Golden::sample(&golden.inputs, s))
+                .unwrap_or_else(|e| panic!("{rel}: {e}"));
+            for (j, (got, want)) in outputs
+                .iter()
+                .zip(Golden::sample(&golden.outputs, s))
+                .enumerate()
+            {
+                if let Some(diff) = compare(got, &want) {
+                    failures.push(format!("{label} graph, sample {s} output {j}: {diff}"));
+                }
             }
         }
     }

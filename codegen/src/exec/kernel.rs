@@ -49,6 +49,17 @@ pub(crate) enum Prepared {
         Owned<k::conv_2d::ConvQuant<'static>>,
     ),
     Conv2dF32(k::conv_2d::Conv2dParams, ActivationRangeF32),
+    /// Conv with a fused residual add (skip is operand 3).
+    Conv2dAddI8(
+        k::conv_2d::Conv2dParams,
+        Owned<k::conv_2d::ConvQuant<'static>>,
+        k::conv_2d::ResidualAdd,
+    ),
+    Conv2dAddF32(
+        k::conv_2d::Conv2dParams,
+        ActivationRangeF32,
+        ActivationRangeF32,
+    ),
     DepthwiseI8(
         k::depthwise_conv_2d::DepthwiseConv2dParams,
         Owned<k::conv_2d::ConvQuant<'static>>,
@@ -213,19 +224,57 @@ impl Kernel {
                 let (x, f) = (shape4(info(0))?, shape4(info(1))?);
                 let w = window(x, [f[1], f[2]], a.stride, a.dilation, a.padding)?;
                 let p = rt(k::conv_2d::Conv2dParams::with_window(x[0], x[3], f, w))?;
-                if float {
-                    Prepared::Conv2dF32(p, activation(a.activation).range_f32())
-                } else {
-                    let s = scales(info(1))?;
-                    let mut table = vec![QuantizedMultiplier::ZERO; s.len()];
-                    let q = rt(k::conv_2d::ConvQuant::prepare(
-                        quant(info(0))?,
-                        s,
-                        quant(out)?,
-                        activation(a.activation),
-                        &mut table,
-                    ))?;
-                    Prepared::Conv2dI8(p, own_conv(q))
+                match (&a.residual, float) {
+                    (None, true) => Prepared::Conv2dF32(p, activation(a.activation).range_f32()),
+                    (Some(r), true) => Prepared::Conv2dAddF32(
+                        p,
+                        activation(a.activation).range_f32(),
+                        activation(r.activation).range_f32(),
+                    ),
+                    (residual, false) => {
+                        // With a residual, the conv requantizes to its former result
+                        // tensor's parameters, then the ADD to the node's output.
+                        let conv_out = match residual {
+                            Some(r) => {
+                                let (s, z) = r
+                                    .conv_quant
+                                    .ok_or("int8 residual without the conv's quantization")?;
+                                TensorQuant::new(s, z)
+                            }
+                            None => quant(out)?,
+                        };
+                        let s = scales(info(1))?;
+                        let mut table = vec![QuantizedMultiplier::ZERO; s.len()];
+                        let q = rt(k::conv_2d::ConvQuant::prepare(
+                            quant(info(0))?,
+                            s,
+                            conv_out,
+                            activation(a.activation),
+                            &mut table,
+                        ))?;
+                        match residual {
+                            None => Prepared::Conv2dI8(p, own_conv(q)),
+                            Some(r) => {
+                                let skip = quant(info(3))?;
+                                let (first, second) = if r.conv_is_first {
+                                    (conv_out, skip)
+                                } else {
+                                    (skip, conv_out)
+                                };
+                                let add = rt(k::add::AddParams::prepare(
+                                    first,
+                                    second,
+                                    quant(out)?,
+                                    activation(r.activation),
+                                ))?;
+                                let fused = k::conv_2d::ResidualAdd {
+                                    add,
+                                    conv_is_first: r.conv_is_first,
+                                };
+                                Prepared::Conv2dAddI8(p, own_conv(q), fused)
+                            }
+                        }
+                    }
                 }
             }
             Op::DepthwiseConv2d(a) => {
@@ -454,6 +503,18 @@ impl Kernel {
                 };
                 k::conv_2d::conv_2d_i8(p, &quant, x, w, bias_i32(), y)
             }
+            (Prepared::Conv2dAddI8(p, q, r), [I8(x), I8(w), I32(b), I8(skip)], I8(y)) => {
+                let quant = k::conv_2d::ConvQuant {
+                    multipliers: q.multipliers.borrow(),
+                    ..q.quant
+                };
+                k::conv_2d::conv_2d_i8_add(p, &quant, r, x, w, Some(b), skip, y)
+            }
+            (
+                Prepared::Conv2dAddF32(p, act, add_act),
+                [F32(x), F32(w), F32(b), F32(skip)],
+                F32(y),
+            ) => k::conv_2d::conv_2d_f32_add(p, *act, *add_act, x, w, Some(b), skip, y),
             (Prepared::Conv2dF32(p, act), [F32(x), F32(w), ..], F32(y)) => {
                 k::conv_2d::conv_2d_f32(p, *act, x, w, bias_f32(), y)
             }

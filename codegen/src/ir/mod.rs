@@ -11,7 +11,9 @@ mod op;
 pub mod shape;
 pub(crate) mod validate;
 
-pub use op::{Activation, Conv2dAttrs, DepthwiseConv2dAttrs, Op, Padding, Pool2dAttrs};
+pub use op::{
+    Activation, Conv2dAttrs, DepthwiseConv2dAttrs, Op, Padding, Pool2dAttrs, ResidualAdd,
+};
 pub use shape::infer_output_shape;
 pub use validate::ValidateError;
 

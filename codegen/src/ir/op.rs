@@ -48,8 +48,20 @@ impl Padding {
     }
 }
 
+/// A residual ADD fused into a convolution (see `passes::fuse_residual`): the conv's
+/// result, which no longer has a tensor, is added element by element to a skip operand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResidualAdd {
+    /// Scale and zero point the conv result had as a tensor (int8 only).
+    pub conv_quant: Option<(f32, i32)>,
+    /// The conv result was the ADD's first operand (else its second).
+    pub conv_is_first: bool,
+    /// The ADD's fused activation.
+    pub activation: Activation,
+}
+
 /// Attributes of [`Op::Conv2d`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv2dAttrs {
     /// Stride as (height, width).
     pub stride: [usize; 2],
@@ -59,6 +71,9 @@ pub struct Conv2dAttrs {
     pub padding: Padding,
     /// Fused activation.
     pub activation: Activation,
+    /// A residual ADD fused into the epilogue; the skip tensor is then the fourth
+    /// operand (after a bias, which fusion requires).
+    pub residual: Option<ResidualAdd>,
 }
 
 /// Attributes of [`Op::DepthwiseConv2d`].
@@ -92,7 +107,8 @@ pub struct Pool2dAttrs {
 /// An operator. The doc of each variant lists its operands and results; shapes are NHWC.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// `[input NHWC, filter OHWI, bias? (O)] -> [output NHWC]`.
+    /// `[input NHWC, filter OHWI, bias? (O)] -> [output NHWC]`; with a fused residual,
+    /// `[input, filter, bias, skip] -> [skip + conv]`.
     Conv2d(Conv2dAttrs),
     /// `[input NHWC, filter [1, H, W, C*multiplier], bias?] -> [output NHWC]`.
     DepthwiseConv2d(DepthwiseConv2dAttrs),

@@ -1,7 +1,7 @@
 //! `Graph::validate`: the rules every stage after import may rely on, so that no later
 //! stage needs to re-check shapes, types or indices (and none can panic on them).
 
-use super::{infer_output_shape, DType, Graph, Node, Op, TensorId, TensorInfo};
+use super::{infer_output_shape, Conv2dAttrs, DType, Graph, Node, Op, TensorId, TensorInfo};
 
 /// Largest single tensor kiln accepts, in bytes. Models for microcontrollers are far
 /// smaller; the limit keeps a hostile file from requesting unbounded memory.
@@ -187,6 +187,7 @@ pub(crate) fn check_node(g: &Graph, node: &Node) -> Result<(), String> {
 /// A failure here means "unsupported", not "malformed".
 pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
     let (min_in, max_in) = match &node.op {
+        Op::Conv2d(a) if a.residual.is_some() => (4, 4),
         Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. } => (2, 3),
         Op::Add { .. } | Op::Mul { .. } => (2, 2),
         Op::Concatenation { .. } => (1, usize::MAX),
@@ -221,6 +222,24 @@ pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
     };
     match &node.op {
         Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. } => {
+            if let Op::Conv2d(Conv2dAttrs {
+                residual: Some(r), ..
+            }) = &node.op
+            {
+                let skip = info(3);
+                if skip.shape != out.shape {
+                    return Err(format!(
+                        "residual skip {:?} differs from the result {:?}",
+                        skip.shape, out.shape
+                    ));
+                }
+                if !float {
+                    per_tensor_i8(skip, "residual skip")?;
+                    if r.conv_quant.is_none() {
+                        return Err("int8 residual needs the conv result's quantization".into());
+                    }
+                }
+            }
             if float {
                 return if all_f32(&everything()) {
                     Ok(())

@@ -21,7 +21,11 @@ fn compose(first: Activation, then: &Op) -> Option<Activation> {
 /// The fused activation slot of ops that have one.
 fn activation_slot(op: &mut Op) -> Option<&mut Activation> {
     match op {
-        Op::Conv2d(a) => Some(&mut a.activation),
+        // With a fused residual the node's result is the ADD's, clamped by its activation.
+        Op::Conv2d(a) => Some(match &mut a.residual {
+            Some(r) => &mut r.activation,
+            None => &mut a.activation,
+        }),
         Op::DepthwiseConv2d(a) => Some(&mut a.activation),
         Op::AveragePool2d(a) | Op::MaxPool2d(a) => Some(&mut a.activation),
         Op::FullyConnected { activation, .. } | Op::Add { activation } | Op::Mul { activation } => {

@@ -10,6 +10,7 @@ mod collapse;
 mod dead_code;
 mod fold_activation;
 mod fold_pad;
+mod fuse_residual;
 
 use crate::ir::{Graph, NodeId, TensorId, ValidateError};
 
@@ -22,7 +23,7 @@ pub struct Pass {
 }
 
 /// The default pipeline, in the order it runs each round.
-pub const PIPELINE: [Pass; 5] = [
+pub const PIPELINE: [Pass; 6] = [
     Pass {
         name: "fold_pad",
         run: fold_pad::run,
@@ -38,6 +39,10 @@ pub const PIPELINE: [Pass; 5] = [
     Pass {
         name: "remove_identity_requantize",
         run: collapse::identity_requantize,
+    },
+    Pass {
+        name: "fuse_residual",
+        run: fuse_residual::run,
     },
     Pass {
         name: "dead_code",

@@ -221,3 +221,53 @@ fn unread_nodes_are_removed() {
     g.outputs = keep;
     assert_eq!(assert_exact(&g), (2, 1));
 }
+
+#[test]
+fn residual_add_fuses_into_the_conv_with_either_operand_order() {
+    for (rel, conv_first) in [
+        ("conv_2d_i8_s1_same_dil1_none_perchannel_k3", true),
+        ("conv_2d_i8_s1_same_dil1_none_perchannel_k3", false),
+        ("conv_2d_i8_s2_same_dil1_relu6_perchannel_k3", true),
+        ("conv_2d_f32_s1_same_dil1_none_perchannel_k3", false),
+    ] {
+        let mut g = model(rel);
+        // A second graph input shaped like the conv result is the skip tensor.
+        let out = g.outputs[0];
+        let mut skip_info = g.info(out).clone();
+        if let Some((s, z)) = skip_info.scale_zero_point() {
+            skip_info.quant = Some(QuantParams::per_tensor(s * 1.7, (z + 11).clamp(-128, 127)));
+        }
+        g.tensors.push(Tensor {
+            name: "skip".into(),
+            info: skip_info,
+            data: None,
+        });
+        let skip = TensorId(g.tensors.len() - 1);
+        g.inputs.push(skip);
+        let mut sum_info = g.info(out).clone();
+        if let Some((s, z)) = sum_info.scale_zero_point() {
+            sum_info.quant = Some(QuantParams::per_tensor(s * 2.1, (z - 5).clamp(-128, 127)));
+        }
+        g.tensors.push(Tensor {
+            name: "sum".into(),
+            info: sum_info,
+            data: None,
+        });
+        let sum = TensorId(g.tensors.len() - 1);
+        let inputs = if conv_first {
+            vec![out, skip]
+        } else {
+            vec![skip, out]
+        };
+        g.nodes.push(Node {
+            name: "add".into(),
+            op: Op::Add {
+                activation: crate::ir::Activation::Relu,
+            },
+            inputs,
+            outputs: vec![sum],
+        });
+        g.outputs = vec![sum];
+        assert_eq!(assert_exact(&g), (2, 1), "{rel}, conv first: {conv_first}");
+    }
+}

@@ -7,7 +7,7 @@
 //! its operand is in `done`). That is what makes the dynamic program in `order.rs` exact.
 
 use super::{Location, PlanOptions};
-use crate::ir::{DType, Graph, Op, TensorId};
+use crate::ir::{Conv2dAttrs, DType, Graph, Op, TensorId};
 
 /// A set of node indices, as a bitset (a state of the order search).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -167,6 +167,11 @@ impl<'g> Model<'g> {
             Op::Relu | Op::Relu6 | Op::Logistic | Op::Tanh => &[0],
             Op::Quantize if self.graph.info(node.inputs[0]).dtype == DType::I8 => &[0],
             Op::Add { .. } | Op::Mul { .. } => &[0, 1],
+            // A conv with a fused residual writes each sum over the skip element it
+            // just read; its other operands are read-only and live elsewhere.
+            Op::Conv2d(Conv2dAttrs {
+                residual: Some(_), ..
+            }) => &[3],
             _ => &[],
         };
         let element_type = matches!(

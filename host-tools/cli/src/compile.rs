@@ -46,7 +46,10 @@ pub struct Args {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
     let graph = tflite::load(&args.model)?;
-    let mut options = CompileOptions { target: args.target, ..Default::default() };
+    let mut options = CompileOptions {
+        target: args.target,
+        ..Default::default()
+    };
     options.plan.max_arena_bytes = args.max_arena;
     let planned = optimize_and_plan(graph, &options, &file)?;
     let (graph, plan) = (&planned.graph, &planned.plan);
@@ -58,7 +61,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
         let sizes = measure(&args.out, &name, graph, triple, &work)?;
         if !sizes.panic_symbols.is_empty() {
-            anyhow::bail!("the generated code can panic on {triple}; linked: {}", sizes.panic_symbols.join(", "));
+            anyhow::bail!(
+                "the generated code can panic on {triple}; linked: {}",
+                sizes.panic_symbols.join(", ")
+            );
         }
         report.code = Some((triple, sizes));
     }

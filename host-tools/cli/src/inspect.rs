@@ -30,14 +30,20 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     options.plan.in_place = !args.no_in_place;
     let planned = optimize_and_plan(graph, &options, &file)?;
     let (graph, plan) = (&planned.graph, &planned.plan);
-    println!("{:>4} {:<18} {:>10} {:>8} {:>10}  name", "step", "op", "offset", "bytes", "live");
+    println!(
+        "{:>4} {:<18} {:>10} {:>8} {:>10}  name",
+        "step", "op", "offset", "bytes", "live"
+    );
     for r in report(plan, graph) {
         let name: String = r.name.chars().take(48).collect();
         let place = match r.location {
             kiln_codegen::plan::Location::Arena(off) => off.to_string(),
             other => format!("{other:?}"),
         };
-        println!("{:>4} {:<18} {:>10} {:>8} {:>10}  {name}", r.step, r.op, place, r.bytes, r.live_bytes);
+        println!(
+            "{:>4} {:<18} {:>10} {:>8} {:>10}  {name}",
+            r.step, r.op, place, r.bytes, r.live_bytes
+        );
     }
     println!(
         "arena bytes: {} (lower bound for this order {}, best order found {})",
@@ -61,7 +67,10 @@ pub fn plot(graph: &Graph, plan: &Plan, title: &str) -> String {
     let x = |step: f64| left + step / steps as f64 * (width - left - right);
     let y = |bytes: f64| height - down - bytes / top * (height - up - down);
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
@@ -86,27 +95,75 @@ pub fn plot(graph: &Graph, plan: &Plan, title: &str) -> String {
             b.last_step
         );
     }
-    if let Some((peak, _)) = plan.live_bytes.iter().enumerate().max_by_key(|(i, v)| (**v, usize::MAX - i)) {
+    if let Some((peak, _)) = plan
+        .live_bytes
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, v)| (**v, usize::MAX - i))
+    {
         let px = x(peak as f64 + 0.5);
-        let _ = writeln!(s, r#"<line x1="{px:.1}" y1="{up}" x2="{px:.1}" y2="{}" stroke="red" stroke-dasharray="4 3"/>"#, height - down);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" fill="red">peak at step {peak}</text>"#, px + 4.0, up + 12.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{px:.1}" y1="{up}" x2="{px:.1}" y2="{}" stroke="red" stroke-dasharray="4 3"/>"#,
+            height - down
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" fill="red">peak at step {peak}</text>"#,
+            px + 4.0,
+            up + 12.0
+        );
     }
     // Axes.
-    let _ = writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, height - down, width - right, height - down);
-    let _ = writeln!(s, r#"<line x1="{left}" y1="{up}" x2="{left}" y2="{}" stroke="black"/>"#, height - down);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        height - down,
+        width - right,
+        height - down
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{up}" x2="{left}" y2="{}" stroke="black"/>"#,
+        height - down
+    );
     for step in 0..steps {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{step}</text>"#, x(step as f64 + 0.5), height - down + 14.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{step}</text>"#,
+            x(step as f64 + 0.5),
+            height - down + 14.0
+        );
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">step (op order)</text>"#, (left + width - right) / 2.0, height - 12.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">step (op order)</text>"#,
+        (left + width - right) / 2.0,
+        height - 12.0
+    );
     for k in 0..=4 {
         let bytes = top * k as f64 / 4.0;
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{:.0}</text>"#, left - 6.0, y(bytes) + 4.0, bytes);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{:.0}</text>"#,
+            left - 6.0,
+            y(bytes) + 4.0,
+            bytes
+        );
     }
-    let _ = writeln!(s, r#"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">arena offset (bytes)</text>"#, height / 2.0, height / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">arena offset (bytes)</text>"#,
+        height / 2.0,
+        height / 2.0
+    );
     s.push_str("</svg>\n");
     s
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -239,18 +239,35 @@ fn compile_writes_a_crate_and_reports_the_plan() {
     ]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("arena bytes:") && t.contains("total MACs:") && t.contains("depthwise_conv_2d"), "{t}");
+    assert!(
+        t.contains("arena bytes:") && t.contains("total MACs:") && t.contains("depthwise_conv_2d"),
+        "{t}"
+    );
     // Measured on the target: the probe links run and the kernels, and nothing that panics.
     assert!(t.contains(".text on thumbv7em-none-eabihf"), "{t}");
-    for f in ["Cargo.toml", "src/lib.rs", "src/model.rs", "src/model.weights.bin"] {
+    for f in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "src/model.rs",
+        "src/model.weights.bin",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let source = std::fs::read_to_string(dir.join("src/model.rs")).unwrap();
-    assert!(source.contains("pub const ARENA_BYTES: usize = 16000;"), "{}", &source[..2000]);
-    assert!(source.contains("pub fn run(arena: &mut Arena, input: &[i8; INPUT_LEN], output: &mut [i8; OUTPUT_LEN])"));
+    assert!(
+        source.contains("pub const ARENA_BYTES: usize = 16000;"),
+        "{}",
+        &source[..2000]
+    );
+    assert!(source.contains(
+        "pub fn run(arena: &mut Arena, input: &[i8; INPUT_LEN], output: &mut [i8; OUTPUT_LEN])"
+    ));
     assert!(source.contains("pub const INPUT_ZERO_POINT: i32 = 83;"));
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-    assert!(manifest.contains("name = \"kws\"") && manifest.contains("kiln-runtime"), "{manifest}");
+    assert!(
+        manifest.contains("name = \"kws\"") && manifest.contains("kiln-runtime"),
+        "{manifest}"
+    );
 }
 
 #[test]
@@ -270,17 +287,39 @@ fn compile_report_json_has_one_row_per_op() {
     let arena = report["arena_bytes"].as_u64().unwrap();
     assert!(arena >= report["lower_bound_bytes"].as_u64().unwrap());
     assert_eq!(report["ops"][0]["op"], "conv_2d");
-    assert_eq!(report["macs"].as_u64().unwrap(), report["ops"].as_array().unwrap().iter().map(|r| r["macs"].as_u64().unwrap()).sum::<u64>());
+    assert_eq!(
+        report["macs"].as_u64().unwrap(),
+        report["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["macs"].as_u64().unwrap())
+            .sum::<u64>()
+    );
 }
 
 #[test]
 fn compile_rejects_an_arena_over_the_limit_and_unknown_targets() {
     let dir = temp_dir("compile-limit");
-    let o = kiln(&["compile", "models/kws_ref_model/model.tflite", "--out", dir.to_str().unwrap(), "--max-arena", "4096"]);
+    let o = kiln(&[
+        "compile",
+        "models/kws_ref_model/model.tflite",
+        "--out",
+        dir.to_str().unwrap(),
+        "--max-arena",
+        "4096",
+    ]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("4096"), "{t}");
-    let o = kiln(&["compile", "models/kws_ref_model/model.tflite", "--out", dir.to_str().unwrap(), "--target", "z80"]);
+    let o = kiln(&[
+        "compile",
+        "models/kws_ref_model/model.tflite",
+        "--out",
+        dir.to_str().unwrap(),
+        "--target",
+        "z80",
+    ]);
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o).contains("unknown target 'z80'"), "{}", text(&o));
 }
@@ -289,7 +328,12 @@ fn compile_rejects_an_arena_over_the_limit_and_unknown_targets() {
 fn inspect_draws_the_memory_plan() {
     let dir = temp_dir("inspect");
     let svg = dir.join("plan.svg");
-    let o = kiln(&["inspect", "models/pretrainedResnet_quant/model.tflite", "--plot", svg.to_str().unwrap()]);
+    let o = kiln(&[
+        "inspect",
+        "models/pretrainedResnet_quant/model.tflite",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));

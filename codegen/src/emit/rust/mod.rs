@@ -198,24 +198,24 @@ pub fn emit(
                 continue;
             }
             Reuse::InPlace { operand } => {
-                // The result overwrites operand `operand`: it is only borrowed as `y`.
-                let other = node
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .find(|(i, _)| *i != operand)
-                    .map(|(_, &t)| read(t));
-                let call = ops::in_place_call(prepared, operand, other.as_ref().map(|_| "x"), "y")
-                    .ok_or_else(|| EmitError::Tensor {
+                // The result overwrites operand `operand`, so that operand is only
+                // borrowed, mutably, as `y`; the others are read as usual.
+                writeln!(s, "    {{").unwrap();
+                let mut names = Vec::new();
+                for (i, &t) in node.inputs.iter().enumerate() {
+                    if i != operand {
+                        writeln!(s, "        let x{i} = {};", read(t)).unwrap();
+                    }
+                    names.push(format!("x{i}"));
+                }
+                writeln!(s, "        let y = {write};").unwrap();
+                let call = ops::in_place_call(prepared, operand, &names, "y").ok_or_else(|| {
+                    EmitError::Tensor {
                         index: out.0,
                         name: graph.tensor(out).name.clone(),
                         message: format!("{} has no in-place kernel", node.op.name()),
-                    })?;
-                writeln!(s, "    {{").unwrap();
-                if let Some(e) = other {
-                    writeln!(s, "        let x = {e};").unwrap();
-                }
-                writeln!(s, "        let y = {write};").unwrap();
+                    }
+                })?;
                 for line in call.lines() {
                     writeln!(s, "        {line}").unwrap();
                 }

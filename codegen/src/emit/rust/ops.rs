@@ -49,6 +49,26 @@ pub(super) fn kernel_call(prepared: &Prepared, ops: &Operands<'_>) -> String {
             x(1),
             bias()
         ),
+        Prepared::Conv2dAddI8(p, q, r) => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\nconv_2d_i8_add(&P, &Q, &R, {}, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            literal(r),
+            x(0),
+            x(1),
+            bias(),
+            x(3)
+        ),
+        Prepared::Conv2dAddF32(p, act, add_act) => format!(
+            "const P: Conv2dParams = {};\nconv_2d_f32_add(&P, {}, {}, {}, {}, {}, {}, {y});",
+            literal(p),
+            literal(act),
+            literal(add_act),
+            x(0),
+            x(1),
+            bias(),
+            x(3)
+        ),
         Prepared::Conv2dF32(p, act) => format!(
             "const P: Conv2dParams = {};\nconv_2d_f32(&P, {}, {}, {}, {}, {y});",
             literal(p),
@@ -184,47 +204,58 @@ fn binary(f: &str, first: &str, plan: &impl std::fmt::Debug, a: &str, b: &str, y
 }
 
 /// Source of a block that runs `prepared` in place: `y` holds operand `operand` on
-/// entry and the result on exit; `other` is the remaining operand of a binary op.
-/// `None` when the kernel has no in-place form (the planner never asks for one then).
+/// entry and the result on exit; `inputs` names every operand (the entry for `operand`
+/// is not bound). `None` when the kernel has no in-place form (the planner never asks
+/// for one then).
 pub(super) fn in_place_call(
     prepared: &Prepared,
     operand: usize,
-    other: Option<&str>,
+    inputs: &[String],
     y: &str,
 ) -> Option<String> {
     let first = operand == 0;
-    Some(match (prepared, other) {
-        (Prepared::ReluI8(p), _) => format!("relu_i8_in_place(&{}, {y});", literal(p)),
-        (Prepared::ReluF32, _) => format!("relu_f32_in_place({y});"),
-        (Prepared::Relu6I8(p), _) => format!("relu6_i8_in_place(&{}, {y});", literal(p)),
-        (Prepared::Relu6F32, _) => format!("relu6_f32_in_place({y});"),
-        (Prepared::LogisticI8(p), _) => format!("logistic_i8_in_place(&{}, {y});", literal(p)),
-        (Prepared::LogisticF32, _) => format!("logistic_f32_in_place({y});"),
-        (Prepared::TanhI8(p), _) => format!("tanh_i8_in_place(&{}, {y});", literal(p)),
-        (Prepared::TanhF32, _) => format!("tanh_f32_in_place({y});"),
-        (Prepared::Requantize(p), _) => format!("requantize_i8_in_place(&{}, {y});", literal(p)),
-        (Prepared::AddI8(p, plan), Some(b)) => in_place_binary(
-            "add_i8_in_place",
-            &format!("&{}", literal(p)),
-            plan,
-            y,
-            b,
-            first,
-        ),
-        (Prepared::AddF32(r, plan), Some(b)) => {
-            in_place_binary("add_f32_in_place", &literal(r), plan, y, b, first)
+    let other = || {
+        inputs
+            .get(1 - operand.min(1))
+            .map(String::as_str)
+            .unwrap_or("")
+    };
+    Some(match prepared {
+        Prepared::ReluI8(p) => format!("relu_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::ReluF32 => format!("relu_f32_in_place({y});"),
+        Prepared::Relu6I8(p) => format!("relu6_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::Relu6F32 => format!("relu6_f32_in_place({y});"),
+        Prepared::LogisticI8(p) => format!("logistic_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::LogisticF32 => format!("logistic_f32_in_place({y});"),
+        Prepared::TanhI8(p) => format!("tanh_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::TanhF32 => format!("tanh_f32_in_place({y});"),
+        Prepared::Requantize(p) => format!("requantize_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::AddI8(p, plan) => {
+            in_place_binary("add_i8_in_place", &format!("&{}", literal(p)), plan, y, other(), first)
         }
-        (Prepared::MulI8(p, plan), Some(b)) => in_place_binary(
-            "mul_i8_in_place",
-            &format!("&{}", literal(p)),
-            plan,
-            y,
-            b,
-            first,
-        ),
-        (Prepared::MulF32(r, plan), Some(b)) => {
-            in_place_binary("mul_f32_in_place", &literal(r), plan, y, b, first)
+        Prepared::AddF32(r, plan) => in_place_binary("add_f32_in_place", &literal(r), plan, y, other(), first),
+        Prepared::MulI8(p, plan) => {
+            in_place_binary("mul_i8_in_place", &format!("&{}", literal(p)), plan, y, other(), first)
         }
+        Prepared::MulF32(r, plan) => in_place_binary("mul_f32_in_place", &literal(r), plan, y, other(), first),
+        Prepared::Conv2dAddI8(p, q, r) if operand == 3 => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\nconv_2d_i8_add_in_place(&P, &Q, &R, {}, {}, Some({}), {y});",
+            literal(p),
+            quant(q),
+            literal(r),
+            inputs[0],
+            inputs[1],
+            inputs[2]
+        ),
+        Prepared::Conv2dAddF32(p, act, add_act) if operand == 3 => format!(
+            "const P: Conv2dParams = {};\nconv_2d_f32_add_in_place(&P, {}, {}, {}, {}, Some({}), {y});",
+            literal(p),
+            literal(act),
+            literal(add_act),
+            inputs[0],
+            inputs[1],
+            inputs[2]
+        ),
         _ => return None,
     })
 }

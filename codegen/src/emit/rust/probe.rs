@@ -52,18 +52,38 @@ fn rust_type(d: DType) -> &'static str {
 /// The probe's `main.rs`: `kiln_model_run` forwards to `run` with arguments the
 /// optimizer cannot see, `_start` only takes its address.
 fn probe_source(crate_name: &str, graph: &Graph) -> String {
-    let port = |n: usize, i: usize, kind: &str| if n == 1 { kind.to_uppercase() } else { format!("{}_{i}", kind.to_uppercase()) };
+    let port = |n: usize, i: usize, kind: &str| {
+        if n == 1 {
+            kind.to_uppercase()
+        } else {
+            format!("{}_{i}", kind.to_uppercase())
+        }
+    };
     let mut params = vec!["arena: &mut m::Arena".to_string()];
     let mut args = vec!["arena".to_string()];
     for (i, id) in graph.inputs.iter().enumerate() {
-        params.push(format!("x{i}: &[{}; m::{}_LEN]", rust_type(graph.info(*id).dtype), port(graph.inputs.len(), i, "input")));
+        params.push(format!(
+            "x{i}: &[{}; m::{}_LEN]",
+            rust_type(graph.info(*id).dtype),
+            port(graph.inputs.len(), i, "input")
+        ));
         args.push(format!("x{i}"));
     }
     for (j, id) in graph.outputs.iter().enumerate() {
-        params.push(format!("y{j}: &mut [{}; m::{}_LEN]", rust_type(graph.info(*id).dtype), port(graph.outputs.len(), j, "output")));
+        params.push(format!(
+            "y{j}: &mut [{}; m::{}_LEN]",
+            rust_type(graph.info(*id).dtype),
+            port(graph.outputs.len(), j, "output")
+        ));
         args.push(format!("y{j}"));
     }
-    let signature: Vec<String> = params.iter().map(|p| p.split_once(": ").map_or(String::new(), |(_, t)| t.to_string())).collect();
+    let signature: Vec<String> = params
+        .iter()
+        .map(|p| {
+            p.split_once(": ")
+                .map_or(String::new(), |(_, t)| t.to_string())
+        })
+        .collect();
     format!(
         r#"#![no_std]
 #![no_main]
@@ -95,24 +115,40 @@ fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {{
 
 /// The host's LLVM tool `name` from rustup's `llvm-tools` component.
 fn llvm_tool(name: &str) -> Result<PathBuf, ProbeError> {
-    let out = |cmd: &mut Command| cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let sysroot = out(Command::new("rustc").args(["--print", "sysroot"])).map_err(|e| ProbeError(format!("rustc: {e}")))?;
+    let out = |cmd: &mut Command| {
+        cmd.output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let sysroot = out(Command::new("rustc").args(["--print", "sysroot"]))
+        .map_err(|e| ProbeError(format!("rustc: {e}")))?;
     let host = out(Command::new("rustc").arg("-vV"))
         .map_err(|e| ProbeError(format!("rustc: {e}")))?
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .unwrap_or_default();
-    let tool = Path::new(&sysroot).join("lib/rustlib").join(host).join("bin").join(name);
+    let tool = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin")
+        .join(name);
     if tool.is_file() {
         Ok(tool)
     } else {
-        Err(ProbeError(format!("{name} not found: run `rustup component add llvm-tools`")))
+        Err(ProbeError(format!(
+            "{name} not found: run `rustup component add llvm-tools`"
+        )))
     }
 }
 
 /// Builds the probe for `triple` in `work` (created if needed) against the generated
 /// crate at `crate_dir`, and measures it.
-pub fn measure(crate_dir: &Path, crate_name: &str, graph: &Graph, triple: &str, work: &Path) -> Result<Sizes, ProbeError> {
+pub fn measure(
+    crate_dir: &Path,
+    crate_name: &str,
+    graph: &Graph,
+    triple: &str,
+    work: &Path,
+) -> Result<Sizes, ProbeError> {
     let io = |e: std::io::Error| ProbeError(format!("{}: {e}", work.display()));
     std::fs::create_dir_all(work.join("src")).map_err(io)?;
     let crate_dir = std::fs::canonicalize(crate_dir).map_err(io)?;
@@ -129,15 +165,26 @@ pub fn measure(crate_dir: &Path, crate_name: &str, graph: &Graph, triple: &str, 
         .map_err(|e| ProbeError(format!("cargo: {e}")))?;
     if !build.status.success() {
         let stderr = String::from_utf8_lossy(&build.stderr);
-        let hint = if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") {
+        let hint = if stderr.contains("may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
             format!(" (run `rustup target add {triple}`)")
         } else {
             String::new()
         };
-        return Err(ProbeError(format!("cargo build --target {triple} failed{hint}:\n{stderr}")));
+        return Err(ProbeError(format!(
+            "cargo build --target {triple} failed{hint}:\n{stderr}"
+        )));
     }
-    let elf = work.join("target").join(triple).join("release/kiln-size-probe");
-    let size = Command::new(llvm_tool("llvm-size")?).args(["-A"]).arg(&elf).output().map_err(|e| ProbeError(format!("llvm-size: {e}")))?;
+    let elf = work
+        .join("target")
+        .join(triple)
+        .join("release/kiln-size-probe");
+    let size = Command::new(llvm_tool("llvm-size")?)
+        .args(["-A"])
+        .arg(&elf)
+        .output()
+        .map_err(|e| ProbeError(format!("llvm-size: {e}")))?;
     let section = |name: &str| -> u64 {
         String::from_utf8_lossy(&size.stdout)
             .lines()
@@ -149,7 +196,11 @@ pub fn measure(crate_dir: &Path, crate_name: &str, graph: &Graph, triple: &str, 
             })
             .sum()
     };
-    let nm = Command::new(llvm_tool("llvm-nm")?).arg("--demangle").arg(&elf).output().map_err(|e| ProbeError(format!("llvm-nm: {e}")))?;
+    let nm = Command::new(llvm_tool("llvm-nm")?)
+        .arg("--demangle")
+        .arg(&elf)
+        .output()
+        .map_err(|e| ProbeError(format!("llvm-nm: {e}")))?;
     let panic_symbols = String::from_utf8_lossy(&nm.stdout)
         .lines()
         .filter(|l| {
@@ -158,5 +209,11 @@ pub fn measure(crate_dir: &Path, crate_name: &str, graph: &Graph, triple: &str, 
         })
         .map(str::to_string)
         .collect();
-    Ok(Sizes { text: section(".text"), rodata: section(".rodata"), data: section(".data"), bss: section(".bss"), panic_symbols })
+    Ok(Sizes {
+        text: section(".text"),
+        rodata: section(".rodata"),
+        data: section(".data"),
+        bss: section(".bss"),
+        panic_symbols,
+    })
 }

@@ -22,8 +22,8 @@ use std::path::Path;
 /// The TFLite schema version kiln reads.
 const SCHEMA_VERSION: u32 = 3;
 
-/// Largest rank kiln accepts for a tensor.
-const MAX_RANK: usize = 8;
+/// Largest rank kiln accepts for a tensor: what the runtime's kernels index.
+const MAX_RANK: usize = kiln_runtime::shape::MAX_DIMS;
 
 /// Reads and imports a `.tflite` file.
 pub fn load(path: &Path) -> Result<Graph, ImportError> {
@@ -273,12 +273,14 @@ impl<'a> Reader<'a> {
                     dims.len()
                 ));
             }
-            for d in dims.iter() {
-                shape.push(
-                    usize::try_from(d)
-                        .map_err(|_| format!("tensor {index} '{name}': dimension {d} in shape"))?,
-                );
+            let raw: Vec<i32> = dims.iter().collect();
+            if raw.iter().any(|&d| d < 0) {
+                return Err(format!(
+                    "tensor {index} '{name}' has the dynamic shape {raw:?}: kiln plans memory \
+                     ahead of time and needs static shapes (export the model with fixed dimensions)"
+                ));
             }
+            shape = raw.iter().map(|&d| d as usize).collect();
         }
         if ctx(t.sparsity(), &place("sparsity"))?.is_some() {
             return Ok(ImportedTensor::unsupported(

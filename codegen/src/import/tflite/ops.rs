@@ -74,6 +74,7 @@ pub(super) fn convert(
                 ],
                 padding: padding(planus(o.padding())?),
                 activation: activation(planus(o.fused_activation_function())?)?,
+                residual: None,
             };
             (Op::Conv2d(attrs), with_optional_bias()?)
         }

@@ -11,6 +11,7 @@
 
 use crate::activation::{ActivationRange, ActivationRangeF32, FusedActivation};
 use crate::error::{Error, Result};
+use crate::kernels::reference::add::AddParams;
 use crate::padding::{Padding, Window2d};
 use crate::quant::{conv_channel_multiplier, ChannelMultipliers, QuantizedMultiplier, TensorQuant};
 use crate::shape::checked_product;
@@ -200,7 +201,9 @@ fn conv_lens(p: &Conv2dParams) -> Option<(usize, usize, usize, usize)> {
     Some((groups, input, filter, output))
 }
 
-/// Shared loop nest of the int8 and f32 conv: `finish(acc, bias_of_oc, oc)` → output element.
+/// Shared loop nest of the int8 and f32 conv: `finish(acc, bias_of_oc, oc, previous)` →
+/// output element, where `previous` is what the output slot held before (the skip value
+/// of an in-place residual add).
 /// Writes nothing unless the slice lengths are the ones [`conv_lens`] derives and the
 /// bias (if any) has `p.output_depth` entries.
 #[inline]
@@ -213,7 +216,7 @@ fn conv_loop<T: Copy, B: Copy, A>(
     bias: Option<&[B]>,
     mut zero: impl FnMut() -> A,
     mut mac: impl FnMut(&mut A, T, T),
-    mut finish: impl FnMut(A, Option<B>, usize) -> T,
+    mut finish: impl FnMut(A, Option<B>, usize, T) -> T,
     output: &mut [T],
 ) {
     let Some((groups, input_len, filter_len, output_len)) = conv_lens(p) else {
@@ -259,7 +262,7 @@ fn conv_loop<T: Copy, B: Copy, A>(
                         let b = bias.map(|b| unsafe { get(b, oc) });
                         // The loops visit exactly output.len() positions, so this never ends early.
                         if let Some(slot) = outputs.next() {
-                            *slot = finish(acc, b, oc);
+                            *slot = finish(acc, b, oc, *slot);
                         }
                     }
                 }
@@ -281,6 +284,20 @@ pub fn conv_2d_i8(
     bias: Option<&[i32]>,
     output: &mut [i8],
 ) {
+    conv_i8_with_epilogue(p, q, input, filter, bias, output, |value, _| value);
+}
+
+/// The int8 conv loop; `epilogue(conv_result, previous_output_value)` gives each stored
+/// element.
+fn conv_i8_with_epilogue(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    output: &mut [i8],
+    mut epilogue: impl FnMut(i8, i8) -> i8,
+) {
     if !q.multipliers.covers(p.output_depth) {
         return;
     }
@@ -294,7 +311,7 @@ pub fn conv_2d_i8(
         |acc, x, f| {
             *acc = acc.wrapping_add(i32::from(f) * (i32::from(x) + input_offset));
         },
-        |acc, b, oc| {
+        |acc, b, oc, previous| {
             let acc = match b {
                 Some(b) => acc.wrapping_add(b),
                 None => acc,
@@ -304,10 +321,73 @@ pub fn conv_2d_i8(
                 .get(oc)
                 .apply(acc)
                 .wrapping_add(q.output_offset);
-            q.activation.clamp_i8(scaled)
+            epilogue(q.activation.clamp_i8(scaled), previous)
         },
         output,
     );
+}
+
+/// A residual ADD fused into a convolution's epilogue: each conv result (requantized and
+/// clamped exactly as [`conv_2d_i8`] stores it) is added to the skip tensor's element at
+/// the same position with the ADD's own parameters, so the conv result never needs a
+/// tensor of its own. Bit-exact with CONV_2D followed by ADD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResidualAdd {
+    /// The ADD's quantization (prepared with the conv result and the skip tensor as its
+    /// operands, in the ADD's order).
+    pub add: AddParams,
+    /// The conv result is the ADD's first operand (else the skip tensor is).
+    pub conv_is_first: bool,
+}
+
+impl ResidualAdd {
+    #[inline]
+    fn apply(&self, conv: i8, skip: i8) -> i8 {
+        if self.conv_is_first {
+            self.add.add_one(conv, skip)
+        } else {
+            self.add.add_one(skip, conv)
+        }
+    }
+}
+
+/// int8 CONV_2D + residual ADD: `output = add(conv(input), skip)`. Preconditions as
+/// [`conv_2d_i8`], and `skip.len() == output.len()`; otherwise nothing is written.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_2d_i8_add(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    r: &ResidualAdd,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    skip: &[i8],
+    output: &mut [i8],
+) {
+    if skip.len() != output.len() {
+        return;
+    }
+    // The conv visits output positions in order, once each, so the skip values line up.
+    let mut skips = skip.iter();
+    conv_i8_with_epilogue(p, q, input, filter, bias, output, |value, _| {
+        r.apply(value, skips.next().copied().unwrap_or(0))
+    });
+}
+
+/// [`conv_2d_i8_add`] writing over the skip tensor: `inout` holds the skip values on
+/// entry and the sums on exit. Each element is read just before it is overwritten.
+pub fn conv_2d_i8_add_in_place(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    r: &ResidualAdd,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    inout: &mut [i8],
+) {
+    conv_i8_with_epilogue(p, q, input, filter, bias, inout, |value, skip| {
+        r.apply(value, skip)
+    });
 }
 
 /// f32 CONV_2D: TFLM's float reference (sum in filter-y, filter-x, channel order, then
@@ -320,6 +400,18 @@ pub fn conv_2d_f32(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) {
+    conv_f32_with_epilogue(p, activation, input, filter, bias, output, |value, _| value);
+}
+
+fn conv_f32_with_epilogue(
+    p: &Conv2dParams,
+    activation: ActivationRangeF32,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+    mut epilogue: impl FnMut(f32, f32) -> f32,
+) {
     conv_loop(
         p,
         input,
@@ -327,9 +419,46 @@ pub fn conv_2d_f32(
         bias,
         || 0.0f32,
         |acc, x, f| *acc += x * f,
-        |acc, b, _| activation.apply(acc + b.unwrap_or(0.0)),
+        |acc, b, _, previous| epilogue(activation.apply(acc + b.unwrap_or(0.0)), previous),
         output,
     );
+}
+
+/// f32 CONV_2D + residual ADD with the ADD's activation `add_activation`:
+/// `output = clamp(conv(input) + skip)`. Preconditions as [`conv_2d_i8_add`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_2d_f32_add(
+    p: &Conv2dParams,
+    activation: ActivationRangeF32,
+    add_activation: ActivationRangeF32,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    skip: &[f32],
+    output: &mut [f32],
+) {
+    if skip.len() != output.len() {
+        return;
+    }
+    let mut skips = skip.iter();
+    conv_f32_with_epilogue(p, activation, input, filter, bias, output, |value, _| {
+        add_activation.apply(value + skips.next().copied().unwrap_or(0.0))
+    });
+}
+
+/// [`conv_2d_f32_add`] writing over the skip tensor (`inout`).
+pub fn conv_2d_f32_add_in_place(
+    p: &Conv2dParams,
+    activation: ActivationRangeF32,
+    add_activation: ActivationRangeF32,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    inout: &mut [f32],
+) {
+    conv_f32_with_epilogue(p, activation, input, filter, bias, inout, |value, skip| {
+        add_activation.apply(value + skip)
+    });
 }
 
 #[cfg(test)]
