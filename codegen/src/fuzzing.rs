@@ -1,5 +1,7 @@
 //! The one function the importer fuzz target and the robustness tests share.
 
+use crate::compile::{optimize_and_plan, CompileOptions};
+use crate::emit::rust::emit;
 use crate::exec::{Executor, TensorData};
 use crate::import::tflite;
 use crate::ir::cost::total_macs;
@@ -8,10 +10,14 @@ use crate::ir::cost::total_macs;
 /// file cannot turn into a long computation.
 pub const MAX_FUZZ_MACS: u64 = 20_000_000;
 
-/// Imports `bytes` as a TFLite model and, if it imports and is small enough, runs it on
-/// all-zero inputs. Returns what happened; never panics (that is what it tests).
+/// Imports `bytes` as a TFLite model and, if it imports, compiles it (passes, memory
+/// plan, Rust source) and, if small enough, runs it on all-zero inputs. Returns what
+/// happened; never panics (that is what it tests).
 pub fn import_and_run(bytes: &[u8]) -> Result<(), String> {
     let graph = tflite::parse(bytes, "input").map_err(|e| e.to_string())?;
+    if let Ok(planned) = optimize_and_plan(graph.clone(), &CompileOptions::default(), "input") {
+        emit(&planned.graph, &planned.plan, "input", "weights.bin").map_err(|e| e.to_string())?;
+    }
     if total_macs(&graph) > MAX_FUZZ_MACS {
         return Ok(());
     }

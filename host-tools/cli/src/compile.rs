@@ -23,7 +23,8 @@ pub struct Args {
     /// Folder for the generated crate (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Crate name; defaults to the model file's stem.
+    /// Crate name; defaults to the model file's stem (or its folder's name for
+    /// `.../NAME/model.tflite`).
     #[arg(long)]
     name: Option<String>,
     /// Print the report as JSON instead of a table.
@@ -90,8 +91,17 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The file stem, or the folder's name for the `models/<name>/model.tflite` layout.
 fn stem(path: &Path) -> &str {
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or("model")
+    let file = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let folder = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str());
+    match folder {
+        Some(f) if file == "model" => f,
+        _ => file,
+    }
 }
 
 /// A valid crate name: lower-case letters, digits and `_`, not starting with a digit.
