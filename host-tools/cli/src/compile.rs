@@ -58,6 +58,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = runtime_dependency(args.runtime.as_deref());
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true)?;
     let mut report = Report::new(graph, plan, model.weights.len());
+    report.passes = planned.passes.clone();
     if let (Some(triple), false) = (args.target.triple(), args.no_size) {
         let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
         let sizes = measure(&args.out, &name, graph, triple, &work)?;
@@ -73,15 +74,6 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", report.json(&name, args.target));
     } else {
         print!("{}", report.table(graph));
-        let rewrites: Vec<String> = planned
-            .passes
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(p, n)| format!("{p} x{n}"))
-            .collect();
-        if !rewrites.is_empty() {
-            println!("passes:         {}", rewrites.join(", "));
-        }
         println!(
             "wrote crate '{name}' for {} to {}",
             args.target.name(),
@@ -150,6 +142,8 @@ struct Report {
     weight_bytes: usize,
     /// Section sizes on the target, when measured.
     code: Option<(&'static str, Sizes)>,
+    /// Rewrites made by each optimization pass.
+    passes: Vec<(&'static str, usize)>,
 }
 
 struct Row {
@@ -198,6 +192,7 @@ impl Report {
             best_bound: plan.best_order_bound_bytes,
             weight_bytes,
             code: None,
+            passes: Vec::new(),
         }
     }
 
@@ -230,6 +225,15 @@ impl Report {
             self.arena, self.lower_bound, self.best_bound
         );
         let _ = writeln!(s, "weight bytes:   {}", self.weight_bytes);
+        let rewrites: Vec<String> = self
+            .passes
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(p, n)| format!("{p} x{n}"))
+            .collect();
+        if !rewrites.is_empty() {
+            let _ = writeln!(s, "passes:         {}", rewrites.join(", "));
+        }
         match &self.code {
             Some((triple, z)) => {
                 let _ = writeln!(
@@ -271,6 +275,7 @@ impl Report {
             "lower_bound_bytes": self.lower_bound,
             "best_order_bound_bytes": self.best_bound,
             "weight_bytes": self.weight_bytes,
+            "passes": self.passes.iter().map(|(p, n)| (p.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "code": self.code.as_ref().map(|(triple, z)| serde_json::json!({
                 "triple": triple, "text": z.text, "rodata": z.rodata, "data": z.data, "bss": z.bss,
             })),
