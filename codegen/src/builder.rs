@@ -122,3 +122,52 @@ impl Builder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kws() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/kws_ref_model/model.tflite")
+    }
+
+    #[test]
+    fn writes_an_includable_module_and_its_weights() {
+        let dir = std::env::temp_dir().join(format!("kiln-builder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let g = Builder::new(kws())
+            .name("kws")
+            .target(Target::CortexM4)
+            .out_dir(&dir)
+            .generate()
+            .unwrap();
+        assert_eq!(g.source, dir.join("kws.rs"));
+        assert_eq!(g.weights, dir.join("kws.weights.bin"));
+        assert_eq!(g.arena_bytes, 16000);
+        assert_eq!(
+            std::fs::metadata(&g.weights).unwrap().len() as usize,
+            g.weight_bytes
+        );
+        let source = std::fs::read_to_string(&g.source).unwrap();
+        // Relative to the generated file itself, so `include!` from OUT_DIR finds it.
+        assert!(source.contains("include_bytes!(\"kws.weights.bin\")"));
+        assert!(source.contains("pub fn run(arena: &mut Arena"));
+        assert!(
+            !source.contains("#![no_std]"),
+            "a module body has no crate attributes"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_model_and_need_an_output_folder() {
+        let e = Builder::new("no/such/model.tflite")
+            .out_dir("/tmp")
+            .generate()
+            .unwrap_err();
+        assert!(e.to_string().contains("no/such/model.tflite"), "{e}");
+        if std::env::var_os("OUT_DIR").is_none() {
+            let e = Builder::new(kws()).generate().unwrap_err();
+            assert!(e.to_string().contains("OUT_DIR"), "{e}");
+        }
+    }
+}

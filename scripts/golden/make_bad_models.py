@@ -43,3 +43,13 @@ m.io([x], [c])
 out = pathlib.Path("tests/fixtures/bad_quantization.tflite")
 out.write_bytes(m.finish())
 print(f"wrote {out}")
+
+# A dynamic (unknown) batch dimension: kiln plans memory ahead of time and refuses it.
+m = ModelWriter(description="kiln fixture: dynamic shape")
+x = m.tensor("x", [-1, 10], "int8", quant=Quant(0.1, 0))
+y = m.tensor("y", [-1, 10], "int8", quant=Quant(0.1, 0))
+m.op("RELU", [x], [y])
+m.io([x], [y])
+out = pathlib.Path("tests/fixtures/dynamic_shape.tflite")
+out.write_bytes(m.finish())
+print(f"wrote {out}")

@@ -39,6 +39,14 @@ pub enum ImportError {
         /// What is wrong and where.
         message: String,
     },
+    /// A tensor's shape is not known at compile time.
+    #[error("{file}: {message}")]
+    DynamicShape {
+        /// The model file.
+        file: String,
+        /// Which tensor and its shape.
+        message: String,
+    },
     /// The model is well formed but uses operators or types kiln has no kernel for;
     /// all of them are listed, not only the first.
     #[error("{file}: {} unsupported operator(s): {}", .items.len(), list(.items))]

@@ -343,3 +343,29 @@ fn inspect_draws_the_memory_plan() {
     assert!(picture.matches("<rect").count() > 10, "{picture}");
     assert!(picture.contains("peak at step"));
 }
+
+#[test]
+fn dynamic_shapes_are_refused_with_the_tensor_named() {
+    let dir = temp_dir("dynamic");
+    for args in [
+        vec!["check", "tests/fixtures/dynamic_shape.tflite"],
+        vec![
+            "compile",
+            "tests/fixtures/dynamic_shape.tflite",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    ] {
+        let o = kiln(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("tensor 0 'x' has the dynamic shape [-1, 10]"),
+            "{t}"
+        );
+        assert!(
+            !dir.join("src").exists(),
+            "nothing is written for a refused model"
+        );
+    }
+}

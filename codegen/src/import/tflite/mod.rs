@@ -41,11 +41,14 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
         file: file.to_string(),
         message,
     };
-    let mut reader = Reader {
-        bytes,
-        const_bytes: 0,
-    };
+    let mut reader = Reader::new(bytes);
     let (graph, unsupported) = reader.read_model().map_err(malformed)?;
+    if let Some(message) = reader.dynamic {
+        return Err(ImportError::DynamicShape {
+            file: file.to_string(),
+            message,
+        });
+    }
     if !unsupported.is_empty() {
         return Err(ImportError::Unsupported {
             file: file.to_string(),
@@ -63,10 +66,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
 /// An empty list means the model imports (or fails for another reason, which
 /// [`parse`] reports).
 pub fn unsupported_operators(bytes: &[u8], file: &str) -> Result<Vec<Unsupported>, ImportError> {
-    let mut reader = Reader {
-        bytes,
-        const_bytes: 0,
-    };
+    let mut reader = Reader::new(bytes);
     match reader.read_model() {
         Ok((_, unsupported)) => Ok(unsupported),
         Err(message) => Err(ImportError::Malformed {
@@ -85,9 +85,19 @@ struct Reader<'a> {
     bytes: &'a [u8],
     /// Constant bytes copied so far, bounded by `MAX_GRAPH_BYTES`.
     const_bytes: usize,
+    /// The first tensor with an unknown (negative) dimension, described.
+    dynamic: Option<String>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            bytes,
+            const_bytes: 0,
+            dynamic: None,
+        }
+    }
+
     fn read_model(&mut self) -> Result<(Graph, Vec<Unsupported>), String> {
         let model = ctx(fb::ModelRef::read_as_root(self.bytes), "model root")?;
         let version = ctx(model.version(), "model version")?;
@@ -274,13 +284,17 @@ impl<'a> Reader<'a> {
                 ));
             }
             let raw: Vec<i32> = dims.iter().collect();
-            if raw.iter().any(|&d| d < 0) {
-                return Err(format!(
+            if raw.iter().any(|&d| d < 0) && self.dynamic.is_none() {
+                self.dynamic = Some(format!(
                     "tensor {index} '{name}' has the dynamic shape {raw:?}: kiln plans memory \
                      ahead of time and needs static shapes (export the model with fixed dimensions)"
                 ));
             }
-            shape = raw.iter().map(|&d| d as usize).collect();
+            // Unknown dimensions stand in as 1 until the import reports them.
+            shape = raw
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(1))
+                .collect();
         }
         if ctx(t.sparsity(), &place("sparsity"))?.is_some() {
             return Ok(ImportedTensor::unsupported(
