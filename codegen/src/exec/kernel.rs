@@ -197,6 +197,26 @@ fn shape4(info: &TensorInfo) -> Result<[usize; 4]> {
         .map_err(|_| format!("expected rank 4, got {:?}", info.shape))
 }
 
+impl Owned<k::conv_2d::ConvQuant<'static>> {
+    /// The quant struct with its table borrowed back in.
+    fn conv(&self) -> k::conv_2d::ConvQuant<'_> {
+        k::conv_2d::ConvQuant {
+            multipliers: self.multipliers.borrow(),
+            ..self.quant
+        }
+    }
+}
+
+impl Owned<k::fully_connected::FullyConnectedQuant<'static>> {
+    /// The quant struct with its table borrowed back in.
+    fn fully_connected(&self) -> k::fully_connected::FullyConnectedQuant<'_> {
+        k::fully_connected::FullyConnectedQuant {
+            multipliers: self.multipliers.borrow(),
+            ..self.quant
+        }
+    }
+}
+
 /// A `ConvQuant` whose table lives in `Owned::multipliers`.
 fn own_conv(q: k::conv_2d::ConvQuant<'_>) -> Owned<k::conv_2d::ConvQuant<'static>> {
     let multipliers = Multipliers::own(q.multipliers);
@@ -497,17 +517,11 @@ impl Kernel {
         };
         match (&self.0, inputs, output) {
             (Prepared::Conv2dI8(p, q), [I8(x), I8(w), ..], I8(y)) => {
-                let quant = k::conv_2d::ConvQuant {
-                    multipliers: q.multipliers.borrow(),
-                    ..q.quant
-                };
+                let quant = q.conv();
                 k::conv_2d::conv_2d_i8(p, &quant, x, w, bias_i32(), y)
             }
             (Prepared::Conv2dAddI8(p, q, r), [I8(x), I8(w), I32(b), I8(skip)], I8(y)) => {
-                let quant = k::conv_2d::ConvQuant {
-                    multipliers: q.multipliers.borrow(),
-                    ..q.quant
-                };
+                let quant = q.conv();
                 k::conv_2d::conv_2d_i8_add(p, &quant, r, x, w, Some(b), skip, y)
             }
             (
@@ -519,20 +533,14 @@ impl Kernel {
                 k::conv_2d::conv_2d_f32(p, *act, x, w, bias_f32(), y)
             }
             (Prepared::DepthwiseI8(p, q), [I8(x), I8(w), ..], I8(y)) => {
-                let quant = k::conv_2d::ConvQuant {
-                    multipliers: q.multipliers.borrow(),
-                    ..q.quant
-                };
+                let quant = q.conv();
                 k::depthwise_conv_2d::depthwise_conv_2d_i8(p, &quant, x, w, bias_i32(), y)
             }
             (Prepared::DepthwiseF32(p, act), [F32(x), F32(w), ..], F32(y)) => {
                 k::depthwise_conv_2d::depthwise_conv_2d_f32(p, *act, x, w, bias_f32(), y)
             }
             (Prepared::FullyConnectedI8(p, q), [I8(x), I8(w), ..], I8(y)) => {
-                let quant = k::fully_connected::FullyConnectedQuant {
-                    multipliers: q.multipliers.borrow(),
-                    ..q.quant
-                };
+                let quant = q.fully_connected();
                 k::fully_connected::fully_connected_i8(p, &quant, x, w, bias_i32(), y)
             }
             (Prepared::FullyConnectedF32(p, act), [F32(x), F32(w), ..], F32(y)) => {

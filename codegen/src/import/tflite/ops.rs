@@ -64,14 +64,8 @@ pub(super) fn convert(
                 return malformed("missing Conv2DOptions");
             };
             let attrs = Conv2dAttrs {
-                stride: [
-                    positive(planus(o.stride_h())?, "stride")?,
-                    positive(planus(o.stride_w())?, "stride")?,
-                ],
-                dilation: [
-                    positive(planus(o.dilation_h_factor())?, "dilation")?,
-                    positive(planus(o.dilation_w_factor())?, "dilation")?,
-                ],
+                stride: hw(o.stride_h(), o.stride_w(), "stride")?,
+                dilation: hw(o.dilation_h_factor(), o.dilation_w_factor(), "dilation")?,
                 padding: padding(planus(o.padding())?),
                 activation: activation(planus(o.fused_activation_function())?)?,
                 residual: None,
@@ -92,14 +86,8 @@ pub(super) fn convert(
                 ));
             }
             let attrs = DepthwiseConv2dAttrs {
-                stride: [
-                    positive(planus(o.stride_h())?, "stride")?,
-                    positive(planus(o.stride_w())?, "stride")?,
-                ],
-                dilation: [
-                    positive(planus(o.dilation_h_factor())?, "dilation")?,
-                    positive(planus(o.dilation_w_factor())?, "dilation")?,
-                ],
+                stride: hw(o.stride_h(), o.stride_w(), "stride")?,
+                dilation: hw(o.dilation_h_factor(), o.dilation_w_factor(), "dilation")?,
                 padding: padding(planus(o.padding())?),
                 depth_multiplier: out_c / in_c,
                 activation: activation(planus(o.fused_activation_function())?)?,
@@ -124,14 +112,8 @@ pub(super) fn convert(
                 return malformed("missing Pool2DOptions");
             };
             let attrs = Pool2dAttrs {
-                filter: [
-                    positive(planus(o.filter_height())?, "filter size")?,
-                    positive(planus(o.filter_width())?, "filter size")?,
-                ],
-                stride: [
-                    positive(planus(o.stride_h())?, "stride")?,
-                    positive(planus(o.stride_w())?, "stride")?,
-                ],
+                filter: hw(o.filter_height(), o.filter_width(), "filter size")?,
+                stride: hw(o.stride_h(), o.stride_w(), "stride")?,
                 padding: padding(planus(o.padding())?),
                 activation: activation(planus(o.fused_activation_function())?)?,
             };
@@ -287,6 +269,11 @@ fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
     } else {
         malformed(format!("axis {axis} out of range for rank {rank}"))
     }
+}
+
+/// A (height, width) pair of positive option values, e.g. strides.
+fn hw(h: planus::Result<i32>, w: planus::Result<i32>, what: &str) -> Result<[usize; 2]> {
+    Ok([positive(planus(h)?, what)?, positive(planus(w)?, what)?])
 }
 
 fn positive(v: i32, what: &str) -> Result<usize> {
