@@ -11,12 +11,27 @@ if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
 fi
 echo "== rustup targets and components"
 rustup target add thumbv7em-none-eabihf thumbv6m-none-eabi
-rustup component add clippy rustfmt
+rustup component add clippy rustfmt llvm-tools
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# -- real-board firmware (owner: boards) ---------------------------------------------
+# Each board crate is its own workspace (host `cargo test` does not build them); they
+# share one target folder outside boards/, which `kiln flash` (and so the flash tests
+# run by `cargo test` below) reuses: build them first.
+BOARDS_TARGET="${CARGO_TARGET_DIR:-$PWD/target}/boards"
+for fw in boards/nrf52840-dk boards/nucleo-f767zi; do
+  echo "== firmware $fw (thumbv7em-none-eabihf): fmt, clippy, build"
+  cargo fmt --check --manifest-path "$fw/Cargo.toml"
+  cargo clippy --manifest-path "$fw/Cargo.toml" --locked --release \
+    --target thumbv7em-none-eabihf --target-dir "$BOARDS_TARGET" -- -D warnings
+  cargo build --manifest-path "$fw/Cargo.toml" --locked --release \
+    --target thumbv7em-none-eabihf --target-dir "$BOARDS_TARGET"
+done
+cargo fmt --check --manifest-path boards/kiln-board/Cargo.toml
+# -----------------------------------------------------------------------------------
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== kiln-runtime for Cortex-M (no_std, no alloc)"

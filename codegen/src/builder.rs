@@ -1,5 +1,6 @@
 //! `Builder`: the compiler as a library call from a firmware's `build.rs`.
 
+use crate::board::{Board, Needs};
 use crate::compile::{optimize_and_plan, CompileError, CompileOptions, Target};
 use crate::emit::rust::emit;
 use crate::import::tflite;
@@ -25,6 +26,8 @@ pub struct Builder {
     name: Option<String>,
     out_dir: Option<PathBuf>,
     options: CompileOptions,
+    board: Option<&'static Board>,
+    env: Option<String>,
 }
 
 /// What [`Builder::generate`] wrote.
@@ -48,6 +51,8 @@ impl Builder {
             name: None,
             out_dir: None,
             options: CompileOptions::default(),
+            board: None,
+            env: None,
         }
     }
 
@@ -70,8 +75,36 @@ impl Builder {
         self
     }
 
+    /// Reads the model path from the environment variable `var` when it is set (the
+    /// path given to [`Builder::new`] is the default), and tells cargo to rerun when
+    /// the variable changes.
+    pub fn model_from_env(mut self, var: impl Into<String>) -> Self {
+        self.env = Some(var.into());
+        self
+    }
+
+    /// Compiles for `board`'s core, and makes [`Builder::generate`] fail when the arena
+    /// plus the board's stack exceed its RAM or the weights exceed its flash.
+    pub fn board(mut self, board: &'static Board) -> Self {
+        self.options.target = board.target;
+        self.board = Some(board);
+        self
+    }
+
+    /// The model file this builder compiles (after [`Builder::model_from_env`]).
+    pub fn model_path(&self) -> PathBuf {
+        match self.env.as_deref().and_then(std::env::var_os) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => self.model.clone(),
+        }
+    }
+
     /// Imports, plans and emits the model, and tells cargo to rerun when it changes.
-    pub fn generate(self) -> Result<Generated, CompileError> {
+    pub fn generate(mut self) -> Result<Generated, CompileError> {
+        if let Some(var) = &self.env {
+            println!("cargo:rerun-if-env-changed={var}");
+            self.model = self.model_path();
+        }
         let file = self.model.display().to_string();
         let out_dir = match self
             .out_dir
@@ -103,6 +136,18 @@ impl Builder {
                 file: file.clone(),
                 source,
             })?;
+        if let Some(board) = self.board {
+            board
+                .check_fit(&Needs {
+                    arena: plan.arena_bytes as u64,
+                    weights: model.weights.len() as u64,
+                    ..Needs::default()
+                })
+                .map_err(|source| CompileError::Fit {
+                    file: file.clone(),
+                    source,
+                })?;
+        }
         let source = out_dir.join(format!("{name}.rs"));
         let weights = out_dir.join(&weights_file);
         for (path, bytes) in [
@@ -156,6 +201,31 @@ mod tests {
             !source.contains("#![no_std]"),
             "a module body has no crate attributes"
         );
+    }
+
+    #[test]
+    fn a_board_too_small_fails_naming_both_figures() {
+        let dir = std::env::temp_dir().join(format!("kiln-builder-fit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = Builder::new(kws())
+            .board(crate::board::find("microbit").unwrap())
+            .out_dir(&dir)
+            .generate()
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("model.tflite: does not fit microbit's RAM"),
+            "{text}"
+        );
+        assert!(text.contains("arena 16000 + stack 2048"), "{text}");
+        assert!(text.contains("> 16384 bytes of RAM"), "{text}");
+        let ok = Builder::new(kws())
+            .board(crate::board::find("nrf52840-dk").unwrap())
+            .model_from_env("KILN_TEST_MODEL_UNSET_VARIABLE")
+            .out_dir(&dir)
+            .generate()
+            .unwrap();
+        assert_eq!(ok.arena_bytes, 16000);
     }
 
     #[test]

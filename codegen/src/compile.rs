@@ -109,6 +109,14 @@ pub enum CompileError {
         /// What the emitter refused.
         source: EmitError,
     },
+    /// The model does not fit the board it was compiled for.
+    #[error("{file}: {source}")]
+    Fit {
+        /// The model file.
+        file: String,
+        /// Which memory overflows, with both figures.
+        source: crate::board::FitError,
+    },
     /// Writing the generated files failed.
     #[error("{path}: {source}")]
     Io {

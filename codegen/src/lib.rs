@@ -28,6 +28,7 @@
 //! planus reads flatbuffers with checked accessors (see `import::tflite`), thiserror
 //! gives each stage a typed error, npyz reads and writes `.npy` files.
 
+pub mod board;
 pub mod builder;
 pub mod compile;
 pub mod emit;

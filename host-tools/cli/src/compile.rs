@@ -1,6 +1,8 @@
 //! `kiln compile MODEL --target T --out DIR`: writes a no_std Rust crate for the model
-//! and prints the memory plan and sizes, one row per op.
+//! and prints the memory plan and sizes, one row per op. With `--board B` it compiles
+//! for the board's core and fails when the model does not fit the board's RAM or flash.
 
+use kiln_codegen::board::{self, Board, Fit, Needs};
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions, Target};
 use kiln_codegen::emit::rust::probe::{measure, Sizes};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
@@ -17,9 +19,15 @@ use std::process::ExitCode;
 pub struct Args {
     /// The model file (.tflite).
     model: PathBuf,
-    /// The device: host, cortex-m0plus, cortex-m3, cortex-m4, cortex-m7, cortex-m33, riscv32imac.
-    #[arg(long, default_value = "host")]
-    target: Target,
+    /// The device: host (default), cortex-m0plus, cortex-m3, cortex-m4, cortex-m7,
+    /// cortex-m33, riscv32imac.
+    #[arg(long)]
+    target: Option<Target>,
+    /// The board: nrf52840-dk, nucleo-f767zi, mps2-an386, mps2-an385, microbit. Implies
+    /// its core's --target; fails when arena + stack exceed its RAM or weights + code
+    /// its flash.
+    #[arg(long, value_parser = parse_board)]
+    board: Option<&'static Board>,
     /// Folder for the generated crate (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -46,9 +54,19 @@ pub struct Args {
 /// Compiles the model and prints the report.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
+    let target = match (args.board, args.target) {
+        (Some(b), Some(t)) if b.target != t => anyhow::bail!(
+            "--board {} is a {}, not --target {}",
+            b.name,
+            b.target.name(),
+            t.name()
+        ),
+        (Some(b), _) => b.target,
+        (None, t) => t.unwrap_or_default(),
+    };
     let graph = tflite::load(&args.model)?;
     let mut options = CompileOptions {
-        target: args.target,
+        target,
         ..Default::default()
     };
     options.plan.max_arena_bytes = args.max_arena;
@@ -59,7 +77,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true)?;
     let mut report = Report::new(graph, plan, model.weights.len());
     report.passes = planned.passes.clone();
-    if let (Some(triple), false) = (args.target.triple(), args.no_size) {
+    if let (Some(triple), false) = (target.triple(), args.no_size) {
         let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
         let sizes = measure(&args.out, &name, graph, triple, &work)?;
         if !sizes.panic_symbols.is_empty() {
@@ -70,13 +88,19 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         report.code = Some((triple, sizes));
     }
+    if let Some(board) = args.board {
+        let fit = board
+            .check_fit(&report.needs())
+            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        report.board = Some((board, fit));
+    }
     if args.report == "json" {
-        println!("{}", report.json(&name, args.target));
+        println!("{}", report.json(&name, target));
     } else {
         print!("{}", report.table(graph));
         println!(
             "wrote crate '{name}' for {} to {}",
-            args.target.name(),
+            target.name(),
             args.out.display()
         );
     }
@@ -114,6 +138,10 @@ fn crate_name(raw: &str) -> String {
     s
 }
 
+fn parse_board(name: &str) -> Result<&'static Board, String> {
+    board::find(name)
+}
+
 fn runtime_dependency(arg: Option<&str>) -> RuntimeDependency {
     match arg {
         Some(v) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
@@ -144,6 +172,8 @@ struct Report {
     code: Option<(&'static str, Sizes)>,
     /// Rewrites made by each optimization pass.
     passes: Vec<(&'static str, usize)>,
+    /// The board checked with `--board`, and how full it is.
+    board: Option<(&'static Board, Fit)>,
 }
 
 struct Row {
@@ -193,6 +223,26 @@ impl Report {
             weight_bytes,
             code: None,
             passes: Vec::new(),
+            board: None,
+        }
+    }
+
+    /// What the model needs from a board: the probe's code and other read-only data
+    /// beside the weights count as code, its `.data` and `.bss` as other static RAM.
+    fn needs(&self) -> Needs {
+        let weights = self.weight_bytes as u64;
+        let (code, static_ram) = match &self.code {
+            Some((_, z)) => (
+                z.text + z.rodata.saturating_sub(weights) + z.data,
+                z.data + z.bss,
+            ),
+            None => (0, 0),
+        };
+        Needs {
+            arena: self.arena as u64,
+            weights,
+            code,
+            static_ram,
         }
     }
 
@@ -246,6 +296,20 @@ impl Report {
                 let _ = writeln!(s, "code bytes:     not measured (host target or --no-size)");
             }
         }
+        if let Some((b, fit)) = &self.board {
+            let _ = writeln!(
+                s,
+                "board:          {} ({}): RAM {} of {} bytes (arena + {} stack), flash {} of {} bytes{}",
+                b.name,
+                b.chip,
+                fit.ram_used,
+                b.ram.bytes,
+                b.stack_bytes,
+                fit.flash_used,
+                b.flash.bytes,
+                if self.code.is_some() { "" } else { " (weights only: code not measured)" }
+            );
+        }
         s
     }
 
@@ -278,6 +342,10 @@ impl Report {
             "passes": self.passes.iter().map(|(p, n)| (p.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "code": self.code.as_ref().map(|(triple, z)| serde_json::json!({
                 "triple": triple, "text": z.text, "rodata": z.rodata, "data": z.data, "bss": z.bss,
+            })),
+            "board": self.board.as_ref().map(|(b, fit)| serde_json::json!({
+                "name": b.name, "chip": b.chip, "ram_used": fit.ram_used, "ram_bytes": b.ram.bytes,
+                "stack_bytes": b.stack_bytes, "flash_used": fit.flash_used, "flash_bytes": b.flash.bytes,
             })),
             "ops": ops,
         });

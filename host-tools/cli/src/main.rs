@@ -5,6 +5,7 @@
 
 mod check;
 mod compile;
+mod flash;
 mod inspect;
 mod run;
 
@@ -29,6 +30,9 @@ enum Command {
     Compile(compile::Args),
     /// Show a model's memory plan step by step, and draw it (--plot plan.svg).
     Inspect(inspect::Args),
+    /// Build a board's firmware with the model, flash it with probe-rs and stream its
+    /// defmt log (--dry-run: only check it fits and print the memory map).
+    Flash(flash::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Compile(args) => compile::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Flash(args) => flash::main(args),
     };
     match result {
         Ok(code) => code,

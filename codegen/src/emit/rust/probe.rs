@@ -113,8 +113,9 @@ fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {{
     )
 }
 
-/// The host's LLVM tool `name` from rustup's `llvm-tools` component.
-fn llvm_tool(name: &str) -> Result<PathBuf, ProbeError> {
+/// The host's LLVM tool `name` (`llvm-size`, `llvm-readelf`, ...) from rustup's
+/// `llvm-tools` component, or an error saying how to install it.
+pub fn llvm_tool(name: &str) -> Result<PathBuf, ProbeError> {
     let out = |cmd: &mut Command| {
         cmd.output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
