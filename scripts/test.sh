@@ -32,6 +32,28 @@ for fw in boards/nrf52840-dk boards/nucleo-f767zi; do
 done
 cargo fmt --check --manifest-path boards/kiln-board/Cargo.toml
 # -----------------------------------------------------------------------------------
+# -- QEMU emulation (owner: emulate) -------------------------------------------------
+# `cargo test` runs both shipped models in QEMU on the emulated Cortex-M4 (mps2-an386)
+# and Cortex-M3 (mps2-an385), and a single-op model on the Cortex-M0 (microbit):
+# host-tools/cli/tests/emulate.rs. The firmware boards/qemu is its own workspace.
+echo "== QEMU and the Rust targets for the emulation tests"
+rustup target add thumbv7m-none-eabi
+if ! command -v qemu-system-arm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y qemu-system-arm >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y qemu-system-arm >/dev/null; }
+  else
+    echo "error: qemu-system-arm is missing: run \`sudo apt-get install -y qemu-system-arm\`" >&2
+    exit 1
+  fi
+fi
+echo "== firmware boards/qemu (thumbv7em-none-eabihf): fmt, clippy"
+cargo fmt --check --manifest-path boards/qemu/Cargo.toml
+KILN_MODEL="$PWD/models/kws_ref_model/model.tflite" cargo clippy --locked --release \
+  --manifest-path boards/qemu/Cargo.toml --target thumbv7em-none-eabihf \
+  --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/kiln-emulate" -- -D warnings
+# -----------------------------------------------------------------------------------
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== kiln-runtime for Cortex-M (no_std, no alloc)"

@@ -5,6 +5,7 @@
 
 mod check;
 mod compile;
+mod emulate;
 mod flash;
 mod inspect;
 mod run;
@@ -30,6 +31,9 @@ enum Command {
     Compile(compile::Args),
     /// Show a model's memory plan step by step, and draw it (--plot plan.svg).
     Inspect(inspect::Args),
+    /// Build QEMU firmware with the model, run it on an emulated Cortex-M and report
+    /// outputs, pass/fail, instructions per inference, flash and RAM.
+    Emulate(emulate::Args),
     /// Build a board's firmware with the model, flash it with probe-rs and stream its
     /// defmt log (--dry-run: only check it fits and print the memory map).
     Flash(flash::Args),
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Compile(args) => compile::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Emulate(args) => emulate::main(args),
         Command::Flash(args) => flash::main(args),
     };
     match result {

@@ -192,7 +192,7 @@ impl Batch {
 
 /// Accepts the input's own dtype, or float32 for an int8 input (quantized with the
 /// runtime's QUANTIZE kernel, so exactly as a QUANTIZE node would).
-fn convert_input(data: TensorData, info: &TensorInfo) -> anyhow::Result<TensorData> {
+pub(crate) fn convert_input(data: TensorData, info: &TensorInfo) -> anyhow::Result<TensorData> {
     match (&data, info.dtype, info.scale_zero_point()) {
         (d, want, _) if d.dtype() == want => Ok(data),
         (TensorData::F32(v), DType::I8, Some((scale, zp))) => {
@@ -246,7 +246,13 @@ fn dequantize(info: &TensorInfo, raw: f64) -> Option<f64> {
         .map(|(s, z)| f64::from(s) * (raw - f64::from(z)))
 }
 
-fn print_sample(graph: &Graph, s: usize, samples: usize, outputs: &[TensorData], top: usize) {
+pub(crate) fn print_sample(
+    graph: &Graph,
+    s: usize,
+    samples: usize,
+    outputs: &[TensorData],
+    top: usize,
+) {
     for (j, (out, id)) in outputs.iter().zip(&graph.outputs).enumerate() {
         let info = graph.info(*id);
         let label = if samples > 1 {

@@ -141,6 +141,38 @@ pub fn llvm_tool(name: &str) -> Result<PathBuf, ProbeError> {
     }
 }
 
+/// Runs `cargo build --release --target triple` for the crate in `dir` with extra cargo
+/// `args` and environment `envs`; a failure carries cargo's messages (and the `rustup`
+/// command to run when the target is missing).
+pub fn cargo_build_release(
+    dir: &Path,
+    triple: &str,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> Result<(), ProbeError> {
+    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--target", triple])
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .output()
+        .map_err(|e| ProbeError(format!("cargo: {e}")))?;
+    if build.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&build.stderr);
+    let hint = if stderr.contains("may not be installed")
+        || stderr.contains("can't find crate for `core`")
+    {
+        format!(" (run `rustup target add {triple}`)")
+    } else {
+        String::new()
+    };
+    Err(ProbeError(format!(
+        "cargo build --target {triple} failed{hint}:\n{stderr}"
+    )))
+}
+
 /// Builds the probe for `triple` in `work` (created if needed) against the generated
 /// crate at `crate_dir`, and measures it.
 pub fn measure(
@@ -159,28 +191,14 @@ pub fn measure(
     );
     std::fs::write(work.join("Cargo.toml"), manifest).map_err(io)?;
     std::fs::write(work.join("src/main.rs"), probe_source(crate_name, graph)).map_err(io)?;
-    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "--target", triple])
-        .current_dir(work)
-        .output()
-        .map_err(|e| ProbeError(format!("cargo: {e}")))?;
-    if !build.status.success() {
-        let stderr = String::from_utf8_lossy(&build.stderr);
-        let hint = if stderr.contains("may not be installed")
-            || stderr.contains("can't find crate for `core`")
-        {
-            format!(" (run `rustup target add {triple}`)")
-        } else {
-            String::new()
-        };
-        return Err(ProbeError(format!(
-            "cargo build --target {triple} failed{hint}:\n{stderr}"
-        )));
-    }
-    let elf = work
-        .join("target")
-        .join(triple)
-        .join("release/kiln-size-probe");
+    let target_dir = work.join("target");
+    cargo_build_release(
+        work,
+        triple,
+        &["--target-dir".as_ref(), target_dir.as_os_str()],
+        &[],
+    )?;
+    let elf = target_dir.join(triple).join("release/kiln-size-probe");
     let size = Command::new(llvm_tool("llvm-size")?)
         .args(["-A"])
         .arg(&elf)

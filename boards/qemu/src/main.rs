@@ -1,0 +1,183 @@
+//! Firmware for QEMU's Cortex-M machines: runs the model that `build.rs` compiled on
+//! every input sample, compares each output with the expected one, prints results and
+//! timer ticks through semihosting, and exits through semihosting with a status code:
+//! 0 all samples match (or nothing to compare), 2 a mismatch, 3 a HardFault, 4 a panic.
+//!
+//! On the mps2 machines the CMSDK TIMER0 (25 MHz) is read around each `run` call; under
+//! `qemu -icount shift=0` one tick is exactly 40 executed instructions.
+
+#![no_std]
+#![no_main]
+
+use core::fmt::Write as _;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::hio;
+
+/// The compiled model (`KILN_MODEL`).
+#[allow(dead_code, clippy::all)]
+mod model {
+    include!(concat!(env!("OUT_DIR"), "/model.rs"));
+}
+
+/// What `build.rs` wrote about the samples.
+#[allow(dead_code)]
+mod data {
+    include!(concat!(env!("OUT_DIR"), "/data.rs"));
+}
+
+/// Input samples, `data::SAMPLES × model::INPUT_LEN` int8 values.
+static INPUT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/input.bin"));
+/// Expected outputs, `data::SAMPLES × model::OUTPUT_LEN` int8 values, or empty.
+static EXPECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/expect.bin"));
+
+const _: () = assert!(
+    data::INPUT_SAMPLE == model::INPUT_LEN,
+    "the input samples do not have the model's input size"
+);
+const _: () = assert!(
+    data::EXPECT_SAMPLE == 0 || data::EXPECT_SAMPLE == model::OUTPUT_LEN,
+    "the expected outputs do not have the model's output size"
+);
+const _: () = assert!(INPUT.len() == data::SAMPLES * model::INPUT_LEN);
+
+/// Whether outputs are compared (the empty firmware keeps the expected outputs in flash,
+/// so that its size differs from the full one by exactly the model, but computes nothing).
+const COMPARE: bool = data::EXPECT_SAMPLE != 0 && !cfg!(feature = "empty");
+
+#[cfg(not(feature = "empty"))]
+static mut ARENA: model::Arena = model::Arena::new();
+
+/// Semihosting operation SYS_EXIT_EXTENDED.
+const SYS_EXIT_EXTENDED: usize = 0x20;
+/// ADP_Stopped_ApplicationExit: the reason SYS_EXIT_EXTENDED reports with the code.
+const APPLICATION_EXIT: usize = 0x2_0026;
+
+/// Ends the emulation with `code` as QEMU's exit status.
+fn exit(code: usize) -> ! {
+    // SAFETY: a semihosting call with a two-word parameter block, as the spec defines.
+    unsafe {
+        cortex_m_semihosting::syscall(SYS_EXIT_EXTENDED, &[APPLICATION_EXIT, code]);
+    }
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+/// CMSDK APB TIMER0 of the mps2 machines, counting down from `u32::MAX`.
+#[cfg(kiln_timer)]
+mod timer {
+    const BASE: usize = 0x4000_0000;
+    const CTRL: *mut u32 = BASE as *mut u32;
+    const VALUE: *mut u32 = (BASE + 4) as *mut u32;
+    const RELOAD: *mut u32 = (BASE + 8) as *mut u32;
+
+    /// Loads the counter and enables it.
+    pub fn start() {
+        // SAFETY: TIMER0's registers on the mps2 machines; nothing else uses the timer.
+        unsafe {
+            CTRL.write_volatile(0);
+            RELOAD.write_volatile(u32::MAX);
+            VALUE.write_volatile(u32::MAX);
+            CTRL.write_volatile(1);
+        }
+    }
+
+    /// The current count.
+    #[inline(always)]
+    pub fn now() -> u32 {
+        // SAFETY: as above; a read has no side effect.
+        unsafe { VALUE.read_volatile() }
+    }
+}
+
+/// No timer on this machine: every reading is 0.
+#[cfg(not(kiln_timer))]
+mod timer {
+    pub fn start() {}
+    #[inline(always)]
+    pub fn now() -> u32 {
+        0
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let Ok(mut out) = hio::hstdout() else { exit(5) };
+    let _ = writeln!(
+        out,
+        "kiln-qemu: machine {} samples {} input {} output {} arena {}{}",
+        data::MACHINE,
+        data::SAMPLES,
+        model::INPUT_LEN,
+        model::OUTPUT_LEN,
+        model::ARENA_BYTES,
+        if cfg!(feature = "empty") {
+            " (empty: model not called)"
+        } else {
+            ""
+        }
+    );
+    #[cfg(kiln_fault)]
+    cortex_m::asm::udf();
+    // Kept in flash, as in the full firmware.
+    #[cfg(feature = "empty")]
+    core::hint::black_box(EXPECT);
+    timer::start();
+    let a = timer::now();
+    let b = timer::now();
+    let _ = writeln!(out, "timer-overhead {}", a.wrapping_sub(b));
+    #[cfg(not(feature = "empty"))]
+    // SAFETY: the only reference to ARENA, taken once before the loop.
+    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    let mut failures = 0usize;
+    for s in 0..data::SAMPLES {
+        let Some(chunk) = INPUT.get(s * model::INPUT_LEN..(s + 1) * model::INPUT_LEN) else {
+            exit(5)
+        };
+        // SAFETY: `chunk` has exactly INPUT_LEN bytes, and i8 has u8's layout.
+        let x = unsafe { &*(chunk.as_ptr() as *const [i8; model::INPUT_LEN]) };
+        let mut y = [0i8; model::OUTPUT_LEN];
+        let t0 = timer::now();
+        #[cfg(not(feature = "empty"))]
+        model::run(arena, x, &mut y);
+        #[cfg(feature = "empty")]
+        core::hint::black_box((x, &mut y));
+        let t1 = timer::now();
+        let _ = write!(out, "sample {s} ticks {} output", t0.wrapping_sub(t1));
+        for v in y {
+            let _ = write!(out, " {v}");
+        }
+        let _ = writeln!(out);
+        if COMPARE {
+            let want = EXPECT.get(s * model::OUTPUT_LEN..(s + 1) * model::OUTPUT_LEN);
+            let same = want.is_some_and(|w| w.iter().zip(&y).all(|(&w, &g)| w as i8 == g));
+            if !same {
+                failures += 1;
+                let _ = writeln!(out, "sample {s} MISMATCH");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "done samples {} compared {} failures {failures}",
+        data::SAMPLES,
+        COMPARE
+    );
+    exit(if failures == 0 { 0 } else { 2 })
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    if let Ok(mut out) = hio::hstdout() {
+        let _ = writeln!(out, "HardFault at pc {:#010x}", frame.pc());
+    }
+    exit(3)
+}
+
+#[panic_handler]
+fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    if let Ok(mut out) = hio::hstdout() {
+        let _ = writeln!(out, "panic: {info}");
+    }
+    exit(4)
+}

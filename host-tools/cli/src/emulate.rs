@@ -1,0 +1,563 @@
+//! `kiln emulate MODEL [--machine mps2-an386]`: compiles the model into the QEMU firmware
+//! (`boards/qemu`, through its `build.rs` and `kiln_codegen::Builder`), runs it under
+//! `qemu-system-arm` on the golden (or given) inputs, and prints the outputs, pass/fail
+//! against the expected outputs, instructions per inference and the ELF's flash and RAM.
+//!
+//! Instructions are counted by running QEMU with `-icount shift=0` (one instruction per
+//! nanosecond of virtual time) while the firmware reads the mps2 CMSDK TIMER0 (25 MHz)
+//! around each `run` call: one tick is 40 instructions, and the count is the same on
+//! every run.
+
+use anyhow::{bail, Context as _};
+use kiln_codegen::emit::rust::probe::{cargo_build_release, llvm_tool};
+use kiln_codegen::exec::TensorData;
+use kiln_codegen::import::tflite;
+use kiln_codegen::ir::DType;
+use kiln_codegen::npy;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// Instructions per TIMER0 tick under `-icount shift=0` (25 MHz timer, 1 GHz virtual).
+pub const INSTRUCTIONS_PER_TICK: u64 = 40;
+
+/// A QEMU machine the firmware supports.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    /// QEMU's `-machine` name.
+    pub name: &'static str,
+    /// The core, in words.
+    pub core: &'static str,
+    /// The Rust target the firmware is built for.
+    pub triple: &'static str,
+    /// Whether it has the CMSDK TIMER0 the firmware counts instructions with.
+    pub timer: bool,
+    /// RAM bytes, when small enough that a model may not fit.
+    pub ram: Option<u64>,
+}
+
+/// Stack the firmware needs besides the arena (kernels keep small frames).
+const STACK_RESERVE: u64 = 2048;
+
+/// The machines `kiln emulate` knows, the default first.
+pub const MACHINES: [Machine; 4] = [
+    Machine {
+        name: "mps2-an386",
+        core: "Cortex-M4F",
+        triple: "thumbv7em-none-eabihf",
+        timer: true,
+        ram: None,
+    },
+    Machine {
+        name: "mps2-an385",
+        core: "Cortex-M3",
+        triple: "thumbv7m-none-eabi",
+        timer: true,
+        ram: None,
+    },
+    Machine {
+        name: "mps2-an500",
+        core: "Cortex-M7F",
+        triple: "thumbv7em-none-eabihf",
+        timer: true,
+        ram: None,
+    },
+    Machine {
+        name: "microbit",
+        core: "Cortex-M0 (16 KiB RAM)",
+        triple: "thumbv6m-none-eabi",
+        timer: false,
+        ram: Some(16 * 1024),
+    },
+];
+
+/// Arguments of `kiln emulate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file (.tflite) with one int8 input and one int8 output.
+    model: PathBuf,
+    /// QEMU machine: mps2-an386 (Cortex-M4F), mps2-an385 (Cortex-M3), mps2-an500
+    /// (Cortex-M7F), microbit (Cortex-M0, 16 KiB RAM).
+    #[arg(long, default_value = "mps2-an386")]
+    machine: String,
+    /// Input samples (.npy, the input's shape or [N, ...]; float32 is quantized).
+    /// Default: the model folder's golden/input_0.npy.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Expected outputs (.npy, int8); default: golden/output_0.npy when --input is not
+    /// given. Exit status 2 when any sample differs.
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    /// Run at most this many samples.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Print the outputs of this many samples (top-5 for a classifier).
+    #[arg(long, default_value_t = 1)]
+    show: usize,
+    /// Classes listed per classifier output.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Seconds QEMU may run before it is stopped.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Build the same firmware without the model call (to measure the model's own cost).
+    #[arg(long)]
+    no_model: bool,
+    /// Firmware build folder (default: the system temp folder's kiln-emulate/).
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+}
+
+/// What one emulation printed, parsed.
+#[derive(Debug, Default)]
+struct Run {
+    ticks: Vec<u64>,
+    outputs: Vec<Vec<i8>>,
+    overhead: u64,
+    mismatches: Vec<usize>,
+    compared: bool,
+}
+
+/// Builds the firmware, runs it in QEMU and reports.
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let machine = MACHINES
+        .iter()
+        .find(|m| m.name == args.machine)
+        .with_context(|| {
+            let names: Vec<&str> = MACHINES.iter().map(|m| m.name).collect();
+            format!(
+                "unknown machine '{}' (known: {})",
+                args.machine,
+                names.join(", ")
+            )
+        })?;
+    let model = std::fs::canonicalize(&args.model)
+        .with_context(|| format!("{}: cannot open the model", args.model.display()))?;
+    let graph = tflite::load(&model)?;
+    let (in_info, out_info) = match (&graph.inputs[..], &graph.outputs[..]) {
+        ([i], [o]) => (graph.info(*i), graph.info(*o)),
+        _ => bail!(
+            "{}: kiln emulate runs models with one input and one output ({} and {} here)",
+            args.model.display(),
+            graph.inputs.len(),
+            graph.outputs.len()
+        ),
+    };
+    if in_info.dtype != DType::I8 || out_info.dtype != DType::I8 {
+        bail!(
+            "{}: kiln emulate runs int8 models (input {}, output {})",
+            args.model.display(),
+            in_info.dtype.name(),
+            out_info.dtype.name()
+        );
+    }
+    let work = args
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("kiln-emulate"));
+    std::fs::create_dir_all(&work).with_context(|| format!("{}", work.display()))?;
+    // Absolute: cargo and the build script run in the firmware's folder.
+    let work = std::fs::canonicalize(&work).with_context(|| format!("{}", work.display()))?;
+
+    // Inputs and expected outputs, checked here so a mismatch is one clear line.
+    let golden = model.parent().unwrap_or(Path::new(".")).join("golden");
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p).with_context(|| format!("{}: cannot open", p.display()))
+    };
+    let (input, expect) = match &args.input {
+        Some(i) => (
+            absolute(i)?,
+            args.expect.as_deref().map(absolute).transpose()?,
+        ),
+        None => {
+            let input = golden.join("input_0.npy");
+            if !input.is_file() {
+                bail!(
+                    "{}: no golden/input_0.npy next to the model: pass --input X.npy",
+                    args.model.display()
+                );
+            }
+            let expect = match args.expect.as_deref() {
+                Some(e) => Some(absolute(e)?),
+                None => Some(golden.join("output_0.npy")).filter(|p| p.is_file()),
+            };
+            (input, expect)
+        }
+    };
+    let input_len = in_info.num_elements();
+    let (input_i8, samples) = load_samples(&input, input_len, Some(in_info))?;
+    let input_file = work.join(format!("input-{}.npy", std::process::id()));
+    npy::write(
+        &input_file,
+        &[samples, input_len],
+        &TensorData::I8(input_i8),
+    )?;
+    if let Some(e) = &expect {
+        let (_, n) = load_samples(e, out_info.num_elements(), None)?;
+        if n < samples {
+            bail!("{}: {n} expected samples for {samples} inputs", e.display());
+        }
+    }
+
+    ensure_target(machine.triple)?;
+    let qemu = ensure_qemu()?;
+    let llvm_size = match llvm_tool("llvm-size") {
+        Ok(t) => t,
+        Err(_) => {
+            eprintln!("note: installing llvm-tools: rustup component add llvm-tools");
+            let _ = Command::new("rustup")
+                .args(["component", "add", "llvm-tools"])
+                .status();
+            llvm_tool("llvm-size")?
+        }
+    };
+
+    // Build the firmware.
+    let firmware = firmware_dir()?;
+    let target_dir = work.join("target");
+    let samples_env = args.samples.map(|n| n.to_string()).unwrap_or_default();
+    let expect_env = expect.clone().unwrap_or_default();
+    let mut cargo_args: Vec<&OsStr> = vec![
+        "--locked".as_ref(),
+        "--target-dir".as_ref(),
+        target_dir.as_os_str(),
+    ];
+    if args.no_model {
+        cargo_args.extend([OsStr::new("--features"), OsStr::new("empty")]);
+    }
+    eprintln!(
+        "building the firmware for {} ({}, {})",
+        machine.name, machine.core, machine.triple
+    );
+    let started = Instant::now();
+    cargo_build_release(
+        &firmware,
+        machine.triple,
+        &cargo_args,
+        &[
+            ("KILN_MODEL", model.as_os_str()),
+            ("KILN_MACHINE", machine.name.as_ref()),
+            ("KILN_INPUT", input_file.as_os_str()),
+            ("KILN_EXPECT", expect_env.as_os_str()),
+            ("KILN_SAMPLES", samples_env.as_ref()),
+        ],
+    )
+    .map_err(|e| anyhow::anyhow!("building the QEMU firmware: {}", e.0))?;
+    // A private copy: another build for a different model reuses the same path.
+    let elf = work.join(format!(
+        "kiln-qemu-{}-{}.elf",
+        machine.name,
+        std::process::id()
+    ));
+    let built = target_dir.join(machine.triple).join("release/kiln-qemu");
+    std::fs::copy(&built, &elf).with_context(|| format!("{}", built.display()))?;
+    let _ = std::fs::remove_file(&input_file);
+    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+
+    let (flash, ram, sections) = sizes(&llvm_size, &elf)?;
+    if let Some(total) = machine.ram.filter(|&t| ram + STACK_RESERVE > t) {
+        let _ = std::fs::remove_file(&elf);
+        bail!(
+            "{}: does not fit {}'s RAM: {ram} bytes of .data + .bss (arena included) + {STACK_RESERVE} of stack > {total}; use a smaller model",
+            args.model.display(),
+            machine.name
+        );
+    }
+    let result = run_qemu(&qemu, machine, &elf, Duration::from_secs(args.timeout));
+    let _ = std::fs::remove_file(&elf);
+    let run = result?;
+
+    // Report.
+    let n = run.outputs.len();
+    for (s, out) in run.outputs.iter().enumerate().take(args.show) {
+        crate::run::print_sample(&graph, s, n, &[TensorData::I8(out.clone())], args.top);
+    }
+    println!("machine:        {} ({})", machine.name, machine.core);
+    if machine.timer {
+        let per: Vec<u64> = run
+            .ticks
+            .iter()
+            .map(|t| t.saturating_sub(run.overhead) * INSTRUCTIONS_PER_TICK)
+            .collect();
+        let (lo, hi) = (
+            per.iter().min().copied().unwrap_or(0),
+            per.iter().max().copied().unwrap_or(0),
+        );
+        println!(
+            "instructions per inference: {} (sample 0; {lo}..{hi} over {n} samples; TIMER0 ticks x {INSTRUCTIONS_PER_TICK} under -icount shift=0)",
+            per.first().copied().unwrap_or(0)
+        );
+    } else {
+        println!(
+            "instructions per inference: not measured ({} has no CMSDK TIMER0)",
+            machine.name
+        );
+    }
+    println!("flash bytes:    {flash} ({sections})");
+    println!("RAM bytes:      {ram} (.data + .bss, arena included; the stack takes the rest)");
+    if run.compared {
+        if run.mismatches.is_empty() {
+            println!("PASS: {n}/{n} samples match the expected outputs bit for bit");
+        } else {
+            let list: Vec<String> = run.mismatches.iter().map(|s| s.to_string()).collect();
+            println!(
+                "FAIL: {} of {n} samples differ from the expected outputs (samples {})",
+                run.mismatches.len(),
+                list.join(", ")
+            );
+            return Ok(ExitCode::from(2));
+        }
+    } else if args.no_model {
+        println!("ran {n} sample(s) without the model call (--no-model)");
+    } else {
+        println!("ran {n} sample(s); no expected outputs to compare with");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The firmware crate: `boards/qemu` of this kiln checkout, or `KILN_FIRMWARE_DIR`.
+fn firmware_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("KILN_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../boards/qemu"));
+    std::fs::canonicalize(&dir).with_context(|| {
+        format!(
+            "the QEMU firmware crate is not at {} (set KILN_FIRMWARE_DIR to kiln's boards/qemu)",
+            dir.display()
+        )
+    })
+}
+
+/// Reads `.npy` samples of `len` elements each as int8 (quantizing float32 with `info`).
+fn load_samples(
+    path: &Path,
+    len: usize,
+    info: Option<&kiln_codegen::ir::TensorInfo>,
+) -> anyhow::Result<(Vec<i8>, usize)> {
+    let a = npy::read(path)?;
+    let data = match info {
+        Some(info) => crate::run::convert_input(a.data, info)
+            .with_context(|| format!("{}", path.display()))?,
+        None => a.data,
+    };
+    let TensorData::I8(v) = data else {
+        bail!(
+            "{}: int8 data expected, found {}",
+            path.display(),
+            data.dtype().name()
+        );
+    };
+    if len == 0 || v.is_empty() || v.len() % len != 0 {
+        bail!(
+            "{}: shape {:?} is not N samples of {len} elements",
+            path.display(),
+            a.shape
+        );
+    }
+    let n = v.len() / len;
+    Ok((v, n))
+}
+
+/// Adds the rustup target when it is missing.
+fn ensure_target(triple: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == triple) =>
+        {
+            Ok(())
+        }
+        Ok(_) => {
+            eprintln!("note: installing the Rust target: rustup target add {triple}");
+            let ok = Command::new("rustup")
+                .args(["target", "add", triple])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                Ok(())
+            } else {
+                bail!("the Rust target {triple} is missing and `rustup target add {triple}` failed")
+            }
+        }
+        // No rustup: the build reports a missing target itself.
+        Err(_) => Ok(()),
+    }
+}
+
+/// `qemu-system-arm`, installed with apt-get when missing and running as root.
+fn ensure_qemu() -> anyhow::Result<PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("qemu-system-arm"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(q) = find() {
+        return Ok(q);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = Path::new("/usr/bin/apt-get").is_file();
+    if root && apt {
+        eprintln!("note: installing QEMU: apt-get install -y qemu-system-arm");
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "qemu-system-arm"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get")
+                .arg("update")
+                .stdout(Stdio::null())
+                .status();
+            install();
+        }
+        if let Some(q) = find() {
+            return Ok(q);
+        }
+    }
+    bail!("qemu-system-arm is not installed: run `sudo apt-get install -y qemu-system-arm` (Debian/Ubuntu)")
+}
+
+/// Flash (loaded sections) and static RAM of the ELF, and the sections in words.
+fn sizes(llvm_size: &Path, elf: &Path) -> anyhow::Result<(u64, u64, String)> {
+    let out = Command::new(llvm_size)
+        .arg("-A")
+        .arg(elf)
+        .output()
+        .context("llvm-size")?;
+    if !out.status.success() {
+        bail!(
+            "llvm-size {}: {}",
+            elf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let section = |name: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next()? == name).then(|| f.next()?.parse::<u64>().ok())?
+            })
+            .sum()
+    };
+    let (vectors, code, rodata, data, bss, uninit) = (
+        section(".vector_table"),
+        section(".text"),
+        section(".rodata"),
+        section(".data"),
+        section(".bss"),
+        section(".uninit"),
+    );
+    Ok((
+        vectors + code + rodata + data,
+        data + bss + uninit,
+        format!(".vector_table {vectors} + .text {code} + .rodata {rodata} + .data {data}"),
+    ))
+}
+
+/// Runs the firmware under QEMU and parses what it printed.
+fn run_qemu(qemu: &Path, machine: &Machine, elf: &Path, timeout: Duration) -> anyhow::Result<Run> {
+    let log = elf.with_extension("log");
+    let log_file = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
+    let mut child = Command::new(qemu)
+        .args(["-machine", machine.name, "-nographic", "-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-icount", "shift=0"])
+        .arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{}", qemu.display()))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let printed = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            bail!(
+                "QEMU ({}) did not finish within {} s (raise --timeout; last output: {})",
+                machine.name,
+                timeout.as_secs(),
+                last_line(&printed)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    match status.code() {
+        Some(0) | Some(2) => {}
+        Some(3) => bail!(
+            "the firmware faulted on {} ({}): {}",
+            machine.name,
+            machine.core,
+            last_line(&printed)
+        ),
+        Some(4) => bail!(
+            "the firmware panicked on {}: {}",
+            machine.name,
+            last_line(&printed)
+        ),
+        code => bail!(
+            "QEMU ({}) exited with {}: {}{}",
+            machine.name,
+            code.map_or("a signal".to_string(), |c| format!("status {c}")),
+            stderr.trim(),
+            last_line(&printed)
+        ),
+    }
+    let mut run = Run::default();
+    for line in printed.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["timer-overhead", t] => run.overhead = t.parse().unwrap_or(0),
+            ["sample", _, "ticks", t, "output", values @ ..] => {
+                run.ticks.push(t.parse().unwrap_or(0));
+                run.outputs
+                    .push(values.iter().map(|v| v.parse().unwrap_or(0)).collect());
+            }
+            ["sample", s, "MISMATCH"] => run.mismatches.push(s.parse().unwrap_or(0)),
+            ["done", "samples", _, "compared", c, ..] => run.compared = *c == "true",
+            _ => {}
+        }
+    }
+    if run.outputs.is_empty() {
+        bail!("the firmware printed no results: {}", last_line(&printed));
+    }
+    if status.code() == Some(2) && run.mismatches.is_empty() {
+        bail!("the firmware reported a failure without naming a sample");
+    }
+    Ok(run)
+}
+
+fn last_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(nothing)")
+        .chars()
+        .take(200)
+        .collect()
+}
