@@ -29,7 +29,8 @@ if ! command -v qemu-system-arm >/dev/null; then
   fi
 fi
 cargo build --release --locked -p kiln-cli
-kiln=target/release/kiln
+target="${CARGO_TARGET_DIR:-target}"
+kiln=$target/release/kiln
 out=target/demo
 
 for model in kws_ref_model pretrainedResnet_quant; do
@@ -44,5 +45,5 @@ for model in kws_ref_model pretrainedResnet_quant; do
   "$kiln" compile "$dir/model.tflite" --target cortex-m4 --out "$out/$model" --name "$model" | tail -n 6
   echo
   echo "--- $model on an emulated Cortex-M4 (QEMU mps2-an386), 20 golden inputs"
-  "$kiln" emulate "$dir/model.tflite" --machine mps2-an386 --target-dir target/kiln-emulate
+  "$kiln" emulate "$dir/model.tflite" --machine mps2-an386 --target-dir "$target/kiln-emulate"
 done
