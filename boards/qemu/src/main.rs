@@ -4,7 +4,8 @@
 //! 0 all samples match (or nothing to compare), 2 a mismatch, 3 a HardFault, 4 a panic.
 //!
 //! On the mps2 machines the CMSDK TIMER0 (25 MHz) is read around each `run` call; under
-//! `qemu -icount shift=0` one tick is exactly 40 executed instructions.
+//! `qemu -icount shift=0` one tick is exactly 40 executed instructions. The microbit
+//! uses SysTick (16 MHz, 24 bits: one tick is 62.5 instructions, up to about 10^9).
 
 #![no_std]
 #![no_main]
@@ -71,6 +72,11 @@ mod timer {
     const VALUE: *mut u32 = (BASE + 4) as *mut u32;
     const RELOAD: *mut u32 = (BASE + 8) as *mut u32;
 
+    /// TIMER0's clock (the mps2 APB clock).
+    pub const HZ: u32 = 25_000_000;
+    /// Bits the counter has.
+    pub const MASK: u32 = u32::MAX;
+
     /// Loads the counter and enables it.
     pub fn start() {
         // SAFETY: TIMER0's registers on the mps2 machines; nothing else uses the timer.
@@ -90,13 +96,34 @@ mod timer {
     }
 }
 
-/// No timer on this machine: every reading is 0.
+/// Machines without TIMER0 (the microbit): SysTick on the core clock, 24 bits, counting
+/// down; the caller masks differences to 24 bits.
 #[cfg(not(kiln_timer))]
 mod timer {
-    pub fn start() {}
+    /// SysTick's clock on the microbit (nRF51 HCLK).
+    pub const HZ: u32 = 16_000_000;
+    /// Bits the counter has.
+    pub const MASK: u32 = 0x00FF_FFFF;
+    const CSR: *mut u32 = 0xE000_E010 as *mut u32;
+    const RVR: *mut u32 = 0xE000_E014 as *mut u32;
+    const CVR: *mut u32 = 0xE000_E018 as *mut u32;
+
+    /// Loads the counter and enables it on the core clock, without interrupts.
+    pub fn start() {
+        // SAFETY: the architected SysTick registers; nothing else uses SysTick.
+        unsafe {
+            CSR.write_volatile(0);
+            RVR.write_volatile(MASK);
+            CVR.write_volatile(0);
+            CSR.write_volatile(0b101);
+        }
+    }
+
+    /// The current count.
     #[inline(always)]
     pub fn now() -> u32 {
-        0
+        // SAFETY: as above; a read has no side effect.
+        unsafe { CVR.read_volatile() }
     }
 }
 
@@ -125,7 +152,12 @@ fn main() -> ! {
     timer::start();
     let a = timer::now();
     let b = timer::now();
-    let _ = writeln!(out, "timer-overhead {}", a.wrapping_sub(b));
+    let _ = writeln!(
+        out,
+        "timer-hz {} timer-overhead {}",
+        timer::HZ,
+        a.wrapping_sub(b) & timer::MASK
+    );
     #[cfg(not(feature = "empty"))]
     // SAFETY: the only reference to ARENA, taken once before the loop.
     let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
@@ -143,7 +175,8 @@ fn main() -> ! {
         #[cfg(feature = "empty")]
         core::hint::black_box((x, &mut y));
         let t1 = timer::now();
-        let _ = write!(out, "sample {s} ticks {} output", t0.wrapping_sub(t1));
+        let ticks = t0.wrapping_sub(t1) & timer::MASK;
+        let _ = write!(out, "sample {s} ticks {ticks} output");
         for v in y {
             let _ = write!(out, " {v}");
         }

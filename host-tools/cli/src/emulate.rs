@@ -4,9 +4,9 @@
 //! against the expected outputs, instructions per inference and the ELF's flash and RAM.
 //!
 //! Instructions are counted by running QEMU with `-icount shift=0` (one instruction per
-//! nanosecond of virtual time) while the firmware reads the mps2 CMSDK TIMER0 (25 MHz)
-//! around each `run` call: one tick is 40 instructions, and the count is the same on
-//! every run.
+//! nanosecond of virtual time) while the firmware reads the mps2 CMSDK TIMER0 (25 MHz:
+//! one tick is 40 instructions) or, on the microbit, SysTick (16 MHz: 62.5) around each
+//! `run` call; the count is the same on every run.
 
 use anyhow::{bail, Context as _};
 use kiln_codegen::emit::rust::probe::{cargo_build_release, llvm_tool};
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// Instructions per TIMER0 tick under `-icount shift=0` (25 MHz timer, 1 GHz virtual).
-pub const INSTRUCTIONS_PER_TICK: u64 = 40;
+/// Instructions per second of virtual time under `-icount shift=0`.
+const INSTRUCTIONS_PER_SECOND: u64 = 1_000_000_000;
 
 /// A QEMU machine the firmware supports.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +31,8 @@ pub struct Machine {
     pub core: &'static str,
     /// The Rust target the firmware is built for.
     pub triple: &'static str,
-    /// Whether it has the CMSDK TIMER0 the firmware counts instructions with.
-    pub timer: bool,
+    /// The counter the firmware reads around `run`.
+    pub timer: &'static str,
     /// RAM bytes, when small enough that a model may not fit.
     pub ram: Option<u64>,
 }
@@ -46,28 +46,28 @@ pub const MACHINES: [Machine; 4] = [
         name: "mps2-an386",
         core: "Cortex-M4F",
         triple: "thumbv7em-none-eabihf",
-        timer: true,
+        timer: "CMSDK TIMER0",
         ram: None,
     },
     Machine {
         name: "mps2-an385",
         core: "Cortex-M3",
         triple: "thumbv7m-none-eabi",
-        timer: true,
+        timer: "CMSDK TIMER0",
         ram: None,
     },
     Machine {
         name: "mps2-an500",
         core: "Cortex-M7F",
         triple: "thumbv7em-none-eabihf",
-        timer: true,
+        timer: "CMSDK TIMER0",
         ram: None,
     },
     Machine {
         name: "microbit",
         core: "Cortex-M0 (16 KiB RAM)",
         triple: "thumbv6m-none-eabi",
-        timer: false,
+        timer: "SysTick",
         ram: Some(16 * 1024),
     },
 ];
@@ -115,6 +115,7 @@ struct Run {
     ticks: Vec<u64>,
     outputs: Vec<Vec<i8>>,
     overhead: u64,
+    hz: u64,
     mismatches: Vec<usize>,
     compared: bool,
 }
@@ -274,25 +275,25 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         crate::run::print_sample(&graph, s, n, &[TensorData::I8(out.clone())], args.top);
     }
     println!("machine:        {} ({})", machine.name, machine.core);
-    if machine.timer {
+    if run.hz > 0 {
         let per: Vec<u64> = run
             .ticks
             .iter()
-            .map(|t| t.saturating_sub(run.overhead) * INSTRUCTIONS_PER_TICK)
+            .map(|t| t.saturating_sub(run.overhead) * INSTRUCTIONS_PER_SECOND / run.hz)
             .collect();
         let (lo, hi) = (
             per.iter().min().copied().unwrap_or(0),
             per.iter().max().copied().unwrap_or(0),
         );
         println!(
-            "instructions per inference: {} (sample 0; {lo}..{hi} over {n} samples; TIMER0 ticks x {INSTRUCTIONS_PER_TICK} under -icount shift=0)",
-            per.first().copied().unwrap_or(0)
+            "instructions per inference: {} (sample 0; {lo}..{hi} over {n} samples; {} ticks at {} MHz under -icount shift=0, {} instructions each)",
+            per.first().copied().unwrap_or(0),
+            machine.timer,
+            run.hz as f64 / 1e6,
+            INSTRUCTIONS_PER_SECOND as f64 / run.hz as f64
         );
     } else {
-        println!(
-            "instructions per inference: not measured ({} has no CMSDK TIMER0)",
-            machine.name
-        );
+        println!("instructions per inference: not measured (the firmware reported no timer)");
     }
     println!("flash bytes:    {flash} ({sections})");
     println!("RAM bytes:      {ram} (.data + .bss, arena included; the stack takes the rest)");
@@ -532,7 +533,10 @@ fn run_qemu(qemu: &Path, machine: &Machine, elf: &Path, timeout: Duration) -> an
     for line in printed.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
-            ["timer-overhead", t] => run.overhead = t.parse().unwrap_or(0),
+            ["timer-hz", hz, "timer-overhead", t] => {
+                run.hz = hz.parse().unwrap_or(0);
+                run.overhead = t.parse().unwrap_or(0);
+            }
             ["sample", _, "ticks", t, "output", values @ ..] => {
                 run.ticks.push(t.parse().unwrap_or(0));
                 run.outputs

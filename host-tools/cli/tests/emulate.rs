@@ -136,6 +136,8 @@ fn the_cortex_m0_machine_runs_a_single_op_model_and_refuses_one_too_large() {
     );
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("PASS: 8/8 samples match"), "{text}");
+    let m0 = instructions(&text);
+    assert!(m0 > 10_000, "{m0} instructions on the M0\n{text}");
     let (code, text) = emulate(
         &["models/kws_ref_model/model.tflite", "--machine", "microbit"],
         &[],
