@@ -52,7 +52,7 @@ echo "== firmware boards/qemu (thumbv7em-none-eabihf): fmt, clippy"
 cargo fmt --check --manifest-path boards/qemu/Cargo.toml
 KILN_MODEL="$PWD/models/kws_ref_model/model.tflite" cargo clippy --locked --release \
   --manifest-path boards/qemu/Cargo.toml --target thumbv7em-none-eabihf \
-  --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/kiln-emulate" -- -D warnings
+  --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/kiln-emulate/target" -- -D warnings
 # -----------------------------------------------------------------------------------
 echo "== cargo test"
 cargo test --workspace --locked

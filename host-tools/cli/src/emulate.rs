@@ -232,6 +232,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         machine.name, machine.core, machine.triple
     );
     let started = Instant::now();
+    // Another `kiln emulate` may build a different model into the same folder: hold the
+    // folder from the build until the ELF is copied.
+    let lock = BuildLock::acquire(&work)?;
     cargo_build_release(
         &firmware,
         machine.triple,
@@ -253,6 +256,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     ));
     let built = target_dir.join(machine.triple).join("release/kiln-qemu");
     std::fs::copy(&built, &elf).with_context(|| format!("{}", built.display()))?;
+    drop(lock);
     let _ = std::fs::remove_file(&input_file);
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -315,6 +319,45 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         println!("ran {n} sample(s); no expected outputs to compare with");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A lock file in the build folder, removed on drop; one left behind by a process that
+/// was killed is taken over after ten minutes.
+struct BuildLock(PathBuf);
+
+impl BuildLock {
+    fn acquire(work: &Path) -> anyhow::Result<BuildLock> {
+        let path = work.join("build.lock");
+        let started = Instant::now();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(BuildLock(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > Duration::from_secs(600)) {
+                        let _ = std::fs::remove_file(&path);
+                    } else if started.elapsed() > Duration::from_secs(900) {
+                        bail!("{} is held by another kiln emulate", path.display());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
+            }
+        }
+    }
+}
+
+impl Drop for BuildLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The firmware crate: `boards/qemu` of this kiln checkout, or `KILN_FIRMWARE_DIR`.
