@@ -31,6 +31,10 @@ for fw in boards/nrf52840-dk boards/nucleo-f767zi; do
     --target thumbv7em-none-eabihf --target-dir "$BOARDS_TARGET"
 done
 cargo fmt --check --manifest-path boards/kiln-board/Cargo.toml
+# `kiln flash` through the probe-rs library (off by default: minutes of build;
+# see host-tools/cli/src/flash.rs): lint it so it keeps compiling. Needs no libudev.
+echo "== kiln-cli --features probe-rs: clippy"
+cargo clippy -p kiln-cli --features probe-rs --all-targets --locked -- -D warnings
 # -----------------------------------------------------------------------------------
 # -- QEMU emulation (owner: emulate) -------------------------------------------------
 # `cargo test` runs both shipped models in QEMU on the emulated Cortex-M4 (mps2-an386)

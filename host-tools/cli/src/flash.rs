@@ -7,7 +7,7 @@
 //!
 //! Flashing, reset, RTT and defmt decoding are done by the `probe-rs` command-line tool
 //! (`probe-rs run --chip CHIP ELF`), not by linking the probe-rs library. The library
-//! adds about 2 minutes (and `libudev-dev` + `pkg-config`) to every fresh build of
+//! adds minutes (4 min 19 s measured for a fresh debug build here on 2 cores) to every fresh build of
 //! `kiln`, and CI builds it several times, while the tool is needed only by people
 //! holding a board. So the default `kiln` does everything that needs no probe itself:
 //! the build, the fit check and memory map (`--dry-run`, read with `llvm-objdump`
@@ -18,6 +18,13 @@
 //! (`cargo install probe-rs-tools --locked`). Both paths are tested in CI without
 //! hardware. The cost: probes that sysfs cannot see (non-Linux hosts) are reported
 //! as missing, and `probe-rs` must be installed once (about 23 minutes on 2 cores).
+//!
+//! The cargo feature `probe-rs` (`cargo install --path host-tools/cli --features
+//! probe-rs`, a few more minutes of build; no libudev needed because CMSIS-DAP v1
+//! HID probes are left out) links the probe-rs library and `defmt-decoder` instead:
+//! kiln then lists probes, flashes, resets, reads RTT channel 0 and decodes the defmt
+//! frames with the ELF's table itself, and stops at the firmware's `kiln: done`. CI
+//! only checks that this feature compiles (it cannot be run without hardware).
 
 use anyhow::{bail, Context};
 use kiln_codegen::board::{self, Board, Region};
@@ -75,6 +82,19 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
+    flash(&elf, board)
+}
+
+/// Flashes through the probe-rs library.
+#[cfg(feature = "probe-rs")]
+fn flash(elf: &Path, board: &Board) -> anyhow::Result<ExitCode> {
+    with_library::flash_and_stream(elf, board)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flashes through the probe-rs tool, after finding a probe in sysfs.
+#[cfg(not(feature = "probe-rs"))]
+fn flash(elf: &Path, board: &Board) -> anyhow::Result<ExitCode> {
     let probes = find_probes(&usb_sysfs());
     if probes.is_empty() {
         bail!(
@@ -86,20 +106,96 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     println!("debug probe: {}", probes.join(", "));
     let Some(probe_rs) = which("probe-rs") else {
         bail!(
-            "found {}, but flashing needs the probe-rs tool: run `apt-get install -y libudev-dev pkg-config && cargo install probe-rs-tools --locked` (about 23 minutes), then `kiln flash` again",
+            "found {}, but flashing needs the probe-rs tool: run `apt-get install -y libudev-dev pkg-config && cargo install probe-rs-tools --locked` (about 23 minutes), or rebuild kiln with the probe-rs library (`cargo install --path host-tools/cli --features probe-rs`, a few minutes more), then `kiln flash` again",
             probes.join(", ")
         );
     };
     // probe-rs flashes, resets, attaches RTT and decodes defmt with the ELF's table.
     let status = Command::new(probe_rs)
         .args(["run", "--chip", board.chip])
-        .arg(&elf)
+        .arg(elf)
         .status()
         .context("running probe-rs")?;
     if !status.success() {
         bail!("probe-rs run --chip {} failed ({status})", board.chip);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln flash` with the probe-rs library linked (cargo feature `probe-rs`).
+#[cfg(feature = "probe-rs")]
+mod with_library {
+    use anyhow::{bail, Context};
+    use defmt_decoder::{DecodeError, Table};
+    use kiln_codegen::board::Board;
+    use probe_rs::flashing::{download_file, ElfLoader, ElfOptions};
+    use probe_rs::probe::list::Lister;
+    use probe_rs::rtt::Rtt;
+    use probe_rs::Permissions;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// Flashes `elf`, resets the core and prints the decoded defmt log until the
+    /// firmware says `kiln: done`.
+    pub fn flash_and_stream(elf: &Path, board: &Board) -> anyhow::Result<()> {
+        let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+        let table = Table::parse(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: defmt table: {e}", elf.display()))?
+            .with_context(|| format!("{}: no defmt table", elf.display()))?;
+        let probes = Lister::new().list_all();
+        let Some(info) = probes.first() else {
+            bail!(
+                "no debug probe found: connect {}'s debug USB port; --dry-run builds and checks without one",
+                board.name
+            );
+        };
+        println!("debug probe: {info:?}");
+        let probe = info.open().context("opening the debug probe")?;
+        let mut session = probe
+            .attach(board.chip, Permissions::default())
+            .with_context(|| format!("attaching to {}", board.chip))?;
+        download_file(&mut session, elf, ElfLoader(ElfOptions::default())).context("flashing")?;
+        let mut core = session.core(0).context("selecting core 0")?;
+        core.reset().context("resetting the core")?;
+        let mut rtt = None;
+        for _ in 0..100 {
+            match Rtt::attach(&mut core) {
+                Ok(r) => {
+                    rtt = Some(r);
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        let mut rtt = rtt.context("the firmware set up no RTT control block within 5 s")?;
+        let channel = rtt
+            .up_channel(0)
+            .context("the firmware has no RTT up channel")?;
+        let mut decoder = table.new_stream_decoder();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = channel.read(&mut core, &mut buf).context("reading RTT")?;
+            decoder.received(&buf[..n]);
+            loop {
+                match decoder.decode() {
+                    Ok(frame) => {
+                        let text = frame.display(false).to_string();
+                        println!("{text}");
+                        if text.contains("kiln: done") {
+                            return Ok(());
+                        }
+                    }
+                    Err(DecodeError::UnexpectedEof) => break,
+                    Err(DecodeError::Malformed) => {
+                        eprintln!("(a malformed defmt frame was skipped)")
+                    }
+                }
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// Where firmware builds go: `$CARGO_TARGET_DIR/boards`, else kiln's `target/boards`
@@ -341,6 +437,7 @@ fn parse_objdump(text: &str) -> Vec<Section> {
         .collect()
 }
 
+#[cfg_attr(feature = "probe-rs", allow(dead_code))]
 /// Where USB devices are listed (`KILN_USB_SYSFS` overrides it, for tests).
 fn usb_sysfs() -> PathBuf {
     std::env::var_os("KILN_USB_SYSFS")
@@ -348,6 +445,7 @@ fn usb_sysfs() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/sys/bus/usb/devices"))
 }
 
+#[cfg_attr(feature = "probe-rs", allow(dead_code))]
 /// Debug probes among the USB devices under `sysfs`, as "NAME (VID:PID)".
 fn find_probes(sysfs: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(sysfs) else {
@@ -369,6 +467,7 @@ fn find_probes(sysfs: &Path) -> Vec<String> {
     found
 }
 
+#[cfg_attr(feature = "probe-rs", allow(dead_code))]
 /// The kind of debug probe a USB device is, from its ids and product string.
 fn probe_kind(vid: &str, pid: &str, product: &str) -> Option<&'static str> {
     const ST_LINK: [&str; 10] = [
@@ -383,6 +482,7 @@ fn probe_kind(vid: &str, pid: &str, product: &str) -> Option<&'static str> {
     }
 }
 
+#[cfg_attr(feature = "probe-rs", allow(dead_code))]
 /// The program `name` on `PATH`.
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
