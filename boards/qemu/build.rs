@@ -4,7 +4,8 @@
 //!
 //! Environment (set by `kiln emulate`, or by hand):
 //! - `KILN_MODEL`: the model file (`.tflite`), required.
-//! - `KILN_MACHINE`: `mps2-an386` (default), `mps2-an385`, `mps2-an500` or `microbit`.
+//! - `KILN_MACHINE`: `mps2-an386` (default), `mps2-an385` or `microbit`; its memory map
+//!   and core come from `kiln_codegen::board`.
 //! - `KILN_INPUT`: int8 `.npy` of input samples `[N, ...]`; defaults to the model
 //!   folder's `golden/input_0.npy`.
 //! - `KILN_EXPECT`: int8 `.npy` of expected outputs; defaults to `golden/output_0.npy`
@@ -12,7 +13,6 @@
 //! - `KILN_SAMPLES`: run at most this many samples.
 //! - `KILN_FAULT=1`: execute an undefined instruction first (tests the HardFault exit).
 
-use kiln_codegen::compile::Target;
 use kiln_codegen::exec::TensorData;
 use kiln_codegen::npy;
 use std::path::{Path, PathBuf};
@@ -46,22 +46,15 @@ fn samples(path: &Path) -> Result<(Vec<u8>, usize, usize), String> {
 fn build() -> Result<(), String> {
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
     let machine = env("KILN_MACHINE").unwrap_or_else(|| "mps2-an386".into());
-    let (target, memory, timer) = match machine.as_str() {
-        "mps2-an386" => (Target::CortexM4, "mps2.x", true),
-        "mps2-an500" => (Target::CortexM7, "mps2.x", true),
-        "mps2-an385" => (Target::CortexM3, "mps2.x", true),
-        "microbit" => (Target::CortexM0Plus, "microbit.x", false),
-        other => {
-            return Err(format!(
-            "KILN_MACHINE={other}: unknown machine (mps2-an386, mps2-an385, mps2-an500, microbit)"
-        ))
-        }
+    // Memory map, core and timer from kiln's board table.
+    let board = kiln_codegen::board::find(&machine).map_err(|e| format!("KILN_MACHINE: {e}"))?;
+    let timer = match machine.as_str() {
+        "mps2-an386" | "mps2-an385" => true,
+        "microbit" => false,
+        other => return Err(format!("KILN_MACHINE={other}: not a QEMU machine this firmware runs on (mps2-an386, mps2-an385, microbit)")),
     };
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let memory = manifest.join("memory").join(memory);
-    println!("cargo:rerun-if-changed={}", memory.display());
-    std::fs::copy(&memory, out.join("memory.x"))
-        .map_err(|e| format!("{}: {e}", memory.display()))?;
+    let target = board.target;
+    std::fs::write(out.join("memory.x"), board.memory_x()).map_err(|e| e.to_string())?;
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo::rustc-check-cfg=cfg(kiln_timer)");

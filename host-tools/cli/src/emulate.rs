@@ -9,6 +9,8 @@
 //! `run` call; the count is the same on every run.
 
 use anyhow::{bail, Context as _};
+use kiln_codegen::board::Needs;
+use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
 use kiln_codegen::emit::rust::probe::{cargo_build_release, llvm_tool};
 use kiln_codegen::exec::TensorData;
 use kiln_codegen::import::tflite;
@@ -22,53 +24,34 @@ use std::time::{Duration, Instant};
 /// Instructions per second of virtual time under `-icount shift=0`.
 const INSTRUCTIONS_PER_SECOND: u64 = 1_000_000_000;
 
-/// A QEMU machine the firmware supports.
+/// A QEMU machine the firmware supports; its memory, core and stack come from the
+/// board table (`kiln_codegen::board`).
 #[derive(Debug, Clone, Copy)]
 pub struct Machine {
-    /// QEMU's `-machine` name.
+    /// QEMU's `-machine` name, also its name in the board table.
     pub name: &'static str,
     /// The core, in words.
     pub core: &'static str,
-    /// The Rust target the firmware is built for.
-    pub triple: &'static str,
     /// The counter the firmware reads around `run`.
     pub timer: &'static str,
-    /// RAM bytes, when small enough that a model may not fit.
-    pub ram: Option<u64>,
 }
 
-/// Stack the firmware needs besides the arena (kernels keep small frames).
-const STACK_RESERVE: u64 = 2048;
-
 /// The machines `kiln emulate` knows, the default first.
-pub const MACHINES: [Machine; 4] = [
+pub const MACHINES: [Machine; 3] = [
     Machine {
         name: "mps2-an386",
         core: "Cortex-M4F",
-        triple: "thumbv7em-none-eabihf",
         timer: "CMSDK TIMER0",
-        ram: None,
     },
     Machine {
         name: "mps2-an385",
         core: "Cortex-M3",
-        triple: "thumbv7m-none-eabi",
         timer: "CMSDK TIMER0",
-        ram: None,
-    },
-    Machine {
-        name: "mps2-an500",
-        core: "Cortex-M7F",
-        triple: "thumbv7em-none-eabihf",
-        timer: "CMSDK TIMER0",
-        ram: None,
     },
     Machine {
         name: "microbit",
-        core: "Cortex-M0 (16 KiB RAM)",
-        triple: "thumbv6m-none-eabi",
+        core: "Cortex-M0, 16 KiB RAM",
         timer: "SysTick",
-        ram: Some(16 * 1024),
     },
 ];
 
@@ -77,8 +60,8 @@ pub const MACHINES: [Machine; 4] = [
 pub struct Args {
     /// The model file (.tflite) with one int8 input and one int8 output.
     model: PathBuf,
-    /// QEMU machine: mps2-an386 (Cortex-M4F), mps2-an385 (Cortex-M3), mps2-an500
-    /// (Cortex-M7F), microbit (Cortex-M0, 16 KiB RAM).
+    /// QEMU machine: mps2-an386 (Cortex-M4F), mps2-an385 (Cortex-M3), microbit
+    /// (Cortex-M0, 16 KiB RAM).
     #[arg(long, default_value = "mps2-an386")]
     machine: String,
     /// Input samples (.npy, the input's shape or [N, ...]; float32 is quantized).
@@ -133,6 +116,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 names.join(", ")
             )
         })?;
+    let board = kiln_codegen::board::find(machine.name).map_err(anyhow::Error::msg)?;
+    let triple = board
+        .target
+        .triple()
+        .context("the board table gives this machine no Rust target")?;
     let model = std::fs::canonicalize(&args.model)
         .with_context(|| format!("{}: cannot open the model", args.model.display()))?;
     let graph = tflite::load(&model)?;
@@ -152,6 +140,24 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             in_info.dtype.name(),
             out_info.dtype.name()
         );
+    }
+    // The same fit check as `kiln compile --board`, before spending a build on it.
+    let planned = optimize_and_plan(
+        graph.clone(),
+        &CompileOptions {
+            target: board.target,
+            ..Default::default()
+        },
+        &args.model.display().to_string(),
+    )?;
+    let arena = planned.plan.arena_bytes as u64;
+    if !args.no_model {
+        board
+            .check_fit(&Needs {
+                arena,
+                ..Needs::default()
+            })
+            .with_context(|| args.model.display().to_string())?;
     }
     let work = args
         .target_dir
@@ -201,7 +207,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    ensure_target(machine.triple)?;
+    ensure_target(triple)?;
     let qemu = ensure_qemu()?;
     let llvm_size = match llvm_tool("llvm-size") {
         Ok(t) => t,
@@ -229,7 +235,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!(
         "building the firmware for {} ({}, {})",
-        machine.name, machine.core, machine.triple
+        machine.name, machine.core, triple
     );
     let started = Instant::now();
     // Another `kiln emulate` may build a different model into the same folder: hold the
@@ -237,7 +243,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let lock = BuildLock::acquire(&work)?;
     cargo_build_release(
         &firmware,
-        machine.triple,
+        triple,
         &cargo_args,
         &[
             ("KILN_MODEL", model.as_os_str()),
@@ -254,20 +260,23 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         machine.name,
         std::process::id()
     ));
-    let built = target_dir.join(machine.triple).join("release/kiln-qemu");
+    let built = target_dir.join(triple).join("release/kiln-qemu");
     std::fs::copy(&built, &elf).with_context(|| format!("{}", built.display()))?;
     drop(lock);
     let _ = std::fs::remove_file(&input_file);
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
 
     let (flash, ram, sections) = sizes(&llvm_size, &elf)?;
-    if let Some(total) = machine.ram.filter(|&t| ram + STACK_RESERVE > t) {
+    // Again with what the ELF holds (RAM besides the arena: buffers, formatting state).
+    let arena_in_elf = if args.no_model { 0 } else { arena };
+    if let Err(e) = board.check_fit(&Needs {
+        arena: arena_in_elf,
+        static_ram: ram.saturating_sub(arena_in_elf),
+        code: flash,
+        weights: 0,
+    }) {
         let _ = std::fs::remove_file(&elf);
-        bail!(
-            "{}: does not fit {}'s RAM: {ram} bytes of .data + .bss (arena included) + {STACK_RESERVE} of stack > {total}; use a smaller model",
-            args.model.display(),
-            machine.name
-        );
+        bail!("{}: {e}", args.model.display());
     }
     let result = run_qemu(&qemu, machine, &elf, Duration::from_secs(args.timeout));
     let _ = std::fs::remove_file(&elf);
