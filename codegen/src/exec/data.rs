@@ -62,6 +62,22 @@ impl TensorData {
         }
     }
 
+    /// The elements if they are `i8`.
+    pub fn as_i8(&self) -> Option<&[i8]> {
+        match self {
+            TensorData::I8(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The elements if they are `f32`.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            TensorData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {

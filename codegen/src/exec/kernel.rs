@@ -578,31 +578,13 @@ impl Kernel {
             (Prepared::PadI8(p, v), [I8(x)], I8(y)) => k::pad::pad_i8(p, x, *v, y),
             (Prepared::PadF32(p), [F32(x)], F32(y)) => k::pad::pad_f32(p, x, 0.0, y),
             (Prepared::ConcatenationI8(p, r), xs, I8(y)) => {
-                let parts: Vec<&[i8]> = xs
-                    .iter()
-                    .filter_map(|x| {
-                        if let I8(v) = x {
-                            Some(v.as_slice())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let parts: Vec<&[i8]> = xs.iter().filter_map(|x| x.as_i8()).collect();
                 k::concatenation::concatenation_i8(p, &parts, y);
                 // TFLite concatenation allows a fused activation; apply its clamp.
                 y.iter_mut().for_each(|v| *v = r.clamp_i8(i32::from(*v)));
             }
             (Prepared::ConcatenationF32(p, r), xs, F32(y)) => {
-                let parts: Vec<&[f32]> = xs
-                    .iter()
-                    .filter_map(|x| {
-                        if let F32(v) = x {
-                            Some(v.as_slice())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let parts: Vec<&[f32]> = xs.iter().filter_map(|x| x.as_f32()).collect();
                 k::concatenation::concatenation_f32(p, &parts, y);
                 y.iter_mut().for_each(|v| *v = r.apply(*v));
             }

@@ -72,11 +72,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut first_outputs = Vec::new();
     for s in 0..samples {
         let inputs: Vec<TensorData> = batches.iter().map(|b| b.sample(s)).collect();
-        let outputs = if s == 0 && args.dump.is_some() {
-            let dir = args.dump.as_deref().expect("checked");
-            dump_run(&exec, &graph, &inputs, dir)?
-        } else {
-            exec.run(&inputs)?
+        let outputs = match args.dump.as_deref() {
+            Some(dir) if s == 0 => dump_run(&exec, &graph, &inputs, dir)?,
+            _ => exec.run(&inputs)?,
         };
         if s < args.show {
             print_sample(&graph, s, samples, &outputs, args.top);
