@@ -499,6 +499,14 @@ impl Kernel {
             ))?),
             Op::Relu6 if float => Prepared::Relu6F32,
             Op::Relu6 => Prepared::Relu6I8(rt(k::relu6::Relu6Params::prepare(quant(info(0))?))?),
+            Op::Sub { .. }
+            | Op::Div { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Clip { .. }
+            | Op::Transpose { .. }
+            | Op::TransposeConv2d(_) => {
+                return Err(format!("{} has no kernel yet", node.op.name()).into())
+            }
         };
         Ok(Kernel(prepared))
     }

@@ -13,6 +13,7 @@ pub(crate) mod validate;
 
 pub use op::{
     Activation, Conv2dAttrs, DepthwiseConv2dAttrs, Op, Padding, Pool2dAttrs, ResidualAdd,
+    TransposeConv2dAttrs,
 };
 pub use shape::infer_output_shape;
 pub use validate::ValidateError;

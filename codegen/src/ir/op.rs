@@ -104,6 +104,22 @@ pub struct Pool2dAttrs {
     pub activation: Activation,
 }
 
+/// Attributes of [`Op::TransposeConv2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransposeConv2dAttrs {
+    /// Stride as (height, width): input pixel `i` scatters to output rows from
+    /// `i * stride - pad_before`.
+    pub stride: [usize; 2],
+    /// Dilation of the filter as (height, width).
+    pub dilation: [usize; 2],
+    /// Padding removed from the full ("VALID") transposed-conv output. SAME/VALID follow
+    /// TFLite's TRANSPOSE_CONV; `Explicit` gives `top`/`left` (ONNX `pads` begin values),
+    /// while `bottom`/`right` are implied by the output tensor's shape.
+    pub padding: Padding,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
 /// An operator. The doc of each variant lists its operands and results; shapes are NHWC.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -173,6 +189,38 @@ pub enum Op {
     Relu,
     /// `[input] -> [output]`: `min(max(x, 0), 6)`, requantized for int8.
     Relu6,
+    /// `[a, b] -> [a - b]` with NumPy broadcasting.
+    Sub {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// `[a, b] -> [a / b]` with NumPy broadcasting.
+    Div {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// `[input] -> [output]`: `x` for `x >= 0`, else `alpha * x`; requantized for int8.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// `[input] -> [output]`: `min(max(x, min), max)`, requantized for int8 (ONNX Clip,
+    /// and the clamp left by decomposing HardSigmoid/HardSwish).
+    Clip {
+        /// Lower bound (may be `-inf`).
+        min: f32,
+        /// Upper bound (may be `inf`).
+        max: f32,
+    },
+    /// `[input] -> [output]`: `output.shape[i] = input.shape[perm[i]]`.
+    Transpose {
+        /// Output axis `i` is input axis `perm[i]`.
+        perm: Vec<usize>,
+    },
+    /// `[input NHWC, filter OHWI, bias? (O)] -> [output NHWC]`: the gradient of a
+    /// convolution with respect to its input (ONNX ConvTranspose, TFLite TRANSPOSE_CONV).
+    /// The output shape is the output tensor's.
+    TransposeConv2d(TransposeConv2dAttrs),
 }
 
 impl Op {
@@ -197,6 +245,12 @@ impl Op {
             Op::Tanh => "tanh",
             Op::Relu => "relu",
             Op::Relu6 => "relu6",
+            Op::Sub { .. } => "sub",
+            Op::Div { .. } => "div",
+            Op::LeakyRelu { .. } => "leaky_relu",
+            Op::Clip { .. } => "clip",
+            Op::Transpose { .. } => "transpose",
+            Op::TransposeConv2d(_) => "transpose_conv_2d",
         }
     }
 }

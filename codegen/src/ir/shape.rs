@@ -227,6 +227,13 @@ pub fn infer_output_shape(
         Op::Quantize | Op::Dequantize | Op::Logistic | Op::Tanh | Op::Relu | Op::Relu6 => {
             Ok(input.shape.clone())
         }
+        // Shape rules of the ops added for ONNX land with their kernels.
+        Op::Sub { .. }
+        | Op::Div { .. }
+        | Op::LeakyRelu { .. }
+        | Op::Clip { .. }
+        | Op::Transpose { .. }
+        | Op::TransposeConv2d(_) => Err(format!("{} is not implemented yet", op.name())),
     }
 }
 
