@@ -19,6 +19,9 @@ use kiln_runtime::kernels::reference::add::{
 use kiln_runtime::kernels::reference::average_pool_2d::{
     average_pool_2d_f32, average_pool_2d_i8, Pool2dParams,
 };
+use kiln_runtime::kernels::reference::clip::{
+    clip_f32, clip_f32_in_place, clip_i8, clip_i8_in_place, ClipParams,
+};
 use kiln_runtime::kernels::reference::concatenation::{
     concatenation_f32, concatenation_i8, ConcatenationParams,
 };
@@ -27,8 +30,15 @@ use kiln_runtime::kernels::reference::depthwise_conv_2d::{
     depthwise_conv_2d_f32, depthwise_conv_2d_i8, DepthwiseConv2dParams,
 };
 use kiln_runtime::kernels::reference::dequantize::{dequantize_i8_to_f32, DequantizeParams};
+use kiln_runtime::kernels::reference::div::{
+    div_f32, div_f32_in_place, div_i8, div_i8_in_place, DivParams,
+};
 use kiln_runtime::kernels::reference::fully_connected::{
     fully_connected_f32, fully_connected_i8, FullyConnectedParams, FullyConnectedQuant,
+};
+use kiln_runtime::kernels::reference::leaky_relu::{
+    leaky_relu_f32, leaky_relu_f32_in_place, leaky_relu_i8, leaky_relu_i8_in_place,
+    LeakyReluParams,
 };
 use kiln_runtime::kernels::reference::logistic::{
     logistic_f32, logistic_f32_in_place, logistic_i8, logistic_i8_in_place, SigmoidInputParams,
@@ -49,8 +59,15 @@ use kiln_runtime::kernels::reference::relu6::{
     relu6_f32, relu6_f32_in_place, relu6_i8, relu6_i8_in_place, Relu6Params,
 };
 use kiln_runtime::kernels::reference::softmax::{softmax_f32, softmax_i8, SoftmaxParams};
+use kiln_runtime::kernels::reference::sub::{
+    sub_f32, sub_f32_in_place, sub_i8, sub_i8_in_place, SubParams,
+};
 use kiln_runtime::kernels::reference::tanh::{
     tanh_f32, tanh_f32_in_place, tanh_i8, tanh_i8_in_place,
+};
+use kiln_runtime::kernels::reference::transpose::{transpose_f32, transpose_i8, TransposeParams};
+use kiln_runtime::kernels::reference::transpose_conv_2d::{
+    transpose_conv_2d_f32, transpose_conv_2d_i8, TransposeConv2dParams,
 };
 use kiln_runtime::shape::Broadcast;
 
@@ -140,6 +157,30 @@ entry_points! {
         => relu6_i8(p, x, y);
     kiln_relu6_f32(x: &[f32], y: &mut [f32])
         => relu6_f32(x, y);
+    kiln_sub_i8(p: &SubParams, plan: &Broadcast, a: &[i8], b: &[i8], y: &mut [i8])
+        => sub_i8(p, plan, a, b, y);
+    kiln_sub_f32(act: ActivationRangeF32, plan: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32])
+        => sub_f32(act, plan, a, b, y);
+    kiln_div_i8(p: &DivParams, plan: &Broadcast, a: &[i8], b: &[i8], y: &mut [i8])
+        => div_i8(p, plan, a, b, y);
+    kiln_div_f32(act: ActivationRangeF32, plan: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32])
+        => div_f32(act, plan, a, b, y);
+    kiln_leaky_relu_i8(p: &LeakyReluParams, x: &[i8], y: &mut [i8])
+        => leaky_relu_i8(p, x, y);
+    kiln_leaky_relu_f32(alpha: f32, x: &[f32], y: &mut [f32])
+        => leaky_relu_f32(alpha, x, y);
+    kiln_clip_i8(p: &ClipParams, x: &[i8], y: &mut [i8])
+        => clip_i8(p, x, y);
+    kiln_clip_f32(r: ActivationRangeF32, x: &[f32], y: &mut [f32])
+        => clip_f32(r, x, y);
+    kiln_transpose_i8(p: &TransposeParams, x: &[i8], y: &mut [i8])
+        => transpose_i8(p, x, y);
+    kiln_transpose_f32(p: &TransposeParams, x: &[f32], y: &mut [f32])
+        => transpose_f32(p, x, y);
+    kiln_transpose_conv_2d_i8(p: &TransposeConv2dParams, q: &ConvQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8])
+        => transpose_conv_2d_i8(p, q, x, w, b, y);
+    kiln_transpose_conv_2d_f32(p: &TransposeConv2dParams, a: ActivationRangeF32, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32])
+        => transpose_conv_2d_f32(p, a, x, w, b, y);
 
     // In-place variants (the memory planner's input-overwriting kernels).
     kiln_add_i8_in_place(p: &AddParams, plan: &Broadcast, xy: &mut [i8], other: &[i8], first: bool)
@@ -168,6 +209,22 @@ entry_points! {
         => relu6_i8_in_place(p, xy);
     kiln_relu6_f32_in_place(xy: &mut [f32])
         => relu6_f32_in_place(xy);
+    kiln_sub_i8_in_place(p: &SubParams, plan: &Broadcast, xy: &mut [i8], other: &[i8], first: bool)
+        => sub_i8_in_place(p, plan, xy, other, first);
+    kiln_sub_f32_in_place(act: ActivationRangeF32, plan: &Broadcast, xy: &mut [f32], other: &[f32], first: bool)
+        => sub_f32_in_place(act, plan, xy, other, first);
+    kiln_div_i8_in_place(p: &DivParams, plan: &Broadcast, xy: &mut [i8], other: &[i8], first: bool)
+        => div_i8_in_place(p, plan, xy, other, first);
+    kiln_div_f32_in_place(act: ActivationRangeF32, plan: &Broadcast, xy: &mut [f32], other: &[f32], first: bool)
+        => div_f32_in_place(act, plan, xy, other, first);
+    kiln_leaky_relu_i8_in_place(p: &LeakyReluParams, xy: &mut [i8])
+        => leaky_relu_i8_in_place(p, xy);
+    kiln_leaky_relu_f32_in_place(alpha: f32, xy: &mut [f32])
+        => leaky_relu_f32_in_place(alpha, xy);
+    kiln_clip_i8_in_place(p: &ClipParams, xy: &mut [i8])
+        => clip_i8_in_place(p, xy);
+    kiln_clip_f32_in_place(r: ActivationRangeF32, xy: &mut [f32])
+        => clip_f32_in_place(r, xy);
 }
 
 /// Reached only if a kernel can panic, which `check.sh` rules out: with no caller left
