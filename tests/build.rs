@@ -8,13 +8,20 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut dirs = Vec::new();
-    for parent in [root.clone(), root.join("ops")] {
+    for parent in [
+        root.clone(),
+        root.join("ops"),
+        root.join("onnx"),
+        root.join("onnx/ops"),
+    ] {
         println!("cargo:rerun-if-changed={}", parent.display());
         let Ok(entries) = std::fs::read_dir(&parent) else {
             continue;
         };
         for e in entries.flatten() {
-            if e.path().join("golden").is_dir() && e.path().join("model.tflite").is_file() {
+            let has_model =
+                e.path().join("model.tflite").is_file() || e.path().join("model.onnx").is_file();
+            if e.path().join("golden").is_dir() && has_model {
                 dirs.push(e.path().strip_prefix(&root).unwrap().to_path_buf());
             }
         }

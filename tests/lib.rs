@@ -1,7 +1,8 @@
 //! Shared helpers for the end-to-end tests in this folder.
 
 use kiln_codegen::exec::{compare, Executor, TensorData};
-use kiln_codegen::import::tflite;
+use kiln_codegen::import;
+use kiln_codegen::ir::{DType, Graph, Op};
 use kiln_codegen::npy;
 use std::path::{Path, PathBuf};
 
@@ -51,12 +52,25 @@ impl Golden {
     }
 }
 
-/// Imports `models/<rel>/model.tflite`, runs every golden sample on the imported graph
-/// and on the graph after kiln's optimization passes, and panics with a list of every
-/// differing sample and output.
+/// The model file of a model folder: `model.tflite` or `model.onnx`.
+pub fn model_file(dir: &Path) -> PathBuf {
+    let tflite = dir.join("model.tflite");
+    if tflite.is_file() {
+        tflite
+    } else {
+        dir.join("model.onnx")
+    }
+}
+
+/// Imports `models/<rel>/model.{tflite,onnx}`, runs every golden sample on the imported
+/// graph and on the graph after kiln's optimization passes, and panics with a list of
+/// every differing sample and output. TFLite goldens (TFLM) must match bit-exactly for
+/// int8 ([`compare`]); ONNX goldens (onnxruntime) within [`onnx_tolerance`].
 pub fn assert_golden(rel: &str) {
     let dir = models_dir().join(rel);
-    let graph = tflite::load(&dir.join("model.tflite")).unwrap_or_else(|e| panic!("{e}"));
+    let file = model_file(&dir);
+    let is_onnx = file.extension().is_some_and(|e| e == "onnx");
+    let graph = import::load(&file).unwrap_or_else(|e| panic!("{e}"));
     let mut optimized = graph.clone();
     kiln_codegen::passes::optimize(&mut optimized).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let golden = Golden::load(&dir);
@@ -82,7 +96,12 @@ pub fn assert_golden(rel: &str) {
                 .zip(Golden::sample(&golden.outputs, s))
                 .enumerate()
             {
-                if let Some(diff) = compare(got, &want) {
+                let diff = if is_onnx {
+                    onnx_tolerance(g, j, got, &want)
+                } else {
+                    compare(got, &want).map(|m| m.to_string())
+                };
+                if let Some(diff) = diff {
                     failures.push(format!("{label} graph, sample {s} output {j}: {diff}"));
                 }
             }
@@ -94,4 +113,45 @@ pub fn assert_golden(rel: &str) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Compares a graph output with onnxruntime's: float results within 1e-5 relative error
+/// (plus 1e-6 absolute for values near zero); results of an int8 model (a float output
+/// produced by a Dequantize) within one quantization step, since onnxruntime rounds its
+/// integer requantization differently from TFLite's fixed-point arithmetic.
+pub fn onnx_tolerance(
+    graph: &Graph,
+    output: usize,
+    got: &TensorData,
+    want: &TensorData,
+) -> Option<String> {
+    let id = graph.outputs[output];
+    let step = graph
+        .nodes
+        .iter()
+        .find(|n| n.outputs[0] == id && n.op == Op::Dequantize)
+        .and_then(|n| graph.info(n.inputs[0]).scale_zero_point())
+        .map(|(s, _)| s as f64);
+    let (g, w) = (got.to_f64(), want.to_f64());
+    if got.dtype() != DType::F32 || g.len() != w.len() {
+        return compare(got, want).map(|m| m.to_string());
+    }
+    let mut worst: Option<(usize, f64, f64)> = None;
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let tol = match step {
+            Some(s) => s * 1.001,
+            None => 1e-5 * b.abs() + 1e-6,
+        };
+        if (a - b).abs() > tol && worst.is_none_or(|(_, d, _)| (a - b).abs() > d) {
+            worst = Some((i, (a - b).abs(), b));
+        }
+    }
+    worst.map(|(i, d, b)| {
+        format!(
+            "element {i}: got {}, expected {b} (|diff| {d:e}{})",
+            g[i],
+            step.map(|s| format!(", {:.2} quantization steps", d / s))
+                .unwrap_or_default()
+        )
+    })
 }

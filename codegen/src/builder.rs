@@ -3,7 +3,6 @@
 use crate::board::{Board, Needs};
 use crate::compile::{optimize_and_plan, CompileError, CompileOptions, Target};
 use crate::emit::rust::emit;
-use crate::import::tflite;
 use std::path::{Path, PathBuf};
 
 /// Compiles a model into `OUT_DIR` from a `build.rs`, so firmware can include it
@@ -127,7 +126,7 @@ impl Builder {
             .unwrap_or_default();
         let name = self.name.unwrap_or(stem);
         println!("cargo:rerun-if-changed={file}");
-        let graph = tflite::load(&self.model)?;
+        let graph = crate::import::load(&self.model)?;
         let planned = optimize_and_plan(graph, &self.options, &file)?;
         let (graph, plan) = (&planned.graph, &planned.plan);
         let weights_file = format!("{name}.weights.bin");

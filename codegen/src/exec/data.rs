@@ -52,6 +52,16 @@ impl TensorData {
         }
     }
 
+    /// Little-endian bytes, the inverse of [`Self::from_le_bytes`] (constant data).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
     /// The element type.
     pub fn dtype(&self) -> DType {
         match self {

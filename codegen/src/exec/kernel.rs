@@ -513,7 +513,7 @@ impl Kernel {
 
     /// Runs the kernel. `inputs` and `output` have the dtypes and lengths validation
     /// guarantees for this node.
-    pub(super) fn run(&self, inputs: &[&TensorData], output: &mut TensorData) {
+    pub(crate) fn run(&self, inputs: &[&TensorData], output: &mut TensorData) {
         use TensorData::{F32, I32, I8};
         let bias_i32 = || match inputs.get(2) {
             Some(I32(b)) => Some(b.as_slice()),

@@ -4,6 +4,19 @@
 //! use, and any problem becomes an [`ImportError`] naming the file, node and tensor.
 
 mod error;
+pub mod onnx;
 pub mod tflite;
 
 pub use error::{ImportError, Unsupported};
+
+use crate::ir::Graph;
+use std::path::Path;
+
+/// Imports a model file, choosing the importer by extension: `.onnx` is ONNX, anything
+/// else is read as TFLite (whose importer reports a file that is not a flatbuffer).
+pub fn load(path: &Path) -> Result<Graph, ImportError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("onnx") => onnx::load(path),
+        _ => tflite::load(path),
+    }
+}

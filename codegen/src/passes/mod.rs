@@ -1,5 +1,7 @@
-//! Graph rewrites that keep every result bit-exact while removing nodes and tensors:
-//! fewer kernel calls, and fewer tensors for the memory planner to place.
+//! Graph rewrites that remove nodes and tensors: fewer kernel calls, and fewer tensors
+//! for the memory planner to place. Every pass keeps results bit-exact except
+//! `fold_batch_norm`, which folds float per-channel scales into weights (rounding-level
+//! differences, see its module).
 //!
 //! Each pass is a function `fn(&mut Graph) -> usize` returning how many rewrites it
 //! made. [`optimize`] runs the pipeline until no pass changes anything, validating the
@@ -9,8 +11,11 @@
 mod collapse;
 mod dead_code;
 mod fold_activation;
+mod fold_affine;
+mod fold_constants;
 mod fold_pad;
 mod fuse_residual;
+mod transpose;
 
 use crate::ir::{Graph, NodeId, TensorId, ValidateError};
 
@@ -23,7 +28,19 @@ pub struct Pass {
 }
 
 /// The default pipeline, in the order it runs each round.
-pub const PIPELINE: [Pass; 6] = [
+pub const PIPELINE: [Pass; 9] = [
+    Pass {
+        name: "fold_constants",
+        run: fold_constants::run,
+    },
+    Pass {
+        name: "simplify_transpose",
+        run: transpose::run,
+    },
+    Pass {
+        name: "fold_batch_norm",
+        run: fold_affine::run,
+    },
     Pass {
         name: "fold_pad",
         run: fold_pad::run,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use kiln_codegen::exec;
-use kiln_codegen::import::tflite;
+use kiln_codegen::import::{onnx, tflite, ImportError};
 use kiln_codegen::ir::Graph;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 /// Arguments of `kiln check`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite).
+    /// The model file (.tflite or .onnx).
     model: PathBuf,
 }
 
@@ -19,15 +19,31 @@ pub struct Args {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
     let bytes = std::fs::read(&args.model).with_context(|| format!("{file}: cannot read"))?;
-    let unsupported = tflite::unsupported_operators(&bytes, &file)?;
-    if !unsupported.is_empty() {
-        println!("{file}: {} unsupported operator(s):", unsupported.len());
-        for u in &unsupported {
-            println!("  {u}");
+    let is_onnx = args
+        .model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let imported = if is_onnx {
+        onnx::parse(&bytes, &file, args.model.parent())
+    } else {
+        match tflite::unsupported_operators(&bytes, &file)? {
+            items if items.is_empty() => tflite::parse(&bytes, &file),
+            items => Err(ImportError::Unsupported {
+                file: file.clone(),
+                items,
+            }),
         }
-        return Ok(ExitCode::FAILURE);
-    }
-    let graph = tflite::parse(&bytes, &file)?;
+    };
+    let graph = match imported {
+        Err(ImportError::Unsupported { items, .. }) => {
+            println!("{file}: {} unsupported operator(s):", items.len());
+            for u in &items {
+                println!("  {u}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        other => other?,
+    };
     print_summary(&file, &graph);
     let refused = exec::check(&graph)?;
     if refused.is_empty() {

@@ -6,7 +6,6 @@ use kiln_codegen::board::{self, Board, Fit, Needs};
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions, Target};
 use kiln_codegen::emit::rust::probe::{measure, Sizes};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
-use kiln_codegen::import::tflite;
 use kiln_codegen::ir::cost::macs;
 use kiln_codegen::ir::Graph;
 use kiln_codegen::plan::{Location, Plan};
@@ -17,7 +16,7 @@ use std::process::ExitCode;
 /// Arguments of `kiln compile`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite).
+    /// The model file (.tflite or .onnx).
     model: PathBuf,
     /// The device: host (default), cortex-m0plus, cortex-m3, cortex-m4, cortex-m7,
     /// cortex-m33, riscv32imac.
@@ -64,7 +63,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         (Some(b), _) => b.target,
         (None, t) => t.unwrap_or_default(),
     };
-    let graph = tflite::load(&args.model)?;
+    let graph = kiln_codegen::import::load(&args.model)?;
     let mut options = CompileOptions {
         target,
         ..Default::default()

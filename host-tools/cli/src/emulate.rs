@@ -13,7 +13,6 @@ use kiln_codegen::board::Needs;
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
 use kiln_codegen::emit::rust::probe::{cargo_build_release, llvm_tool};
 use kiln_codegen::exec::TensorData;
-use kiln_codegen::import::tflite;
 use kiln_codegen::ir::DType;
 use kiln_codegen::npy;
 use std::ffi::OsStr;
@@ -58,7 +57,7 @@ pub const MACHINES: [Machine; 3] = [
 /// Arguments of `kiln emulate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite) with one int8 input and one int8 output.
+    /// The model file (.tflite or .onnx) with one int8 input and one int8 output.
     model: PathBuf,
     /// QEMU machine: mps2-an386 (Cortex-M4F), mps2-an385 (Cortex-M3), microbit
     /// (Cortex-M0, 16 KiB RAM).
@@ -123,7 +122,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .context("the board table gives this machine no Rust target")?;
     let model = std::fs::canonicalize(&args.model)
         .with_context(|| format!("{}: cannot open the model", args.model.display()))?;
-    let graph = tflite::load(&model)?;
+    let graph = kiln_codegen::import::load(&model)?;
     let (in_info, out_info) = match (&graph.inputs[..], &graph.outputs[..]) {
         ([i], [o]) => (graph.info(*i), graph.info(*o)),
         _ => bail!(

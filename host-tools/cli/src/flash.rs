@@ -36,7 +36,7 @@ use std::process::{Command, ExitCode};
 /// Arguments of `kiln flash`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite).
+    /// The model file (.tflite or .onnx).
     model: PathBuf,
     /// The board: nrf52840-dk or nucleo-f767zi.
     #[arg(long, value_parser = parse_board)]

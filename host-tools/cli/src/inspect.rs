@@ -2,7 +2,6 @@
 //! of it (time across, arena address up) so the peak is easy to see.
 
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
-use kiln_codegen::import::tflite;
 use kiln_codegen::ir::Graph;
 use kiln_codegen::plan::{intervals, report, Interval, Plan};
 use std::fmt::Write as _;
@@ -12,7 +11,7 @@ use std::process::ExitCode;
 /// Arguments of `kiln inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite).
+    /// The model file (.tflite or .onnx).
     model: PathBuf,
     /// Write the memory plan as an SVG picture to this file.
     #[arg(long)]
@@ -25,7 +24,7 @@ pub struct Args {
 /// Prints the plan per step and optionally writes the picture.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
-    let graph = tflite::load(&args.model)?;
+    let graph = kiln_codegen::import::load(&args.model)?;
     let mut options = CompileOptions::default();
     options.plan.in_place = !args.no_in_place;
     let planned = optimize_and_plan(graph, &options, &file)?;

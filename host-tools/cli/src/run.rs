@@ -4,7 +4,6 @@
 
 use anyhow::{bail, Context};
 use kiln_codegen::exec::{compare, Executor, TensorData};
-use kiln_codegen::import::tflite;
 use kiln_codegen::ir::{DType, Graph, TensorId, TensorInfo};
 use kiln_codegen::npy;
 use kiln_runtime::kernels::reference::quantize::{quantize_f32_to_i8, QuantizeParams};
@@ -15,7 +14,7 @@ use std::process::ExitCode;
 /// Arguments of `kiln run`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite).
+    /// The model file (.tflite or .onnx).
     model: PathBuf,
     /// Input .npy, one per model input, in order. Its shape is the model input's shape,
     /// or that shape with a leading sample axis [N, ...] to run N samples. float32 data
@@ -44,7 +43,7 @@ pub struct Args {
 
 /// Runs the model on every sample and reports.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let graph = tflite::load(&args.model)?;
+    let graph = kiln_codegen::import::load(&args.model)?;
     if args.input.len() != graph.inputs.len() {
         bail!(
             "{}: the model has {} input(s), {} --input file(s) given",
