@@ -3,7 +3,7 @@
 use crate::compile::{optimize_and_plan, CompileOptions};
 use crate::emit::rust::emit;
 use crate::exec::{Executor, TensorData};
-use crate::import::tflite;
+use crate::import::{onnx, tflite};
 use crate::ir::cost::total_macs;
 
 /// Graphs above this many multiply-accumulates are imported but not run, so a fuzzed
@@ -14,7 +14,15 @@ pub const MAX_FUZZ_MACS: u64 = 20_000_000;
 /// plan, Rust source) and, if small enough, runs it on all-zero inputs. Returns what
 /// happened; never panics (that is what it tests).
 pub fn import_and_run(bytes: &[u8]) -> Result<(), String> {
-    let graph = tflite::parse(bytes, "input").map_err(|e| e.to_string())?;
+    compile_and_run(tflite::parse(bytes, "input").map_err(|e| e.to_string())?)
+}
+
+/// [`import_and_run`] for ONNX bytes (no external data files).
+pub fn import_onnx_and_run(bytes: &[u8]) -> Result<(), String> {
+    compile_and_run(onnx::parse(bytes, "input", None).map_err(|e| e.to_string())?)
+}
+
+fn compile_and_run(graph: crate::ir::Graph) -> Result<(), String> {
     if let Ok(planned) = optimize_and_plan(graph.clone(), &CompileOptions::default(), "input") {
         emit(&planned.graph, &planned.plan, "input", "weights.bin").map_err(|e| e.to_string())?;
     }

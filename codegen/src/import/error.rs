@@ -56,6 +56,14 @@ pub enum ImportError {
         /// Every unsupported node.
         items: Vec<Unsupported>,
     },
+    /// The model format version (e.g. an ONNX opset) is outside what kiln reads.
+    #[error("{file}: {message}")]
+    Version {
+        /// The model file.
+        file: String,
+        /// The version found and the versions supported.
+        message: String,
+    },
     /// The imported graph breaks a structural rule (shapes, types, ordering).
     #[error("{file}: {source}")]
     Invalid {

@@ -76,17 +76,13 @@ pub fn parse(
         ModelProto::decode(bytes).map_err(|e| malformed(format!("not an ONNX model: {e}")))?;
     let opset = default_opset(&model).map_err(malformed)?;
     if !OPSETS.contains(&opset) {
-        return Err(ImportError::Unsupported {
+        return Err(ImportError::Version {
             file: file.to_string(),
-            items: vec![Unsupported {
-                node: 0,
-                op: "model".into(),
-                reason: format!(
-                    "opset {opset} of the default domain; kiln imports opsets {} to {} (convert the model with onnx.version_converter)",
-                    OPSETS.start(),
-                    OPSETS.end()
-                ),
-            }],
+            message: format!(
+                "opset {opset} of the default ONNX domain; kiln imports opsets {} to {} (convert the model with onnx.version_converter)",
+                OPSETS.start(),
+                OPSETS.end()
+            ),
         });
     }
     let graph_proto = model
