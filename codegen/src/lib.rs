@@ -26,7 +26,10 @@
 //! # Dependencies
 //!
 //! planus reads flatbuffers with checked accessors (see `import::tflite`), thiserror
-//! gives each stage a typed error, npyz reads and writes `.npy` files.
+//! gives each stage a typed error, npyz reads and writes `.npy` files. flate2 (with its
+//! default pure-Rust miniz_oxide backend: no C toolchain, already in the lock file through
+//! probe-rs) decompresses gzip'd IDX calibration data such as MNIST's `*-ubyte.gz`
+//! (see [`quantize::data`]).
 
 pub mod board;
 pub mod builder;
@@ -39,6 +42,7 @@ pub mod import;
 pub mod ir;
 pub mod npy;
 pub mod plan;
+pub mod quantize;
 
 pub use builder::Builder;
 pub use compile::{CompileError, CompileOptions, Target};
