@@ -6,6 +6,7 @@
 mod check;
 mod compile;
 mod emulate;
+mod eval;
 mod flash;
 mod inspect;
 mod run;
@@ -31,6 +32,9 @@ enum Command {
     Compile(compile::Args),
     /// Show a model's memory plan step by step, and draw it (--plot plan.svg).
     Inspect(inspect::Args),
+    /// Classification accuracy on a labelled dataset (IDX or npy); with --quantize int8,
+    /// the float and the int8 accuracy side by side.
+    Eval(eval::Args),
     /// Build QEMU firmware with the model, run it on an emulated Cortex-M and report
     /// outputs, pass/fail, instructions per inference, flash and RAM.
     Emulate(emulate::Args),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Compile(args) => compile::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Eval(args) => eval::main(args),
         Command::Emulate(args) => emulate::main(args),
         Command::Flash(args) => flash::main(args),
     };

@@ -328,9 +328,37 @@ pub(super) fn try_fuse(
     if imp.qctx.is_some() || !FUSABLE.contains(&op) || node.output.is_empty() {
         return Ok(None);
     }
+    // QOperator models run pooling directly on int8 tensors: the output keeps the
+    // input's parameters.
+    if let (Some(Some(Value::Tensor { id, .. })), "MaxPool") = (inputs.first(), op) {
+        let info = imp.graph.info(*id);
+        if let (DType::I8, Some((scale, zp))) = (info.dtype, info.scale_zero_point()) {
+            let out = QDomain {
+                scale: vec![scale],
+                zero_point: vec![zp],
+                axis: 0,
+            };
+            return fused(imp, node, op, inputs, out).map(|v| {
+                let mut outs = vec![v];
+                outs.resize(node.output.len(), Value::Poisoned);
+                Some(outs)
+            });
+        }
+    }
     let Some(out) = imp.quantize_after.get(&node.output[0]).cloned() else {
         return Ok(None);
     };
+    // Ops whose int8 kernels fix the output quantization run in float otherwise.
+    let fixed = match op {
+        "Softmax" | "Sigmoid" => Some((1.0 / 256.0, -128)),
+        "Tanh" => Some((1.0 / 128.0, 0)),
+        _ => None,
+    };
+    if let Some((scale, zp)) = fixed {
+        if (out.scale[0] - scale).abs() > scale * 1e-6 || out.zero_point[0] != zp {
+            return Ok(None);
+        }
+    }
     let first_is_int8 = matches!(
         inputs.first(),
         Some(Some(Value::Dequantized { q, .. })) if matches!(**q, Value::Tensor { .. })
@@ -367,6 +395,9 @@ fn fused(
 ) -> Result<Value> {
     let input_scale = match inputs.first() {
         Some(Some(Value::Dequantized { quant, .. })) => quant.scale[0],
+        Some(Some(Value::Tensor { id, .. })) if imp.graph.info(*id).dtype == DType::I8 => {
+            imp.graph.info(*id).scale_zero_point().map_or(1.0, |(s, _)| s)
+        }
         _ => return unsupported("quantized op without a quantized input"),
     };
     let weight = match (op, inputs.get(1)) {
@@ -404,6 +435,7 @@ pub(super) fn int8_operand(imp: &mut Importer<'_>, v: &Value) -> Result<(TensorI
             }
             _ => unsupported("a per-channel quantized constant as an element-wise operand"),
         },
+        Value::Tensor { id, layout } if imp.graph.info(*id).dtype == DType::I8 => Ok((*id, *layout)),
         _ => unsupported("a float operand of a quantized op"),
     }
 }
