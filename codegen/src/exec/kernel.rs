@@ -102,6 +102,25 @@ pub(crate) enum Prepared {
     ReluF32,
     Relu6I8(k::relu6::Relu6Params),
     Relu6F32,
+    SubI8(k::sub::SubParams, Broadcast),
+    SubF32(ActivationRangeF32, Broadcast),
+    DivI8(k::div::DivParams, Broadcast),
+    DivF32(ActivationRangeF32, Broadcast),
+    LeakyReluI8(k::leaky_relu::LeakyReluParams),
+    /// The slope for negative inputs.
+    LeakyReluF32(f32),
+    ClipI8(k::clip::ClipParams),
+    ClipF32(ActivationRangeF32),
+    /// Any element type: the values are only moved.
+    Transpose(k::transpose::TransposeParams),
+    TransposeConv2dI8(
+        k::transpose_conv_2d::TransposeConv2dParams,
+        Owned<k::conv_2d::ConvQuant<'static>>,
+    ),
+    TransposeConv2dF32(
+        k::transpose_conv_2d::TransposeConv2dParams,
+        ActivationRangeF32,
+    ),
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -499,13 +518,89 @@ impl Kernel {
             ))?),
             Op::Relu6 if float => Prepared::Relu6F32,
             Op::Relu6 => Prepared::Relu6I8(rt(k::relu6::Relu6Params::prepare(quant(info(0))?))?),
-            Op::Sub { .. }
-            | Op::Div { .. }
-            | Op::LeakyRelu { .. }
-            | Op::Clip { .. }
-            | Op::Transpose { .. }
-            | Op::TransposeConv2d(_) => {
-                return Err(format!("{} has no kernel yet", node.op.name()).into())
+            Op::Sub { activation: act } | Op::Div { activation: act } => {
+                let plan = rt(Broadcast::new(&info(0).shape, &info(1).shape))?;
+                let act = activation(*act);
+                let sub = matches!(node.op, Op::Sub { .. });
+                match (float, sub) {
+                    (true, true) => Prepared::SubF32(act.range_f32(), plan),
+                    (true, false) => Prepared::DivF32(act.range_f32(), plan),
+                    (false, true) => Prepared::SubI8(
+                        rt(k::sub::SubParams::prepare(
+                            quant(info(0))?,
+                            quant(info(1))?,
+                            quant(out)?,
+                            act,
+                        ))?,
+                        plan,
+                    ),
+                    (false, false) => Prepared::DivI8(
+                        rt(k::div::DivParams::prepare(
+                            quant(info(0))?,
+                            quant(info(1))?,
+                            quant(out)?,
+                            act,
+                        ))?,
+                        plan,
+                    ),
+                }
+            }
+            Op::LeakyRelu { alpha } if float => Prepared::LeakyReluF32(*alpha),
+            Op::LeakyRelu { alpha } => Prepared::LeakyReluI8(rt(
+                k::leaky_relu::LeakyReluParams::prepare(quant(info(0))?, quant(out)?, *alpha),
+            )?),
+            Op::Clip { min, max } if float => {
+                Prepared::ClipF32(rt(k::clip::clip_range_f32(*min, *max))?)
+            }
+            Op::Clip { min, max } => Prepared::ClipI8(rt(k::clip::ClipParams::prepare(
+                quant(info(0))?,
+                quant(out)?,
+                *min,
+                *max,
+            ))?),
+            Op::Transpose { perm } => Prepared::Transpose(rt(k::transpose::TransposeParams::new(
+                &info(0).shape,
+                perm,
+            ))?),
+            Op::TransposeConv2d(a) => {
+                let (x, f, y) = (shape4(info(0))?, shape4(info(1))?, shape4(out)?);
+                let p = match a.padding {
+                    Padding::Same | Padding::Valid => {
+                        let padding = if a.padding == Padding::Same {
+                            RtPadding::Same
+                        } else {
+                            RtPadding::Valid
+                        };
+                        k::transpose_conv_2d::TransposeConv2dParams::new(
+                            x, f, y, a.stride, a.dilation, padding,
+                        )
+                    }
+                    Padding::Explicit { top, left, .. } => {
+                        k::transpose_conv_2d::TransposeConv2dParams::with_padding(
+                            x,
+                            f,
+                            y,
+                            a.stride,
+                            a.dilation,
+                            [top, left],
+                        )
+                    }
+                };
+                let p = rt(p)?;
+                if float {
+                    Prepared::TransposeConv2dF32(p, activation(a.activation).range_f32())
+                } else {
+                    let s = scales(info(1))?;
+                    let mut table = vec![QuantizedMultiplier::ZERO; s.len()];
+                    let q = rt(k::conv_2d::ConvQuant::prepare(
+                        quant(info(0))?,
+                        s,
+                        quant(out)?,
+                        activation(a.activation),
+                        &mut table,
+                    ))?;
+                    Prepared::TransposeConv2dI8(p, own_conv(q))
+                }
             }
         };
         Ok(Kernel(prepared))
@@ -609,6 +704,29 @@ impl Kernel {
             (Prepared::ReluF32, [F32(x)], F32(y)) => k::relu::relu_f32(x, y),
             (Prepared::Relu6I8(p), [I8(x)], I8(y)) => k::relu6::relu6_i8(p, x, y),
             (Prepared::Relu6F32, [F32(x)], F32(y)) => k::relu6::relu6_f32(x, y),
+            (Prepared::SubI8(p, plan), [I8(a), I8(b)], I8(y)) => k::sub::sub_i8(p, plan, a, b, y),
+            (Prepared::SubF32(r, plan), [F32(a), F32(b)], F32(y)) => {
+                k::sub::sub_f32(*r, plan, a, b, y)
+            }
+            (Prepared::DivI8(p, plan), [I8(a), I8(b)], I8(y)) => k::div::div_i8(p, plan, a, b, y),
+            (Prepared::DivF32(r, plan), [F32(a), F32(b)], F32(y)) => {
+                k::div::div_f32(*r, plan, a, b, y)
+            }
+            (Prepared::LeakyReluI8(p), [I8(x)], I8(y)) => k::leaky_relu::leaky_relu_i8(p, x, y),
+            (Prepared::LeakyReluF32(alpha), [F32(x)], F32(y)) => {
+                k::leaky_relu::leaky_relu_f32(*alpha, x, y)
+            }
+            (Prepared::ClipI8(p), [I8(x)], I8(y)) => k::clip::clip_i8(p, x, y),
+            (Prepared::ClipF32(r), [F32(x)], F32(y)) => k::clip::clip_f32(*r, x, y),
+            (Prepared::Transpose(p), [I8(x)], I8(y)) => k::transpose::transpose(p, x, y),
+            (Prepared::Transpose(p), [F32(x)], F32(y)) => k::transpose::transpose(p, x, y),
+            (Prepared::TransposeConv2dI8(p, q), [I8(x), I8(w), ..], I8(y)) => {
+                let quant = q.conv();
+                k::transpose_conv_2d::transpose_conv_2d_i8(p, &quant, x, w, bias_i32(), y)
+            }
+            (Prepared::TransposeConv2dF32(p, act), [F32(x), F32(w), ..], F32(y)) => {
+                k::transpose_conv_2d::transpose_conv_2d_f32(p, *act, x, w, bias_f32(), y)
+            }
             _ => unreachable!("validated graph: operand types match the prepared kernel"),
         }
     }

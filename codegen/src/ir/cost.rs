@@ -19,6 +19,13 @@ pub fn macs(graph: &Graph, node: &Node) -> u64 {
         }
         Op::FullyConnected { .. } => dims(1)[1] as u64,
         Op::AveragePool2d(a) | Op::MaxPool2d(a) => (a.filter[0] * a.filter[1]) as u64,
+        // Every input element times every filter tap and output channel (TFLM's scatter
+        // count; taps that fall outside the output are a small minority).
+        Op::TransposeConv2d(_) => {
+            let input = graph.info(node.inputs[0]).num_elements() as u64;
+            let f = dims(1);
+            return input.saturating_mul((f[0] * f[1] * f[2]) as u64);
+        }
         Op::Mean { .. } => {
             let input = graph.info(node.inputs[0]).num_elements() as u64;
             return input.max(out);

@@ -1,6 +1,9 @@
 //! Shape inference: the output shape each operator produces from its operands.
 
-use super::{Op, Padding, TensorInfo};
+use super::{Op, Padding, TensorInfo, TransposeConv2dAttrs};
+
+/// Most dimensions a transpose accepts (the runtime's `shape::MAX_DIMS`).
+pub const MAX_TRANSPOSE_RANK: usize = kiln_runtime::shape::MAX_DIMS;
 
 /// Output size of a windowed op along `axis` (0 = height, 1 = width), TFLite rules.
 /// `None` when the window does not fit or an argument is zero.
@@ -148,7 +151,7 @@ pub fn infer_output_shape(
             rank_is(input, 4, "input")?;
             windowed(input, a.filter, a.stride, [1, 1], a.padding, input.shape[3])
         }
-        Op::Add { .. } | Op::Mul { .. } => {
+        Op::Add { .. } | Op::Mul { .. } | Op::Sub { .. } | Op::Div { .. } => {
             let b = inputs.get(1).ok_or("missing second operand")?;
             broadcast_shapes(&input.shape, &b.shape).ok_or_else(|| {
                 format!(
@@ -227,14 +230,116 @@ pub fn infer_output_shape(
         Op::Quantize | Op::Dequantize | Op::Logistic | Op::Tanh | Op::Relu | Op::Relu6 => {
             Ok(input.shape.clone())
         }
-        // Shape rules of the ops added for ONNX land with their kernels.
-        Op::Sub { .. }
-        | Op::Div { .. }
-        | Op::LeakyRelu { .. }
-        | Op::Clip { .. }
-        | Op::Transpose { .. }
-        | Op::TransposeConv2d(_) => Err(format!("{} is not implemented yet", op.name())),
+        Op::LeakyRelu { alpha } => {
+            if !alpha.is_finite() {
+                return Err(format!("leaky_relu alpha {alpha} is not finite"));
+            }
+            Ok(input.shape.clone())
+        }
+        Op::Clip { min, max } => {
+            if min.is_nan() || max.is_nan() {
+                return Err(format!("clip bounds [{min}, {max}] include NaN"));
+            }
+            Ok(input.shape.clone())
+        }
+        Op::Transpose { perm } => transposed(&input.shape, perm),
+        Op::TransposeConv2d(a) => {
+            let filter = inputs.get(1).ok_or("missing filter")?;
+            transpose_conv_shape(input, filter, a, declared)
+        }
     }
+}
+
+/// `shape` permuted by `perm` (`out[i] = shape[perm[i]]`), if `perm` is a permutation
+/// of its axes and the rank is one the runtime handles.
+fn transposed(shape: &[usize], perm: &[usize]) -> Result<Vec<usize>, String> {
+    let mut seen = vec![false; shape.len()];
+    let is_permutation = perm.len() == shape.len()
+        && perm
+            .iter()
+            .all(|&p| p < shape.len() && !std::mem::replace(&mut seen[p], true));
+    if !is_permutation {
+        return Err(format!(
+            "perm {perm:?} is not a permutation of the axes of {shape:?}"
+        ));
+    }
+    if shape.len() > MAX_TRANSPOSE_RANK {
+        return Err(format!(
+            "transpose of rank {} (at most {MAX_TRANSPOSE_RANK} dimensions)",
+            shape.len()
+        ));
+    }
+    Ok(perm.iter().map(|&p| shape[p]).collect())
+}
+
+/// The full ("VALID", unpadded) transposed-convolution output size along one axis:
+/// `(input - 1) * stride + (filter - 1) * dilation + 1`.
+pub fn transpose_conv_full_size(
+    input: usize,
+    filter: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
+    input
+        .checked_sub(1)?
+        .checked_mul(stride)?
+        .checked_add(filter.checked_sub(1)?.checked_mul(dilation)?)?
+        .checked_add(1)
+}
+
+/// A transposed convolution's result is the declared (model's) output shape; this checks
+/// that it fits the operands: batch and channels, and along each spatial axis an output
+/// size the padding maps back onto the input (SAME / VALID as TFLite's TRANSPOSE_CONV
+/// computes them: the forward convolution of the output gives the input), or, with
+/// explicit padding, `top`/`left` within the full output and at most
+/// `max(stride, dilation) - 1` extra rows/columns past it (ONNX's `output_padding`).
+fn transpose_conv_shape(
+    input: &TensorInfo,
+    filter: &TensorInfo,
+    a: &TransposeConv2dAttrs,
+    declared: &[usize],
+) -> Result<Vec<usize>, String> {
+    rank_is(input, 4, "input")?;
+    rank_is(filter, 4, "filter")?;
+    let (x, f) = (&input.shape, &filter.shape);
+    if f[3] != x[3] {
+        return Err(format!(
+            "filter {f:?} expects {} input channels, input {x:?} has {}",
+            f[3], x[3]
+        ));
+    }
+    if declared.len() != 4 || declared[0] != x[0] || declared[3] != f[0] {
+        return Err(format!(
+            "result shape {declared:?} does not match batch {} and {} filters",
+            x[0], f[0]
+        ));
+    }
+    for axis in 0..2 {
+        let (inp, out, k) = (x[axis + 1], declared[axis + 1], f[axis + 1]);
+        let (stride, dilation) = (a.stride[axis], a.dilation[axis]);
+        let fits = match a.padding {
+            Padding::Same | Padding::Valid => {
+                window_output_size(out, k, stride, dilation, a.padding, axis) == Some(inp)
+            }
+            Padding::Explicit { .. } => {
+                let before = a.padding.explicit(axis).map_or(0, |p| p.0);
+                match transpose_conv_full_size(inp, k, stride, dilation) {
+                    Some(full) => {
+                        let slack = stride.max(dilation) - 1;
+                        out > 0 && before < full && before + out <= full + slack
+                    }
+                    None => false,
+                }
+            }
+        };
+        if !fits || stride == 0 || dilation == 0 || k == 0 {
+            return Err(format!(
+                "transposed conv of {x:?} by filter {f:?} (stride {:?}, dilation {:?}, {:?}) cannot give {declared:?}",
+                a.stride, a.dilation, a.padding
+            ));
+        }
+    }
+    Ok(declared.to_vec())
 }
 
 #[cfg(test)]
@@ -257,6 +362,48 @@ mod tests {
         };
         assert_eq!(window_output_size(5, 3, 1, 1, explicit, 0), Some(6));
         assert_eq!(window_output_size(5, 3, 2, 1, explicit, 1), Some(2));
+    }
+
+    #[test]
+    fn transpose_and_transpose_conv_shapes() {
+        use crate::ir::{Activation, DType};
+        let info = |shape: &[usize]| TensorInfo {
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+            quant: None,
+        };
+        let x = info(&[1, 2, 3, 4]);
+        let t = |perm: Vec<usize>| infer_output_shape(&Op::Transpose { perm }, &[&x], &[]);
+        assert_eq!(t(vec![0, 3, 1, 2]), Ok(vec![1, 4, 2, 3]));
+        assert!(t(vec![0, 1, 1, 2]).is_err());
+        assert!(t(vec![0, 1, 2]).is_err());
+
+        let (x, w) = (info(&[1, 3, 4, 2]), info(&[5, 3, 3, 2]));
+        let op = |padding| {
+            Op::TransposeConv2d(TransposeConv2dAttrs {
+                stride: [2, 2],
+                dilation: [1, 1],
+                padding,
+                activation: Activation::None,
+            })
+        };
+        let tc =
+            |padding, declared: &[usize]| infer_output_shape(&op(padding), &[&x, &w], declared);
+        assert_eq!(tc(Padding::Same, &[1, 6, 8, 5]), Ok(vec![1, 6, 8, 5]));
+        assert_eq!(tc(Padding::Same, &[1, 5, 7, 5]), Ok(vec![1, 5, 7, 5]));
+        assert!(tc(Padding::Same, &[1, 7, 8, 5]).is_err());
+        assert_eq!(tc(Padding::Valid, &[1, 7, 9, 5]), Ok(vec![1, 7, 9, 5]));
+        assert!(tc(Padding::Valid, &[1, 6, 8, 4]).is_err());
+        let explicit = Padding::Explicit {
+            top: 1,
+            bottom: 0,
+            left: 0,
+            right: 0,
+        };
+        // Full output 7 x 9: 1 row cut on top, up to one extra row/column allowed.
+        assert_eq!(tc(explicit, &[1, 6, 10, 5]), Ok(vec![1, 6, 10, 5]));
+        assert!(tc(explicit, &[1, 8, 9, 5]).is_err());
+        assert_eq!(transpose_conv_full_size(3, 3, 2, 1), Some(7));
     }
 
     #[test]

@@ -188,8 +188,11 @@ pub(crate) fn check_node(g: &Graph, node: &Node) -> Result<(), String> {
 pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
     let (min_in, max_in) = match &node.op {
         Op::Conv2d(a) if a.residual.is_some() => (4, 4),
-        Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. } => (2, 3),
-        Op::Add { .. } | Op::Mul { .. } => (2, 2),
+        Op::Conv2d(_)
+        | Op::DepthwiseConv2d(_)
+        | Op::FullyConnected { .. }
+        | Op::TransposeConv2d(_) => (2, 3),
+        Op::Add { .. } | Op::Mul { .. } | Op::Sub { .. } | Op::Div { .. } => (2, 2),
         Op::Concatenation { .. } => (1, usize::MAX),
         _ => (1, 1),
     };
@@ -221,7 +224,10 @@ pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
             .collect::<Vec<_>>()
     };
     match &node.op {
-        Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. } => {
+        Op::Conv2d(_)
+        | Op::DepthwiseConv2d(_)
+        | Op::FullyConnected { .. }
+        | Op::TransposeConv2d(_) => {
             if let Op::Conv2d(Conv2dAttrs {
                 residual: Some(r), ..
             }) = &node.op
@@ -314,8 +320,20 @@ pub(crate) fn check_node_types(g: &Graph, node: &Node) -> Result<(), String> {
                 Err("reshape changes the dtype".into())
             }
         }
+        // TFLM's TRANSPOSE copies raw values, which only means the same numbers when
+        // both sides share their quantization.
+        Op::Transpose { .. } if !float => {
+            per_tensor_i8(input, "input")?;
+            per_tensor_i8(out, "output")?;
+            if input.scale_zero_point() == out.scale_zero_point() {
+                Ok(())
+            } else {
+                Err("int8 transpose needs equal input and output quantization".into())
+            }
+        }
         _ => {
-            // Element-wise, pooling, reductions and data movement: all f32 or all int8.
+            // Element-wise, pooling, reductions and data movement: all f32 or all int8
+            // (sub, div, leaky_relu and clip requantize to the output's parameters).
             if float {
                 return if all_f32(&everything()) {
                     Ok(())

@@ -164,9 +164,14 @@ impl<'g> Model<'g> {
             a.shape == b.shape && a.dtype == b.dtype
         };
         let operands: &[usize] = match node.op {
-            Op::Relu | Op::Relu6 | Op::Logistic | Op::Tanh => &[0],
+            Op::Relu
+            | Op::Relu6
+            | Op::Logistic
+            | Op::Tanh
+            | Op::LeakyRelu { .. }
+            | Op::Clip { .. } => &[0],
             Op::Quantize if self.graph.info(node.inputs[0]).dtype == DType::I8 => &[0],
-            Op::Add { .. } | Op::Mul { .. } => &[0, 1],
+            Op::Add { .. } | Op::Mul { .. } | Op::Sub { .. } | Op::Div { .. } => &[0, 1],
             // A conv with a fused residual writes each sum over the skip element it
             // just read; its other operands are read-only and live elsewhere.
             Op::Conv2d(Conv2dAttrs {

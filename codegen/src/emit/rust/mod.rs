@@ -287,9 +287,10 @@ fn header(
 
 #[allow(unused_imports)]
 use kiln_runtime::kernels::reference::{{
-    add::*, average_pool_2d::*, concatenation::*, conv_2d::*, depthwise_conv_2d::*, dequantize::*,
-    fully_connected::*, logistic::*, max_pool_2d::*, mean::*, mul::*, pad::*, quantize::*, relu::*,
-    relu6::*, softmax::*, tanh::*,
+    add::*, average_pool_2d::*, clip::*, concatenation::*, conv_2d::*, depthwise_conv_2d::*,
+    dequantize::*, div::*, fully_connected::*, leaky_relu::*, logistic::*, max_pool_2d::*, mean::*,
+    mul::*, pad::*, quantize::*, relu::*, relu6::*, softmax::*, sub::*, tanh::*, transpose::*,
+    transpose_conv_2d::*,
 }};
 #[allow(unused_imports)]
 use kiln_runtime::{{activation::*, padding::*, quant::*, shape::*}};

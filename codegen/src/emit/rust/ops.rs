@@ -152,6 +152,31 @@ pub(super) fn kernel_call(prepared: &Prepared, ops: &Operands<'_>) -> String {
         Prepared::ReluF32 => format!("relu_f32({}, {y});", x(0)),
         Prepared::Relu6I8(p) => format!("relu6_i8(&{}, {}, {y});", literal(p), x(0)),
         Prepared::Relu6F32 => format!("relu6_f32({}, {y});", x(0)),
+        Prepared::SubI8(p, plan) => binary("sub_i8", &format!("&{}", literal(p)), plan, x(0), x(1), y),
+        Prepared::SubF32(r, plan) => binary("sub_f32", &literal(r), plan, x(0), x(1), y),
+        Prepared::DivI8(p, plan) => binary("div_i8", &format!("&{}", literal(p)), plan, x(0), x(1), y),
+        Prepared::DivF32(r, plan) => binary("div_f32", &literal(r), plan, x(0), x(1), y),
+        Prepared::LeakyReluI8(p) => format!("leaky_relu_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::LeakyReluF32(alpha) => format!("leaky_relu_f32({}, {}, {y});", literal(alpha), x(0)),
+        Prepared::ClipI8(p) => format!("clip_i8(&{}, {}, {y});", literal(p), x(0)),
+        Prepared::ClipF32(r) => format!("clip_f32({}, {}, {y});", literal(r), x(0)),
+        Prepared::Transpose(p) => format!("const P: TransposeParams = {};\ntranspose(&P, {}, {y});", literal(p), x(0)),
+        Prepared::TransposeConv2dI8(p, q) => format!(
+            "const P: TransposeConv2dParams = {};\nconst Q: ConvQuant<'static> = {};\ntranspose_conv_2d_i8(&P, &Q, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            x(0),
+            x(1),
+            bias()
+        ),
+        Prepared::TransposeConv2dF32(p, act) => format!(
+            "const P: TransposeConv2dParams = {};\ntranspose_conv_2d_f32(&P, {}, {}, {}, {}, {y});",
+            literal(p),
+            literal(act),
+            x(0),
+            x(1),
+            bias()
+        ),
     }
 }
 
@@ -238,6 +263,18 @@ pub(super) fn in_place_call(
             in_place_binary("mul_i8_in_place", &format!("&{}", literal(p)), plan, y, other(), first)
         }
         Prepared::MulF32(r, plan) => in_place_binary("mul_f32_in_place", &literal(r), plan, y, other(), first),
+        Prepared::SubI8(p, plan) => {
+            in_place_binary("sub_i8_in_place", &format!("&{}", literal(p)), plan, y, other(), first)
+        }
+        Prepared::SubF32(r, plan) => in_place_binary("sub_f32_in_place", &literal(r), plan, y, other(), first),
+        Prepared::DivI8(p, plan) => {
+            in_place_binary("div_i8_in_place", &format!("&{}", literal(p)), plan, y, other(), first)
+        }
+        Prepared::DivF32(r, plan) => in_place_binary("div_f32_in_place", &literal(r), plan, y, other(), first),
+        Prepared::LeakyReluI8(p) => format!("leaky_relu_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::LeakyReluF32(alpha) => format!("leaky_relu_f32_in_place({}, {y});", literal(alpha)),
+        Prepared::ClipI8(p) => format!("clip_i8_in_place(&{}, {y});", literal(p)),
+        Prepared::ClipF32(r) => format!("clip_f32_in_place({}, {y});", literal(r)),
         Prepared::Conv2dAddI8(p, q, r) if operand == 3 => format!(
             "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\nconv_2d_i8_add_in_place(&P, &Q, &R, {}, {}, Some({}), {y});",
             literal(p),

@@ -4,7 +4,7 @@
 use super::fb;
 use crate::ir::{
     Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op, Padding, Pool2dAttrs,
-    TensorId,
+    TensorId, TransposeConv2dAttrs,
 };
 
 /// Why an operator could not be converted.
@@ -141,6 +141,72 @@ pub(super) fn convert(
                 Op::Mul { activation }
             };
             (op, required(2)?)
+        }
+        B::Sub | B::Div => {
+            let act = match options {
+                Some(fb::BuiltinOptionsRef::SubOptions(o)) => {
+                    planus(o.fused_activation_function())?
+                }
+                Some(fb::BuiltinOptionsRef::DivOptions(o)) => {
+                    planus(o.fused_activation_function())?
+                }
+                _ => fb::ActivationFunctionType::None,
+            };
+            let activation = activation(act)?;
+            let op = if code == B::Sub {
+                Op::Sub { activation }
+            } else {
+                Op::Div { activation }
+            };
+            (op, required(2)?)
+        }
+        B::LeakyRelu => {
+            let alpha = match options {
+                Some(fb::BuiltinOptionsRef::LeakyReluOptions(o)) => planus(o.alpha())?,
+                _ => 0.0,
+            };
+            if !alpha.is_finite() {
+                return malformed(format!("leaky_relu alpha {alpha}"));
+            }
+            (Op::LeakyRelu { alpha }, required(1)?)
+        }
+        B::Transpose => {
+            let ins = required(2)?;
+            let rank = graph.info(ins[0]).shape.len();
+            let perm = constant(ins[1], "perm")?
+                .into_iter()
+                .map(|a| normalize_axis(a, rank))
+                .collect::<Result<Vec<_>>>()?;
+            (Op::Transpose { perm }, vec![ins[0]])
+        }
+        B::TransposeConv => {
+            let Some(fb::BuiltinOptionsRef::TransposeConvOptions(o)) = options else {
+                return malformed("missing TransposeConvOptions");
+            };
+            // Operands: output shape, weights (OHWI), input, optional bias.
+            let ins = required(3)?;
+            let shape = constant(ins[0], "output_shape")?;
+            let declared = outputs.first().map(|t| &graph.info(*t).shape);
+            let matches = declared.is_some_and(|d| {
+                d.len() == shape.len() && d.iter().zip(&shape).all(|(&a, &b)| a as i64 == b)
+            });
+            if !matches {
+                return malformed(format!(
+                    "output_shape operand {shape:?} differs from the result tensor's shape {:?}",
+                    declared.cloned().unwrap_or_default()
+                ));
+            }
+            let attrs = TransposeConv2dAttrs {
+                stride: hw(o.stride_h(), o.stride_w(), "stride")?,
+                dilation: [1, 1],
+                padding: padding(planus(o.padding())?),
+                activation: activation(planus(o.fused_activation_function())?)?,
+            };
+            let mut node_inputs = vec![ins[2], ins[1]];
+            if let Some(Some(bias)) = inputs.get(3) {
+                node_inputs.push(*bias);
+            }
+            (Op::TransposeConv2d(attrs), node_inputs)
         }
         B::Reshape => (Op::Reshape, required(1)?),
         B::Softmax => {
