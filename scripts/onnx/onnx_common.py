@@ -329,10 +329,64 @@ def write_golden(folder: Path, model_path: Path, inputs: dict[str, np.ndarray],
         diffs = [float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
                  for a, b in zip(outs, outs2)]
         meta["ort_enable_all_max_abs_diff"] = diffs
+    meta["onnx_reference_max_abs_diff"] = reference_diff(model_path, inputs, outs)
     if extra:
         meta.update(extra)
     write_json(golden / "meta.json", meta)
     return names, outs
+
+
+def _test_mode_batchnorm():
+    from onnx.reference.op_run import OpRun
+
+    class BatchNormalization(OpRun):
+        """Inference-mode BatchNormalization. onnx's own BatchNormalization_9 (opsets 9-13)
+        fills in the schema's default momentum and then normalizes with batch statistics,
+        which is wrong for inference; onnxruntime follows the spec."""
+
+        op_domain = ""
+
+        def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None,
+                 training_mode=None):
+            shape = (-1,) + (1,) * (x.ndim - 2)
+            eps = 1e-5 if epsilon is None else epsilon
+            y = (scale.reshape(shape) * (x - mean.reshape(shape)) /
+                 np.sqrt(var.reshape(shape) + eps) + bias.reshape(shape))
+            return (y.astype(x.dtype),)
+
+    return BatchNormalization
+
+
+def _latest_qdq():
+    """onnx's reference has QuantizeLinear/DequantizeLinear from opset 19 on only; the
+    opset-13 semantics used here (int8/uint8, per-tensor or per-axis) are the same."""
+    import onnx.reference.ops.op_dequantize_linear as dq
+    import onnx.reference.ops.op_quantize_linear as q
+
+    latest_dq = max((n for n in dir(dq) if n.startswith("DequantizeLinear_")),
+                    key=lambda n: int(n.rsplit("_", 1)[1]))
+    latest_q = max((n for n in dir(q) if n.startswith("QuantizeLinear_")),
+                   key=lambda n: int(n.rsplit("_", 1)[1]))
+    DequantizeLinear = type("DequantizeLinear", (getattr(dq, latest_dq),), {"op_domain": ""})
+    QuantizeLinear = type("QuantizeLinear", (getattr(q, latest_q),), {"op_domain": ""})
+    return [DequantizeLinear, QuantizeLinear]
+
+
+def reference_diff(model_path: Path, inputs: dict[str, np.ndarray], outs) -> list[float]:
+    """Largest |onnx.reference - onnxruntime| per output: an independent implementation of
+    the ONNX spec (onnx's pure-NumPy ReferenceEvaluator, its inference BatchNormalization
+    fixed) on the same inputs."""
+    from onnx.reference import ReferenceEvaluator
+
+    ref = ReferenceEvaluator(str(model_path), new_ops=[_test_mode_batchnorm(), *_latest_qdq()])
+    n = next(iter(inputs.values())).shape[0]
+    diffs = [0.0] * len(outs)
+    for s in range(n):
+        res = ref.run(None, {k: v[s] for k, v in inputs.items()})
+        for j, r in enumerate(res):
+            d = np.max(np.abs(np.asarray(r, np.float64) - outs[j][s].astype(np.float64)))
+            diffs[j] = max(diffs[j], float(d))
+    return diffs
 
 
 # ------------------------------------------------------------------ MNIST
