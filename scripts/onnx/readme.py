@@ -35,8 +35,9 @@ Each model folder holds `model.onnx` (`external_data/` also `model.onnx.data`) a
   spec (at most 7e-6 here on float models, 0 on the quantized ones). Two fixes are applied to
   that evaluator: its BatchNormalization for opsets 9-13 wrongly normalizes with the batch's
   statistics (it fills in the default momentum), so an inference BatchNormalization
-  replaces it; and its QuantizeLinear/DequantizeLinear are registered from opset 19 on only,
-  so the opset-19 ones (same semantics for int8) stand in. Quantized models add `quantization` (settings, calibration data,
+  replaces it; and its QuantizeLinear/DequantizeLinear are registered from opset 19 on
+  only, so its newest ones (same semantics for int8/uint8) stand in for opset 13.
+  Quantized models add `quantization` (settings, calibration data,
   input/output scale and zero point, the note on rounding) and `ort_enable_all`
   (mismatches in output LSBs against ORT's fused integer kernels).
 
