@@ -128,13 +128,16 @@ impl Statistics {
 /// has an int8 form (the first problem, naming the node or tensor).
 pub fn check_quantizable(graph: &Graph) -> Result<(), QuantizeError> {
     graph.validate().map_err(ExecError::from)?;
-    transform::check(graph, true).map(|_| ())
+    transform::check(&transform::unfuse_residuals(graph), true).map(|_| ())
 }
 
 /// Runs the float `graph` on every sample and records each activation tensor's
-/// statistics (graph inputs and every node's result).
+/// statistics (graph inputs and every node's result). A graph that went through the
+/// optimization passes is accepted: residual ADDs fused into convolutions are split
+/// out first (their conv result becomes a new tensor, appended after the others).
 pub fn calibrate(graph: &Graph, samples: &[Sample]) -> Result<Statistics, QuantizeError> {
     check_quantizable(graph)?;
+    let graph = &*transform::unfuse_residuals(graph);
     if samples.is_empty() {
         return Err(QuantizeError::Calibration("no calibration samples".into()));
     }
@@ -177,7 +180,8 @@ pub fn calibrate(graph: &Graph, samples: &[Sample]) -> Result<Statistics, Quanti
 }
 
 /// The int8 graph for `float` from its calibration statistics: same tensor ids (plus
-/// any requantization inserted before a CONCATENATION), int8 inputs and outputs.
+/// any requantization inserted before a CONCATENATION, and the conv results of fused
+/// residual ADDs, which are split out again), int8 inputs and outputs.
 /// Fails naming the node when the result would not run on TFLM's int8 kernels.
 pub fn quantize_with(
     float: &Graph,
@@ -189,7 +193,8 @@ pub fn quantize_with(
         .check()
         .map_err(QuantizeError::Calibration)?;
     let ranges = stats.ranges(options.calibration);
-    let int8 = transform::quantize_graph(float, &ranges, options.fc_per_channel)?;
+    let float = transform::unfuse_residuals(float);
+    let int8 = transform::quantize_graph(&float, &ranges, options.fc_per_channel)?;
     int8.validate().map_err(QuantizeError::Invalid)?;
     if let Some(e) = crate::exec::check(&int8)?.into_iter().next() {
         return Err(match e {

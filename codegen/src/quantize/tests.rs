@@ -809,3 +809,45 @@ fn report_measures_sqnr_of_every_layer() {
     assert!(same.layers.iter().all(|l| l.sqnr_db == f64::INFINITY));
     assert_eq!(same.top1_agreement(), Some(1.0));
 }
+
+#[test]
+fn optimized_float_graphs_with_fused_residuals_quantize() {
+    // x -> conv -> (+ x) -> relu: fuse_residual turns the ADD into the conv's epilogue.
+    let mut rng = Rng(21);
+    let mut b = Builder::default();
+    let x = b.input("x", &[1, 4, 4, 2]);
+    let w = b.constant("w", &[2, 3, 3, 2], rng.vec(36, -0.4, 0.4));
+    let bias = b.constant("b", &[2], vec![0.05, -0.05]);
+    let c = b.node(
+        Op::Conv2d(conv_attrs(Activation::Relu)),
+        &[x, w, bias],
+        &[1, 4, 4, 2],
+    );
+    let y = b.node(
+        Op::Add {
+            activation: Activation::Relu,
+        },
+        &[x, c],
+        &[1, 4, 4, 2],
+    );
+    let plain = b.finish(&[y]);
+    let mut fused = plain.clone();
+    crate::passes::optimize(&mut fused).unwrap();
+    assert_eq!(fused.nodes.len(), 1);
+    let s = samples(&plain, 8, -1.0, 1.0, 4);
+    let from_fused = quantize(&fused, &s, &QuantizeOptions::default()).unwrap();
+    let from_plain = quantize(&plain, &s, &QuantizeOptions::default()).unwrap();
+    assert!(check(&from_fused).unwrap().is_empty());
+    // The conv result is calibrated as a new tensor after the others; everything else
+    // is quantized exactly as from the unfused graph, and the passes fuse it again.
+    assert_eq!(from_fused.tensors.len(), fused.tensors.len() + 1);
+    assert_eq!(from_fused.nodes.len(), 2);
+    assert_eq!(quant(&from_fused, y), quant(&from_plain, y));
+    let conv_result = from_fused.nodes[0].outputs[0];
+    assert_eq!(quant(&from_fused, conv_result), quant(&from_plain, c));
+    let mut refused = from_fused.clone();
+    crate::passes::optimize(&mut refused).unwrap();
+    assert_eq!(refused.nodes.len(), 1);
+    let r = report(&fused, &from_fused, &s).unwrap();
+    assert!(r.outputs[0].sqnr_db > 30.0, "{r}");
+}

@@ -18,8 +18,11 @@
 
 use super::params;
 use super::QuantizeError;
-use crate::ir::{DType, Graph, Node, NodeId, Op, QuantParams, Tensor, TensorId, TensorInfo};
+use crate::ir::{
+    Conv2dAttrs, DType, Graph, Node, NodeId, Op, QuantParams, Tensor, TensorId, TensorInfo,
+};
 use crate::passes::single_private_use;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// How a node's operands and result are quantized.
@@ -104,6 +107,64 @@ pub(crate) fn rule(
             ))
         }
     })
+}
+
+/// `g` with every residual ADD that `passes::fuse_residual` fused into a convolution
+/// split out again (a new tensor, appended, for the conv's own result), so that result
+/// can be calibrated; the optimization passes fuse it again after quantization. Other
+/// tensor ids are unchanged, and the same graph always gives the same new ids.
+pub(crate) fn unfuse_residuals(g: &Graph) -> Cow<'_, Graph> {
+    let fused =
+        |n: &Node| matches!(&n.op, Op::Conv2d(a) if a.residual.is_some()) && n.inputs.len() == 4;
+    if !g.nodes.iter().any(fused) {
+        return Cow::Borrowed(g);
+    }
+    let mut out = g.clone();
+    out.nodes.clear();
+    for node in &g.nodes {
+        let (attrs, r) = match &node.op {
+            Op::Conv2d(
+                a @ Conv2dAttrs {
+                    residual: Some(r), ..
+                },
+            ) if node.inputs.len() == 4 => (a, r),
+            _ => {
+                out.nodes.push(node.clone());
+                continue;
+            }
+        };
+        let y = node.outputs[0];
+        let conv_result = TensorId(out.tensors.len());
+        out.tensors.push(Tensor {
+            name: format!("{}_conv", g.tensor(y).name),
+            info: g.info(y).clone(),
+            data: None,
+        });
+        out.nodes.push(Node {
+            name: node.name.clone(),
+            op: Op::Conv2d(Conv2dAttrs {
+                residual: None,
+                ..*attrs
+            }),
+            inputs: node.inputs[..3].to_vec(),
+            outputs: vec![conv_result],
+        });
+        let skip = node.inputs[3];
+        let inputs = if r.conv_is_first {
+            vec![conv_result, skip]
+        } else {
+            vec![skip, conv_result]
+        };
+        out.nodes.push(Node {
+            name: format!("{}_residual_add", node.name),
+            op: Op::Add {
+                activation: r.activation,
+            },
+            inputs,
+            outputs: vec![y],
+        });
+    }
+    Cow::Owned(out)
 }
 
 /// Every reason the float graph cannot be quantized that shows without running it:

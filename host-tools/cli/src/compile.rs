@@ -44,6 +44,8 @@ pub struct Args {
     /// Fail when the arena needs more bytes than this (e.g. the target's free RAM).
     #[arg(long)]
     max_arena: Option<usize>,
+    #[command(flatten)]
+    quantizing: crate::quantize::Quantizing,
     /// Where the generated crate finds kiln-runtime: a path to kiln's `runtime` folder,
     /// or a crates.io version such as `0.1`. Defaults to this kiln's own checkout.
     #[arg(long)]
@@ -63,7 +65,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         (Some(b), _) => b.target,
         (None, t) => t.unwrap_or_default(),
     };
-    let graph = kiln_codegen::import::load(&args.model)?;
+    let graph = args.quantizing.load(&args.model)?;
     let mut options = CompileOptions {
         target,
         ..Default::default()

@@ -9,6 +9,7 @@ mod emulate;
 mod eval;
 mod flash;
 mod inspect;
+mod quantize;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
     Run(run::Args),
     /// Compile a model into a no_std Rust crate with a static memory plan.
     Compile(compile::Args),
+    /// Quantize a float model to int8 on calibration data and report how close each
+    /// layer stays to float (--report: per-layer SQNR, output error, top-1 agreement).
+    Quantize(quantize::Args),
     /// Show a model's memory plan step by step, and draw it (--plot plan.svg).
     Inspect(inspect::Args),
     /// Classification accuracy on a labelled dataset (IDX or npy); with --quantize int8,
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Compile(args) => compile::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Quantize(args) => quantize::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Emulate(args) => emulate::main(args),
         Command::Flash(args) => flash::main(args),

@@ -39,11 +39,13 @@ pub struct Args {
     /// Print at most this many samples' results.
     #[arg(long, default_value_t = 3)]
     show: usize,
+    #[command(flatten)]
+    quantizing: crate::quantize::Quantizing,
 }
 
 /// Runs the model on every sample and reports.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let graph = kiln_codegen::import::load(&args.model)?;
+    let graph = args.quantizing.load(&args.model)?;
     if args.input.len() != graph.inputs.len() {
         bail!(
             "{}: the model has {} input(s), {} --input file(s) given",
