@@ -16,7 +16,8 @@ const WEIGHT_MAX: f64 = 127.0;
 pub fn asymmetric(lo: f32, hi: f32) -> (f32, i32) {
     let rmin = f64::from(lo.min(0.0));
     let rmax = f64::from(hi.max(0.0));
-    if !(rmax - rmin > f64::from(f32::MIN_POSITIVE)) || !(rmax - rmin).is_finite() {
+    let span = rmax - rmin;
+    if !span.is_finite() || span <= f64::from(f32::MIN_POSITIVE) {
         return (1.0, 0);
     }
     let scale = (rmax - rmin) / (QMAX - QMIN);
