@@ -851,3 +851,77 @@ fn optimized_float_graphs_with_fused_residuals_quantize() {
     let r = report(&fused, &from_fused, &s).unwrap();
     assert!(r.outputs[0].sqnr_db > 30.0, "{r}");
 }
+
+#[test]
+fn onnx_operators_quantize_as_tflite_would() {
+    use crate::ir::TransposeConv2dAttrs;
+    let mut rng = Rng(31);
+    let mut b = Builder::default();
+    let x = b.input("x", &[1, 3, 3, 2]);
+    // TRANSPOSE_CONV: per-channel weights on axis 0 (OHWI), int32 bias.
+    let w = b.constant("tw", &[4, 3, 3, 2], rng.vec(72, -0.5, 0.5));
+    let bias = b.constant("tb", &[4], vec![0.1, 0.2, -0.1, 0.0]);
+    let tc = b.node(
+        Op::TransposeConv2d(TransposeConv2dAttrs {
+            stride: [2, 2],
+            dilation: [1, 1],
+            padding: Padding::Valid,
+            activation: Activation::None,
+        }),
+        &[x, w, bias],
+        &[1, 7, 7, 4],
+    );
+    // CLIP reading the conv alone: the conv takes the clip's range.
+    let clip = b.node(
+        Op::Clip {
+            min: -1.0,
+            max: 2.0,
+        },
+        &[tc],
+        &[1, 7, 7, 4],
+    );
+    let k = b.constant("k", &[4], vec![0.5, 1.0, 1.5, 2.0]);
+    let sub = b.node(
+        Op::Sub {
+            activation: Activation::None,
+        },
+        &[clip, k],
+        &[1, 7, 7, 4],
+    );
+    let div = b.node(
+        Op::Div {
+            activation: Activation::None,
+        },
+        &[sub, k],
+        &[1, 7, 7, 4],
+    );
+    let leaky = b.node(Op::LeakyRelu { alpha: 0.1 }, &[div], &[1, 7, 7, 4]);
+    let t = b.node(
+        Op::Transpose {
+            perm: vec![0, 3, 1, 2],
+        },
+        &[leaky],
+        &[1, 4, 7, 7],
+    );
+    // CLIP reading a tensor that another node reads too: its own range.
+    let shared = b.node(Op::Clip { min: 0.0, max: 0.5 }, &[leaky], &[1, 7, 7, 4]);
+    let float = b.finish(&[t, shared]);
+    let s = samples(&float, 8, -1.0, 1.0, 8);
+    let int8 = quantize(&float, &s, &QuantizeOptions::default()).unwrap();
+    assert!(check(&int8).unwrap().is_empty());
+    let wq = int8.info(w).quant.clone().unwrap();
+    assert_eq!((wq.axis, wq.scale.len(), wq.zero_point), (0, 4, vec![0; 4]));
+    assert_eq!(int8.info(bias).dtype, DType::I32);
+    assert_eq!(quant(&int8, tc), quant(&int8, clip));
+    assert_eq!(quant(&int8, t), quant(&int8, leaky));
+    assert_ne!(quant(&int8, shared), quant(&int8, leaky));
+    // The calibrated range lies inside the clip's [-1, 2].
+    let (sc, zc) = quant(&int8, clip);
+    assert!(sc <= 3.0 / 255.0 + 1e-6 && zc > -128, "{sc} {zc}");
+    assert_eq!(int8.info(k).dtype, DType::I8);
+    let r = report(&float, &int8, &s).unwrap();
+    assert_eq!(r.layers[1].clamped_by, Some("clip"));
+    for row in &r.layers {
+        assert!(row.sqnr_db > 20.0, "{r}");
+    }
+}

@@ -15,6 +15,8 @@
 //!   with the clamp's result range (TFLite fuses the clamp into the producer before
 //!   quantizing; values beyond the range are clamped away anyway), which also lets
 //!   `passes::fold_activation` fold it afterwards.
+//! * DIV results get a scale of at most `s1 / (64 × s2)`: TFLM's int8 division shifts
+//!   wrap beyond 31 bits otherwise (quotients of divisors near 0 saturate instead).
 
 use super::params;
 use super::QuantizeError;
@@ -24,6 +26,10 @@ use crate::ir::{
 use crate::passes::single_private_use;
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// Smallest real multiplier `s1 / (s2 × s_out)` of an int8 DIV whose fixed-point
+/// shifts stay within 31 bits for all operands (see `quantize_graph`).
+pub(crate) const DIV_MIN_MULTIPLIER: f64 = 64.0;
 
 /// How a node's operands and result are quantized.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -333,6 +339,42 @@ pub(crate) fn quantize_graph(
             let root = groups.find(t);
             let e = group_range.entry(root).or_insert((lo, hi));
             *e = (e.0.min(lo), e.1.max(hi));
+        }
+    }
+    // int8 DIV: TFLM's kernel shifts `(x - zp1) << headroom × 1/(y - zp2)` right by
+    // `recip_shift + headroom - shift(M)`, M = s1 / (s2 × s_out); beyond 31 bits the
+    // shift wraps (see runtime div.rs) and the quotient is garbage. M >= 64 keeps it
+    // within 31 bits for every int8 operand, so the output scale is capped at
+    // s1 / (64 × s2); larger quotients (divisors near 0) saturate instead.
+    for node in &g.nodes {
+        if !matches!(node.op, Op::Div { .. }) {
+            continue;
+        }
+        let root = groups.find(node.outputs[0].0);
+        let operand_roots = [groups.find(node.inputs[0].0), groups.find(node.inputs[1].0)];
+        if pins.contains_key(&root) || operand_roots.contains(&root) {
+            continue;
+        }
+        let scale_of = |r: usize| {
+            pins.get(&r).map(|p| p.0).or_else(|| {
+                group_range
+                    .get(&r)
+                    .map(|&(lo, hi)| params::asymmetric(lo, hi).0)
+            })
+        };
+        let (Some(s1), Some(s2), Some(s_out)) = (
+            scale_of(operand_roots[0]),
+            scale_of(operand_roots[1]),
+            scale_of(root),
+        ) else {
+            continue;
+        };
+        let cap = f64::from(s1) / (DIV_MIN_MULTIPLIER * f64::from(s2));
+        if f64::from(s_out) > cap {
+            let shrink = (cap / f64::from(s_out) * 0.999) as f32;
+            if let Some(r) = group_range.get_mut(&root) {
+                *r = (r.0.min(0.0) * shrink, r.1.max(0.0) * shrink);
+            }
         }
     }
     let mut params: Vec<Option<(f32, i32)>> = Vec::with_capacity(n);
