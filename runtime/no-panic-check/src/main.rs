@@ -37,8 +37,7 @@ use kiln_runtime::kernels::reference::fully_connected::{
     fully_connected_f32, fully_connected_i8, FullyConnectedParams, FullyConnectedQuant,
 };
 use kiln_runtime::kernels::reference::leaky_relu::{
-    leaky_relu_f32, leaky_relu_f32_in_place, leaky_relu_i8, leaky_relu_i8_in_place,
-    LeakyReluParams,
+    leaky_relu_f32, leaky_relu_f32_in_place, leaky_relu_i8, leaky_relu_i8_in_place, LeakyReluParams,
 };
 use kiln_runtime::kernels::reference::logistic::{
     logistic_f32, logistic_f32_in_place, logistic_i8, logistic_i8_in_place, SigmoidInputParams,

@@ -3,7 +3,7 @@
 //! f32 is `clamp(a / b)` (TFLM's `BroadcastDivSlow` / `Div` for float).
 //!
 //! int8 follows TFLM's `DivElementwise` / `BroadcastDivSlowQuantized` with the Prepare
-//! of `micro/kernels/div.cc`: `M = (f64)(s1 / (s2 * s_out))` (f32 arithmetic), then per
+//! of `micro/kernels/div.cc`: `M = s1 / (s2 * s_out)`, then per
 //! element, with `v1 = x - zp1` and `v2 = y - zp2` (signs moved so `v2 >= 0`):
 //! `1 / v2` as a Q0.31 reciprocal and an exponent (`GetReciprocal(v2, 31)`), `v1`
 //! shifted left by its headroom (`CountLeadingSignBits`) and multiplied by the
@@ -18,6 +18,10 @@
 //! kiln matches TFLM on every pair of int8 inputs (checked exhaustively, zero divisors
 //! included), quirks and all: for some quantizations a dividend at the zero point gives
 //! a saturated output instead of the real quotient 0.
+//!
+//! The C++ writes `M` as a `float` expression, but TFLM's pip build evaluates it in
+//! double precision (on ties, e.g. `0.1 / (0.02 * (6 / 255))`, only the f64 value
+//! reproduces its outputs), so `M` is computed in f64 here.
 
 use crate::activation::{ActivationRange, ActivationRangeF32, FusedActivation};
 use crate::error::Result;
@@ -37,7 +41,7 @@ pub struct DivParams {
     pub input2_offset: i32,
     /// `output_zero_point`.
     pub output_offset: i32,
-    /// `s1 / (s2 * s_out)` in f32, quantized with `QuantizeMultiplier`.
+    /// `s1 / (s2 * s_out)` (in f64), quantized with `QuantizeMultiplier`.
     pub output_multiplier: QuantizedMultiplier,
     /// Fused-activation clamp.
     pub activation: ActivationRange,
@@ -74,8 +78,8 @@ impl DivParams {
         activation: FusedActivation,
     ) -> Result<Self> {
         let (input1, input2, output) = (input1.validate()?, input2.validate()?, output.validate()?);
-        // f32 arithmetic, as the C++ expression is typed.
-        let real = f64::from(input1.scale / (input2.scale * output.scale));
+        // f64, as TFLM's build evaluates the expression (see the module doc).
+        let real = f64::from(input1.scale) / (f64::from(input2.scale) * f64::from(output.scale));
         Ok(Self {
             input1_offset: -input1.zero_point,
             input2_offset: -input2.zero_point,

@@ -1,9 +1,10 @@
 //! LEAKY_RELU: `x` for `x >= 0`, else `alpha * x`.
 //!
 //! int8 follows TFLM's `QuantizeLeakyRelu` with the Prepare of
-//! `micro/kernels/leaky_relu_common.cc`: two multipliers, both from f32 arithmetic
-//! widened to f64 for `QuantizeMultiplier` — the identity `in_scale / out_scale` for
-//! non-negative offset inputs, and `in_scale * alpha / out_scale` for negative ones. A
+//! `micro/kernels/leaky_relu_common.cc`: two multipliers — the identity
+//! `in_scale / out_scale` for non-negative offset inputs, and `in_scale * alpha /
+//! out_scale` for negative ones — evaluated in f64 like the other `float` expressions of
+//! TFLM's pip build (see `sub` and `div`, where that is observable on ties). A
 //! negative alpha gives a negative multiplier; TFLM multiplies by its magnitude and
 //! negates the product, and so does this kernel.
 //!
@@ -35,9 +36,9 @@ impl LeakyReluParams {
         if !alpha.is_finite() {
             return Err(Error::MultiplierOutOfRange);
         }
-        // f32 arithmetic, left to right, as the C++ expressions are typed.
-        let alpha_real = f64::from(input.scale * alpha / output.scale);
-        let identity_real = f64::from(input.scale / output.scale);
+        // f64, left to right (see the module doc).
+        let alpha_real = f64::from(input.scale) * f64::from(alpha) / f64::from(output.scale);
+        let identity_real = f64::from(input.scale) / f64::from(output.scale);
         Ok(Self {
             input_zero_point: input.zero_point,
             output_zero_point: output.zero_point,

@@ -1,16 +1,17 @@
 //! SUB with NumPy broadcasting up to 6 dims.
 //!
-//! int8 follows TFLM's `SubElementwise` / `BroadcastQuantSubSlow`: the structure of ADD
-//! (both inputs offset, shifted left by 20 bits and scaled below one, then the difference
-//! scaled to the output), with two differences that matter bit for bit:
+//! int8 follows TFLM's `SubElementwise` / `BroadcastQuantSubSlow`: the structure and
+//! multipliers of ADD (both inputs offset, shifted left by 20 bits and scaled below one,
+//! then the difference scaled to the output), with the scaled second input
+//! **subtracted** (`scaled1 - scaled2`). Negating its multiplier instead would not be
+//! exact: the rounding high multiply rounds ties toward +infinity, so
+//! `SRDHM(x, -m) != -SRDHM(x, m)` on ties.
 //!
-//! * the scaled second input is **subtracted** (`scaled1 - scaled2`). Negating its
-//!   multiplier instead would not be exact: the rounding high multiply rounds ties
-//!   toward +infinity, so `SRDHM(x, -m) != -SRDHM(x, m)` on ties;
-//! * TFLM's `CalculateOpDataSub` computes the real multipliers in **f32** (ADD uses
-//!   f64): `twice_max = 2 * max(s1, s2)`, `s1 / twice_max`, `s2 / twice_max` and
-//!   `twice_max / (2^20 * s_out)` are `float` expressions, widened to `double` only
-//!   when quantized.
+//! TFLM's `CalculateOpDataSub` writes the real multipliers as `float` expressions
+//! (`2 * max(s1, s2)`, `s1 / twice_max`, ...), but its pip build (kiln's reference)
+//! evaluates them in double precision: checked exhaustively over all int8 input pairs
+//! for random quantizations, the f64 evaluation matches TFLM everywhere while the f32 one
+//! misses ties. So the multipliers here are computed in f64, exactly as ADD's.
 //!
 //! Overflow: as for ADD, every intermediate fits `i32` (`|x - zp| <= 255`, times `2^20`,
 //! times multipliers below one).
@@ -35,11 +36,11 @@ pub struct SubParams {
     pub output_offset: i32,
     /// Always [`ADD_LEFT_SHIFT`] (20) for int8.
     pub left_shift: i32,
-    /// `s1 / (2 * max(s1, s2))` (f32 arithmetic), shift <= 0.
+    /// `s1 / (2 * max(s1, s2))`, shift <= 0.
     pub input1_multiplier: QuantizedMultiplier,
-    /// `s2 / (2 * max(s1, s2))` (f32 arithmetic), shift <= 0.
+    /// `s2 / (2 * max(s1, s2))`, shift <= 0.
     pub input2_multiplier: QuantizedMultiplier,
-    /// `2 * max(s1, s2) / (2^20 * s_out)` (f32 arithmetic), shift <= 0.
+    /// `2 * max(s1, s2) / (2^20 * s_out)`, shift <= 0.
     pub output_multiplier: QuantizedMultiplier,
     /// Fused-activation clamp.
     pub activation: ActivationRange,
@@ -47,7 +48,7 @@ pub struct SubParams {
 
 impl SubParams {
     /// TFLM's int8 Prepare for SUB: per-input multipliers below one and an output
-    /// multiplier via `QuantizeMultiplierSmallerThanOneExp`, from f32 ratios (an error
+    /// multiplier via `QuantizeMultiplierSmallerThanOneExp`, from f64 ratios (an error
     /// where TFLM's CHECK fails, e.g. `out_scale < 2 * max_in_scale / 2^20`).
     pub fn prepare(
         input1: TensorQuant,
@@ -61,12 +62,12 @@ impl SubParams {
         } else {
             input1.scale
         };
-        // All f32, exactly as the C++ expressions are typed.
-        let twice_max_input_scale: f32 = 2.0 * max_scale;
-        let real1 = f64::from(input1.scale / twice_max_input_scale);
-        let real2 = f64::from(input2.scale / twice_max_input_scale);
+        // f64, as TFLM's build evaluates the expressions (see the module doc).
+        let twice_max_input_scale = 2.0 * f64::from(max_scale);
+        let real1 = f64::from(input1.scale) / twice_max_input_scale;
+        let real2 = f64::from(input2.scale) / twice_max_input_scale;
         let real_out =
-            f64::from(twice_max_input_scale / ((1i32 << ADD_LEFT_SHIFT) as f32 * output.scale));
+            twice_max_input_scale / (f64::from(1i32 << ADD_LEFT_SHIFT) * f64::from(output.scale));
         Ok(Self {
             input1_offset: -input1.zero_point,
             input2_offset: -input2.zero_point,
@@ -220,8 +221,8 @@ mod tests {
         }
     }
 
-    /// Equal scales give the same multipliers as ADD (the f32 and f64 ratios agree on
-    /// exact powers of two), so SUB of `y` is ADD of the same tensor's mirror image.
+    /// SUB has ADD's multipliers; where the scaled subtrahend is exact (no rounding in
+    /// the high multiply), SUB of `y` is ADD of `-y`.
     #[test]
     fn agrees_with_add_of_the_mirrored_operand() {
         let q = TensorQuant::new(0.5, 0);
