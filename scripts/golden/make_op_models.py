@@ -310,16 +310,16 @@ def binary(opname, shape1, shape2, act, q1, q2, out_q="auto"):
         b = c.inp("input2", shape2, q2)
         oshape = list(np.broadcast_shapes(tuple(shape1), tuple(shape2)))
         y = c.out("output", oshape, out_q)
-        opt = "AddOptions" if opname == "ADD" else "MulOptions"
+        opt = {"ADD": "AddOptions", "MUL": "MulOptions", "SUB": "SubOptions", "DIV": "DivOptions"}[opname]
         c.op(opname, [a, b], [y], opt, dict(FusedActivationFunction=c.act(act)))
     return fn
 
 
-def add_bin(op, s1, s2, act, q1, q2, out_q="auto", extra="", f32=True):
+def add_bin(op, s1, s2, act, q1, q2, out_q="auto", extra="", f32=True, calibrate=True):
     t1 = "x".join(map(str, s1))
     t2 = "x".join(map(str, s2))
     rest = f"{t1}_{t2}_{act.lower()}{extra}"
-    spec(name=rest, op=op.lower(), rest=rest, act=act, out_q=out_q, f32=f32,
+    spec(name=rest, op=op.lower(), rest=rest, act=act, out_q=out_q, f32=f32, calibrate=calibrate,
          fn=binary(op, s1, s2, act, q1, q2, out_q))
 
 
@@ -334,6 +334,69 @@ add_bin("MUL", [1, 4, 4, 8], [1, 4, 1, 1], "RELU", (0.03, 5), (0.02, -20), extra
 add_bin("MUL", [1, 4, 4, 8], [1, 1, 1, 8], "RELU6", (0.04, 0), (0.03, -7), extra="_bcast", f32=False)
 add_bin("MUL", [1, 5, 5, 4], [1, 5, 5, 4], "RELU_N1_TO_1", (0.01, 1), (0.009, -2), f32=False)
 add_bin("MUL", [1, 6, 6, 4], [1], "NONE", (0.2, -128), (0.01, 0), extra="_scalar", f32=False)
+add_bin("SUB", [1, 4, 4, 8], [1, 4, 4, 8], "NONE", (0.05, -3), (0.1, 10), extra="_twoscales")
+add_bin("SUB", [1, 4, 4, 8], [1, 1, 1, 8], "RELU", (0.03, 5), (0.08, -20), extra="_bcast")
+add_bin("SUB", [1, 1, 4, 1], [1, 3, 1, 5], "RELU6", (0.5, -128), (0.25, 9), extra="_bcastboth", f32=False)
+add_bin("SUB", [1, 5, 5, 4], [1, 5, 5, 4], "RELU_N1_TO_1", (0.005, 1), (0.007, -2), f32=False)
+add_bin("SUB", [2, 3, 6], [6], "NONE", (0.0123, 7), (0.0371, -50), extra="_oddscales", f32=False)
+# DIV: fixed output quantization (quotients by divisors near 0 would stretch a calibrated
+# range). Uniform int8 inputs hit the divisor's zero point and dividends of 0 and -1, where
+# TFLM's int8 arithmetic relies on x86 shift behaviour (see runtime div.rs).
+add_bin("DIV", [1, 4, 4, 8], [1, 4, 4, 8], "NONE", (0.05, -3), (0.05, -128), out_q=(0.1, 0),
+        extra="_posdivisor", calibrate=False)
+add_bin("DIV", [1, 4, 4, 8], [1, 1, 1, 8], "RELU", (0.03, 5), (0.08, -20), out_q=(0.05, -128),
+        extra="_bcast", calibrate=False)
+add_bin("DIV", [2, 3, 6], [1], "RELU6", (0.1, 10), (0.02, -128), out_q=(6.0 / 255, -128),
+        extra="_scalar", f32=False, calibrate=False)
+add_bin("DIV", [1, 64], [1, 64], "NONE", (0.01, 0), (0.5, 0), out_q=(0.02, 1),
+        extra="_smallquotients", f32=False, calibrate=False)
+
+
+# A short chain whose intermediate tensors live in kiln's arena, so the compiled crate
+# runs LEAKY_RELU, SUB (into its second operand) and DIV in place over their operands.
+def chain_leaky_sub_div(shape, bshape):
+    def fn(c: Ctx):
+        mid = lambda name, q: c.m.tensor(name, shape, "float32" if c.float else "int8",
+                                         None if c.float else Quant(*q))
+        x1 = c.inp("input1", shape, (0.05, -3))
+        x2 = c.inp("input2", shape, (0.05, 10))
+        x3 = c.inp("input3", bshape, (0.05, -128))
+        t1 = mid("leaky", (0.04, -60))
+        c.op("LEAKY_RELU", [x1], [t1], "LeakyReluOptions", dict(Alpha=0.1))
+        t2 = mid("difference", (0.08, 0))
+        c.op("SUB", [x2, t1], [t2], "SubOptions", dict(FusedActivationFunction=ACT["NONE"]))
+        y = c.out("output", shape, (0.1, 0))
+        c.op("DIV", [t2, x3], [y], "DivOptions", dict(FusedActivationFunction=ACT["NONE"]))
+    return fn
+
+
+spec(name="1x4x4x8_chain_leaky_relu_div", op="sub", rest="1x4x4x8_chain_leaky_relu_div",
+     out_q="fixed", calibrate=False, fn=chain_leaky_sub_div([1, 4, 4, 8], [1, 1, 1, 8]))
+
+
+# SUB -> LEAKY_RELU (in place) -> DIV (in place, into its divisor) -> TRANSPOSE.
+def chain_sub_leaky_div_transpose(shape, bshape, perm):
+    def fn(c: Ctx):
+        mid = lambda name, q: c.m.tensor(name, shape, "float32" if c.float else "int8",
+                                         None if c.float else Quant(*q))
+        x1 = c.inp("input1", shape, (0.05, -3))
+        x2 = c.inp("input2", shape, (0.05, 10))
+        x3 = c.inp("input3", bshape, (0.04, 7))
+        t1 = mid("difference", (0.08, 0))
+        c.op("SUB", [x1, x2], [t1], "SubOptions", dict(FusedActivationFunction=ACT["NONE"]))
+        t2 = mid("leaky", (0.05, -100))
+        c.op("LEAKY_RELU", [t1], [t2], "LeakyReluOptions", dict(Alpha=0.3))
+        t3 = mid("quotient", (0.06, 2))
+        c.op("DIV", [x3, t2], [t3], "DivOptions", dict(FusedActivationFunction=ACT["RELU"]))
+        y = c.out("output", [shape[a] for a in perm], (0.06, 2))
+        p = c.const_i32("perm", perm)
+        c.op("TRANSPOSE", [t3, p], [y], "TransposeOptions", {})
+    return fn
+
+
+spec(name="1x4x4x8_chain_sub_leaky_relu_transpose", op="div",
+     rest="1x4x4x8_chain_sub_leaky_relu_transpose", out_q="fixed", calibrate=False,
+     fn=chain_sub_leaky_div_transpose([1, 4, 4, 8], [1, 1, 1, 8], [0, 3, 1, 2]))
 
 
 # ---------------------------------------------------------------------------- RESHAPE
@@ -508,3 +571,93 @@ for opname, shape, iq, oq, f32 in [
     rest = "x".join(map(str, shape)) + "_" + qtag(iq) + "_to_" + qtag(oq)
     spec(name=rest, op=opname.lower(), rest=rest, out_q="fixed", calibrate=False, f32=f32,
          fn=unary(opname, shape, iq, oq))
+
+
+# ---------------------------------------------------------------------------- LEAKY_RELU
+def leaky_relu(shape, alpha, in_q, out_q):
+    def fn(c: Ctx):
+        x = c.inp("input", shape, in_q)
+        y = c.out("output", shape, out_q)
+        c.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", dict(Alpha=alpha))
+    return fn
+
+
+for shape, alpha, iq, oq, f32 in [
+        ([1, 4, 4, 8], 0.2, (0.05, -3), (0.04, -40), True),
+        ([1, 64], 0.01, (0.1, 20), (0.1, 20), False),
+        ([2, 3, 5], 1.5, (0.06, 10), (0.08, 0), False),
+        ([1, 32], -0.5, (0.05, 0), (0.03, -60), True)]:
+    atag = f"{alpha:g}".replace("-", "m")
+    rest = "x".join(map(str, shape)) + f"_alpha{atag}_" + qtag(iq) + "_to_" + qtag(oq)
+    spec(name=rest, op="leaky_relu", rest=rest, out_q="fixed", calibrate=False, f32=f32,
+         fn=leaky_relu(shape, alpha, iq, oq))
+
+
+# ---------------------------------------------------------------------------- TRANSPOSE
+def transpose(in_shape, perm, q):
+    def fn(c: Ctx):
+        x = c.inp("input", in_shape, q)
+        p = c.const_i32("perm", perm)
+        y = c.out("output", [in_shape[a] for a in perm], "in")
+        c.op("TRANSPOSE", [x, p], [y], "TransposeOptions", {})
+    return fn
+
+
+for ins, perm, q, f32 in [([1, 2, 3, 4], [0, 3, 1, 2], (0.05, -3), True),
+                          ([2, 3, 4], [2, 0, 1], (0.1, 17), False),
+                          ([5, 7], [1, 0], (0.02, -128), True),
+                          ([1, 2, 3, 2, 2], [4, 2, 0, 3, 1], (0.3, 0), False)]:
+    rest = "x".join(map(str, ins)) + "_perm" + "".join(map(str, perm))
+    spec(name=rest, op="transpose", rest=rest, out_q="in", calibrate=False, f32=f32,
+         fn=transpose(ins, perm, q))
+
+
+# ---------------------------------------------------------------------- TRANSPOSE_CONV
+def transpose_conv_out(n, k, s, pad):
+    # The output sizes TFLite's converter gives: (n - 1) * s + k for VALID, n * s for SAME.
+    return (n - 1) * s + k if pad == VALID else n * s
+
+
+def transpose_conv(in_shape, out_ch, kh, kw, sh, sw, pad, act, per_channel, in_q, out_hw=None,
+                   bias=True):
+    def fn(c: Ctx):
+        n, h, w, ci = in_shape
+        fan_in = kh * kw * ci
+        wf = c.rng.normal(0, 1.0 / np.sqrt(fan_in), (out_ch, kh, kw, ci))
+        in_std = in_q[0] * 255 / np.sqrt(12)
+        bf = c.rng.normal(0, 0.5 * in_std, out_ch)
+        oh, ow = out_hw or (transpose_conv_out(h, kh, sh, pad), transpose_conv_out(w, kw, sw, pad))
+        oshape = [n, oh, ow, out_ch]
+        shape_t = c.const_i32("output_shape", oshape)
+        wt, s0 = c.weight("filter", wf, 0 if per_channel else None)
+        x = c.inp("input", in_shape, in_q)
+        b = [c.bias("bias", bf, in_q[0], s0)] if bias else []
+        y = c.out("output", oshape, "auto")
+        c.op("TRANSPOSE_CONV", [shape_t, wt, x] + b, [y], "TransposeConvOptions",
+             dict(Padding=pad, StrideW=sw, StrideH=sh, FusedActivationFunction=c.act(act)))
+    return fn
+
+
+def add_tconv(in_shape, out_ch, k, s, pad, act, pc, in_q, out_hw=None, extra="", f32=True,
+              bias=True):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sh, sw = (s, s) if isinstance(s, int) else s
+    stag = f"s{sh}" if sh == sw else f"s{sh}x{sw}"
+    ktag = f"k{kh}" if kh == kw else f"k{kh}x{kw}"
+    rest = f"{stag}_{'same' if pad == SAME else 'valid'}_{act.lower()}_" \
+           f"{'perchannel' if pc else 'pertensor'}_{ktag}{extra}"
+    spec(name=rest, op="transpose_conv_2d", rest=rest, act=act, f32=f32,
+         fn=transpose_conv(in_shape, out_ch, kh, kw, sh, sw, pad, act, pc, in_q, out_hw, bias))
+
+
+add_tconv([1, 4, 4, 3], 4, 3, 2, SAME, "NONE", True, (0.05, -3))
+add_tconv([1, 3, 5, 2], 3, (3, 2), 1, VALID, "RELU", False, (0.1, 20))
+add_tconv([1, 3, 3, 4], 2, 4, 2, VALID, "RELU6", True, (0.04, 7), f32=False)
+# SAME with an odd output (7 = ceil(7 / 2) * 2 - 1): one row and column of padding on top.
+add_tconv([1, 4, 4, 2], 3, 3, 2, SAME, "RELU_N1_TO_1", True, (0.02, -128), out_hw=(7, 7),
+          extra="_out7", f32=False)
+add_tconv([1, 4, 4, 2], 3, 3, 2, SAME, "NONE", True, (0.05, 0), out_hw=(7, 7), extra="_out7")
+# Stride above the filter size leaves output pixels that only get the bias.
+add_tconv([2, 3, 3, 3], 4, 2, 3, VALID, "NONE", True, (0.5, -128), extra="_batch2", f32=False)
+add_tconv([1, 5, 4, 8], 6, 3, (1, 2), SAME, "RELU", True, (0.01, 40), extra="_nobias", f32=False,
+          bias=False)
