@@ -59,7 +59,8 @@ fn explicit_padding_reproduces_same_and_valid() {
         );
         for s in 0..4 {
             let (x, want) = sample(rel, s);
-            let (ya, yb) = (a.run(&[x.clone()]).unwrap(), b.run(&[x]).unwrap());
+            let x = std::slice::from_ref(&x);
+            let (ya, yb) = (a.run(x).unwrap(), b.run(x).unwrap());
             assert_eq!(ya[0].to_le_bytes(), yb[0].to_le_bytes(), "{rel} sample {s}");
             if let TensorData::I8(_) = want {
                 assert_eq!(ya[0], want, "{rel} sample {s} against TFLM");
@@ -68,8 +69,9 @@ fn explicit_padding_reproduces_same_and_valid() {
         // One row more padding (where the stride leaves room) shifts the output.
         if let Some(shifted) = with_explicit(&graph, pad + 1, pad) {
             let (x, _) = sample(rel, 0);
-            let ys = Executor::new(&shifted).unwrap().run(&[x.clone()]).unwrap();
-            assert_ne!(ys, a.run(&[x]).unwrap(), "{rel}");
+            let x = std::slice::from_ref(&x);
+            let ys = Executor::new(&shifted).unwrap().run(x).unwrap();
+            assert_ne!(ys, a.run(x).unwrap(), "{rel}");
         }
     }
 }
