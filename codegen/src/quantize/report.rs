@@ -180,6 +180,9 @@ pub fn report(
             "no samples to compare on".into(),
         ));
     }
+    // The quantizer splits fused residuals out of an optimized graph; the same split
+    // gives their conv results the same new ids here, so they are compared too.
+    let float = &*super::transform::unfuse_residuals(float);
     let fexec = Executor::new(float)?;
     let qexec = Executor::new(int8)?;
     let twin = |id: TensorId| id.0 < float.tensors.len() && float.tensors[id.0].data.is_none();

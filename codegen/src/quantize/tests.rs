@@ -850,6 +850,8 @@ fn optimized_float_graphs_with_fused_residuals_quantize() {
     assert_eq!(refused.nodes.len(), 1);
     let r = report(&fused, &from_fused, &s).unwrap();
     assert!(r.outputs[0].sqnr_db > 30.0, "{r}");
+    // The split-out conv result is compared too.
+    assert_eq!(r.layers.len(), 3, "{r}");
 }
 
 #[test]
@@ -919,6 +921,12 @@ fn onnx_operators_quantize_as_tflite_would() {
     let (sc, zc) = quant(&int8, clip);
     assert!(sc <= 3.0 / 255.0 + 1e-6 && zc > -128, "{sc} {zc}");
     assert_eq!(int8.info(k).dtype, DType::I8);
+    // DIV: s_sub / (s_k x s_div) >= 64, so TFLM's division stays within 31-bit shifts.
+    let (s1, s2, s3) = (quant(&int8, sub).0, quant(&int8, k).0, quant(&int8, div).0);
+    assert!(
+        f64::from(s1) / (f64::from(s2) * f64::from(s3)) >= 63.9,
+        "{s1} {s2} {s3}"
+    );
     let r = report(&float, &int8, &s).unwrap();
     assert_eq!(r.layers[1].clamped_by, Some("clip"));
     for row in &r.layers {

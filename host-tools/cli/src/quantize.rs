@@ -76,11 +76,14 @@ impl Calib {
         Ok(data::load_for_graph(paths, graph, &options)?)
     }
 
-    /// Imports the float model at `model` and quantizes it on the calibration data.
+    /// Imports the float model at `model`, optimizes it (batch norms and activations
+    /// folded into convolutions, as TFLite's converter does before quantizing, so they
+    /// are not quantized on their own) and quantizes it on the calibration data.
     pub fn quantize(&self, model: &Path) -> anyhow::Result<Quantized> {
         let file = model.display().to_string();
         let options = self.options()?;
-        let float = kiln_codegen::import::load(model)?;
+        let mut float = kiln_codegen::import::load(model)?;
+        kiln_codegen::passes::optimize(&mut float).with_context(|| file.clone())?;
         if let Some(id) = float
             .inputs
             .iter()
