@@ -1,4 +1,5 @@
-//! The ahead-of-time path end to end: every model under models/ is compiled into a
+//! The ahead-of-time path end to end: every model under models/ (TFLite and ONNX) is
+//! compiled into a
 //! no_std crate, all crates are built together with a host harness that runs them on the
 //! golden inputs, and every output must equal the golden output bit for bit (int8) or
 //! within the float tolerance (f32). The same crates are then built for Cortex-M0+ and
@@ -7,9 +8,9 @@
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
 use kiln_codegen::exec::{compare, TensorData};
-use kiln_codegen::import::tflite;
+use kiln_codegen::import;
 use kiln_codegen::ir::{DType, Graph};
-use kiln_tests::{models_dir, Golden};
+use kiln_tests::{model_file, models_dir, onnx_tolerance, Golden};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +33,12 @@ fn work_dir() -> PathBuf {
 fn model_dirs() -> Vec<String> {
     let root = models_dir();
     let mut dirs = Vec::new();
-    for (prefix, parent) in [("", root.clone()), ("ops/", root.join("ops"))] {
+    for (prefix, parent) in [
+        ("", root.clone()),
+        ("ops/", root.join("ops")),
+        ("onnx/", root.join("onnx")),
+        ("onnx/ops/", root.join("onnx/ops")),
+    ] {
         for e in std::fs::read_dir(&parent).unwrap().flatten() {
             if e.path().join("golden").is_dir() {
                 dirs.push(format!("{prefix}{}", e.file_name().to_string_lossy()));
@@ -171,12 +177,13 @@ fn compiled() -> &'static Vec<Compiled> {
         let runtime = RuntimeDependency::Path(std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime")).unwrap());
         let mut all = Vec::new();
         for rel in model_dirs() {
-            let file = models_dir().join(&rel).join("model.tflite");
-            let graph = tflite::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            let file = model_file(&models_dir().join(&rel));
+            let graph = import::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            let source = format!("{rel}/{}", file.file_name().unwrap().to_string_lossy());
             let planned = optimize_and_plan(graph, &CompileOptions::default(), &rel).unwrap_or_else(|e| panic!("{e}"));
             let (graph, plan) = (planned.graph, planned.plan);
             let krate = crate_name(&rel);
-            write_crate(&work.join("crates").join(&krate), &krate, &format!("{rel}/model.tflite"), &graph, &plan, &runtime, false)
+            write_crate(&work.join("crates").join(&krate), &krate, &source, &graph, &plan, &runtime, false)
                 .unwrap_or_else(|e| panic!("{rel}: {e}"));
             let data = work.join("data").join(&krate);
             std::fs::create_dir_all(&data).unwrap();
@@ -250,7 +257,12 @@ fn generated_crates_match_golden_outputs_on_the_host() {
             )
             .unwrap();
             let got = TensorData::from_le_bytes(want.data.dtype(), &bytes);
-            if let Some(m) = compare(&got, &want.data) {
+            let diff = if c.rel.starts_with("onnx/") {
+                onnx_tolerance(&c.graph, j, &got, &want.data)
+            } else {
+                compare(&got, &want.data).map(|m| m.to_string())
+            };
+            if let Some(m) = diff {
                 failures.push(format!("{} output {j}: {m}", c.rel));
             }
         }
@@ -262,7 +274,7 @@ fn generated_crates_match_golden_outputs_on_the_host() {
         all.len(),
         failures.join("\n")
     );
-    assert!(all.len() >= 126, "only {} models compiled", all.len());
+    assert!(all.len() >= 126 + 95, "only {} models compiled", all.len());
 }
 
 #[test]
@@ -283,7 +295,14 @@ fn generated_crates_build_for_cortex_m() {
 fn shipped_models_have_no_panic_path_on_cortex_m4() {
     let all = compiled();
     let work = work_dir();
-    for c in all.iter().filter(|c| !c.rel.starts_with("ops/")) {
+    // The shipped models, and three ONNX networks covering float, int8 and transposed
+    // convolutions.
+    let probed = |rel: &str| {
+        !rel.contains("ops/")
+            && (!rel.starts_with("onnx/")
+                || ["onnx/lenet_mnist", "onnx/ds_cnn_qdq", "onnx/autoencoder"].contains(&rel))
+    };
+    for c in all.iter().filter(|c| probed(&c.rel)) {
         let sizes = kiln_codegen::emit::rust::probe::measure(
             &work.join("crates").join(&c.krate),
             &c.krate,

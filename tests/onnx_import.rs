@@ -8,7 +8,9 @@ use kiln_tests::models_dir;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/onnx")
+        .join(name)
 }
 
 fn error_of(name: &str) -> (ImportError, String) {
@@ -16,7 +18,10 @@ fn error_of(name: &str) -> (ImportError, String) {
         Ok(_) => panic!("{name} imported"),
         Err(e) => {
             let text = e.to_string();
-            assert!(text.contains(name), "{name}: error does not name the file: {text}");
+            assert!(
+                text.contains(name),
+                "{name}: error does not name the file: {text}"
+            );
             (e, text)
         }
     }
@@ -32,13 +37,22 @@ fn assert_mentions(name: &str, words: &[&str]) -> ImportError {
 
 #[test]
 fn unsupported_operators_are_all_listed_with_node_names() {
-    let e = assert_mentions("unsupported_op_resize.onnx", &["Resize", "upsample_2x", "node 1"]);
-    assert!(matches!(e, ImportError::Unsupported { ref items, .. } if items.len() == 1), "{e}");
+    let e = assert_mentions(
+        "unsupported_op_resize.onnx",
+        &["Resize", "upsample_2x", "node 1"],
+    );
+    assert!(
+        matches!(e, ImportError::Unsupported { ref items, .. } if items.len() == 1),
+        "{e}"
+    );
     let e = assert_mentions(
         "unsupported_ops_resize_lstm.onnx",
         &["Resize", "upsample_2x", "LSTM", "encoder_lstm", "node 3"],
     );
-    assert!(matches!(e, ImportError::Unsupported { ref items, .. } if items.len() == 2), "{e}");
+    assert!(
+        matches!(e, ImportError::Unsupported { ref items, .. } if items.len() == 2),
+        "{e}"
+    );
 }
 
 #[test]
@@ -46,10 +60,17 @@ fn malformed_files_are_reported() {
     assert_mentions("truncated.onnx", &["not an ONNX model"]);
     assert_mentions(
         "missing_external_data.onnx",
-        &["fc.weight", "missing_external_data.onnx.data", "cannot read"],
+        &[
+            "fc.weight",
+            "missing_external_data.onnx.data",
+            "cannot read",
+        ],
     );
     assert_mentions("conv_missing_weight.onnx", &["conv", "weight", "missing"]);
-    assert_mentions("conv_weight_not_constant.onnx", &["conv", "weight", "constant"]);
+    assert_mentions(
+        "conv_weight_not_constant.onnx",
+        &["conv", "weight", "constant"],
+    );
     assert_mentions("cycle.onnx", &["add", "relu_out", "cycle"]);
     assert_mentions("dangling_input.onnx", &["add", "bias_typo"]);
 }
@@ -81,10 +102,14 @@ fn damaged_models_never_panic() {
     let mut panics = Vec::new();
     let mut rng = Rng(0x6f6e_6e78);
     for rel in MODELS {
-        let original = std::fs::read(models_dir().join("onnx").join(rel).join("model.onnx")).unwrap();
+        let original =
+            std::fs::read(models_dir().join("onnx").join(rel).join("model.onnx")).unwrap();
         assert_eq!(import_onnx_and_run(&original), Ok(()), "{rel}");
         let n = original.len();
-        let mut variants: Vec<Vec<u8>> = (0..n).step_by(n / 60 + 1).map(|c| original[..c].to_vec()).collect();
+        let mut variants: Vec<Vec<u8>> = (0..n)
+            .step_by(n / 60 + 1)
+            .map(|c| original[..c].to_vec())
+            .collect();
         for _ in 0..120 {
             let mut bytes = original.clone();
             for _ in 0..1 + rng.next() % 4 {

@@ -173,6 +173,8 @@ pub fn emit(
         let write = match plan.location(out) {
             Location::Output(j) => format!("&mut {}[..]", outputs[j].arg),
             Location::Arena(off) => format!("unsafe {{ view_mut::<{ty}>(base, {off}, {len}) }}"),
+            // An alias shares its input's bytes (possibly the caller's input buffer).
+            _ if plan.reuse[node_id.0] == Reuse::Alias => String::new(),
             other => {
                 return Err(EmitError::Tensor {
                     index: out.0,
