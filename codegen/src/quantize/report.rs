@@ -347,7 +347,7 @@ impl fmt::Display for QuantReport {
             if let Some((agree, of)) = o.top1 {
                 write!(
                     f,
-                    ", top-1 agreement {agree}/{of} ({:.1}%)",
+                    ", top-1 agreement {agree}/{of} ({:.2}%)",
                     100.0 * agree as f64 / of as f64
                 )?;
             }

@@ -35,7 +35,7 @@ fn quantize_report_prints_every_layer_and_the_output_agreement() {
         let sqnr: f64 = row.split_whitespace().last().unwrap().parse().unwrap();
         assert!(sqnr > 15.0, "{row}");
     }
-    assert!(t.contains("top-1 agreement 20/20 (100.0%)"), "{t}");
+    assert!(t.contains("top-1 agreement 20/20 (100.00%)"), "{t}");
 
     // --samples and --eval: calibrate on 5 samples, compare on all 20.
     let o = kiln(&[
