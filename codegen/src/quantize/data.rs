@@ -326,7 +326,7 @@ fn read_idx(
             format!("IDX dimensions {dims:?} too large"),
         ));
     }
-    if per != input.num_elements() {
+    if per == 0 || per != input.num_elements() {
         let hint = if ndim == 1 { " (a label file?)" } else { "" };
         return Err(format_error(
             path,

@@ -933,3 +933,35 @@ fn onnx_operators_quantize_as_tflite_would() {
         assert!(row.sqnr_db > 20.0, "{r}");
     }
 }
+
+#[test]
+fn truncated_or_corrupted_data_files_never_panic() {
+    use std::io::Write;
+    let dir = temp("corrupt");
+    let raw = idx_bytes(0x08, &[4, 2, 2], &[7; 16]);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&raw).unwrap();
+    let gz = enc.finish().unwrap();
+    let npy_path = dir.join("ok.npy");
+    crate::npy::write(&npy_path, &[4, 2, 2], &TensorData::F32(vec![0.5; 16])).unwrap();
+    let npy = std::fs::read(&npy_path).unwrap();
+    let input = info(&[1, 2, 2, 1]);
+    let opts = DataOptions::default();
+    let mut rng = Rng(99);
+    for (k, original) in [raw, gz, npy].into_iter().enumerate() {
+        let path = dir.join(format!("case{k}"));
+        for cut in 0..original.len() {
+            std::fs::write(&path, &original[..cut]).unwrap();
+            let _ = data::load(&path, &input, &opts);
+        }
+        for _ in 0..200 {
+            let mut bytes = original.clone();
+            let i = rng.next_u32() as usize % bytes.len();
+            bytes[i] ^= 1 << (rng.next_u32() % 8);
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = data::load(&path, &input, &opts);
+        }
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(data::load(&path, &input, &opts).unwrap().len(), 4);
+    }
+}
