@@ -103,8 +103,10 @@ fn float_onnx_compiles_to_int8_crate() {
     ]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    let src = std::fs::read_to_string(out_dir.join("src/lib.rs")).unwrap();
+    let src = std::fs::read_to_string(out_dir.join("src/model.rs")).unwrap();
+    // A quantized model: int8 input with its parameters exported for the firmware.
     assert!(src.contains("pub const INPUT_SCALE"), "{src}");
+    assert!(src.contains("input: &[i8; INPUT_LEN]"), "{src}");
     assert!(repo().join("models/onnx/lenet_mnist/model.onnx").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
