@@ -114,7 +114,7 @@ fn damaged_models_never_panic() {
             let mut bytes = original.clone();
             for _ in 0..1 + rng.next() % 4 {
                 // Flips land mostly in the first 4 KiB (graph structure), sometimes anywhere.
-                let span = if rng.next() % 4 == 0 { n } else { n.min(4096) };
+                let span = if rng.next().is_multiple_of(4) { n } else { n.min(4096) };
                 let at = (rng.next() % span as u64) as usize;
                 bytes[at] ^= 1 << (rng.next() % 8);
             }

@@ -1248,7 +1248,7 @@ fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Result<Ve
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return malformed(format!("cannot reshape {input:?} into {target:?}"));
         }
         out[i] = total / known;

@@ -356,10 +356,12 @@ impl Importer<'_> {
         let dtype = match t.elem_type() {
             1 => DType::F32,
             3 => DType::I8,
-            e => return Err(Problem::Malformed(format!(
+            e => {
+                return Err(Problem::Malformed(format!(
                 "graph input '{name}' has element type {}; kiln models take float32 or int8 inputs",
                 tensor::type_name(e)
-            ))),
+            )))
+            }
         };
         let dims = t
             .shape

@@ -395,9 +395,11 @@ fn fused(
 ) -> Result<Value> {
     let input_scale = match inputs.first() {
         Some(Some(Value::Dequantized { quant, .. })) => quant.scale[0],
-        Some(Some(Value::Tensor { id, .. })) if imp.graph.info(*id).dtype == DType::I8 => {
-            imp.graph.info(*id).scale_zero_point().map_or(1.0, |(s, _)| s)
-        }
+        Some(Some(Value::Tensor { id, .. })) if imp.graph.info(*id).dtype == DType::I8 => imp
+            .graph
+            .info(*id)
+            .scale_zero_point()
+            .map_or(1.0, |(s, _)| s),
         _ => return unsupported("quantized op without a quantized input"),
     };
     let weight = match (op, inputs.get(1)) {
@@ -435,7 +437,9 @@ pub(super) fn int8_operand(imp: &mut Importer<'_>, v: &Value) -> Result<(TensorI
             }
             _ => unsupported("a per-channel quantized constant as an element-wise operand"),
         },
-        Value::Tensor { id, layout } if imp.graph.info(*id).dtype == DType::I8 => Ok((*id, *layout)),
+        Value::Tensor { id, layout } if imp.graph.info(*id).dtype == DType::I8 => {
+            Ok((*id, *layout))
+        }
         _ => unsupported("a float operand of a quantized op"),
     }
 }
