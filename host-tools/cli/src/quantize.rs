@@ -183,20 +183,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let weight_bytes: usize = q
-        .int8
-        .tensors
-        .iter()
-        .filter(|t| t.data.is_some())
-        .map(|t| t.info.byte_size())
-        .sum();
-    let float_bytes: usize = q
-        .float
-        .tensors
-        .iter()
-        .filter(|t| t.data.is_some())
-        .map(|t| t.info.byte_size())
-        .sum();
+    let weight_bytes = constant_bytes(&q.int8);
+    let float_bytes = constant_bytes(&q.float);
     println!("  constants: {weight_bytes} bytes (float: {float_bytes})");
     if args.report || !args.eval.is_empty() {
         let samples = if args.eval.is_empty() {
@@ -209,4 +197,22 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         println!("{report}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes of the constants some node reads (tensors the passes left unreferenced do not
+/// reach the compiled model).
+fn constant_bytes(graph: &kiln_codegen::ir::Graph) -> usize {
+    let mut used = vec![false; graph.tensors.len()];
+    for n in &graph.nodes {
+        for t in &n.inputs {
+            used[t.0] = true;
+        }
+    }
+    graph
+        .tensors
+        .iter()
+        .zip(&used)
+        .filter(|(t, &u)| u && t.data.is_some())
+        .map(|(t, _)| t.info.byte_size())
+        .sum()
 }
