@@ -2,4 +2,5 @@
 //! define correctness; optimized variants (Cortex-M DSP, ...) will sit beside it with the
 //! same signatures and be property-tested against it.
 
+pub mod in_place;
 pub mod reference;
