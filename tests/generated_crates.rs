@@ -4,8 +4,13 @@
 //! golden inputs, and every output must equal the golden output bit for bit (int8) or
 //! within the float tolerance (f32). The same crates are then built for Cortex-M0+ and
 //! Cortex-M4F to prove they are no_std and no alloc.
+//!
+//! The TFLite models are compiled for the Cortex-M4, so their crates call the DSP
+//! kernels (`kiln_runtime::kernels::dsp`) wherever the emitter picks them — on the host
+//! through the same code with portable arithmetic — and are checked against TFLM's
+//! outputs; the ONNX models are compiled for the host and keep the reference kernels.
 
-use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
+use kiln_codegen::compile::{optimize_and_plan, CompileOptions, Target};
 use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
 use kiln_codegen::exec::{compare, TensorData};
 use kiln_codegen::import;
@@ -183,7 +188,8 @@ fn compiled() -> &'static Vec<Compiled> {
             let planned = optimize_and_plan(graph, &CompileOptions::default(), &rel).unwrap_or_else(|e| panic!("{e}"));
             let (graph, plan) = (planned.graph, planned.plan);
             let krate = crate_name(&rel);
-            write_crate(&work.join("crates").join(&krate), &krate, &source, &graph, &plan, &runtime, false)
+            let target = if rel.starts_with("onnx/") { Target::Host } else { Target::CortexM4 };
+            write_crate(&work.join("crates").join(&krate), &krate, &source, &graph, &plan, &runtime, false, target)
                 .unwrap_or_else(|e| panic!("{rel}: {e}"));
             let data = work.join("data").join(&krate);
             std::fs::create_dir_all(&data).unwrap();

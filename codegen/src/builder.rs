@@ -131,9 +131,11 @@ impl Builder {
         let (graph, plan) = (&planned.graph, &planned.plan);
         let weights_file = format!("{name}.weights.bin");
         let model =
-            emit(graph, plan, &file, &weights_file).map_err(|source| CompileError::Emit {
-                file: file.clone(),
-                source,
+            emit(graph, plan, &file, &weights_file, self.options.target).map_err(|source| {
+                CompileError::Emit {
+                    file: file.clone(),
+                    source,
+                }
             })?;
         if let Some(board) = self.board {
             board

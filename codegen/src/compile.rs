@@ -52,6 +52,16 @@ impl Target {
         }
     }
 
+    /// Whether the core has the Arm DSP extension (SMLAD, SXTB16, ...): the Cortex-M4,
+    /// M7 and M33. The emitter calls `kiln_runtime::kernels::dsp` for these; every other
+    /// target keeps the reference kernels.
+    pub fn has_dsp(self) -> bool {
+        matches!(
+            self,
+            Target::CortexM4 | Target::CortexM7 | Target::CortexM33
+        )
+    }
+
     /// The Rust target triple, `None` for the host.
     pub fn triple(self) -> Option<&'static str> {
         match self {

@@ -30,3 +30,21 @@ pub(crate) unsafe fn set<T>(s: &mut [T], i: usize, v: T) {
     // SAFETY: the caller guarantees `i < s.len()`.
     unsafe { *s.get_unchecked_mut(i) = v }
 }
+
+/// The four bytes `s[i..i + 4]` without a bounds check (one unaligned load where the
+/// target allows it).
+///
+/// # Safety
+///
+/// `i + 4 <= s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn get4(s: &[i8], i: usize) -> [i8; 4] {
+    debug_assert!(
+        i + 4 <= s.len(),
+        "bytes {i}..{} out of bounds ({})",
+        i + 4,
+        s.len()
+    );
+    // SAFETY: the caller guarantees `i + 4 <= s.len()`; [i8; 4] has alignment 1.
+    unsafe { s.as_ptr().add(i).cast::<[i8; 4]>().read() }
+}

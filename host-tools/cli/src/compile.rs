@@ -75,7 +75,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let (graph, plan) = (&planned.graph, &planned.plan);
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
     let runtime = runtime_dependency(args.runtime.as_deref());
-    let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true)?;
+    let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true, target)?;
     let mut report = Report::new(graph, plan, model.weights.len());
     report.passes = planned.passes.clone();
     if let (Some(triple), false) = (target.triple(), args.no_size) {

@@ -71,8 +71,10 @@ fn shipped_models_match_golden_outputs_on_m4_and_m3_with_repeatable_counts() {
             );
             assert!(text.contains("top-1 class"), "{text}");
             let n = instructions(&text);
+            // A sanity floor: both models take millions of instructions even with the
+            // DSP kernels (about 4-20 M on the M4, tens of millions on the M3).
             assert!(
-                n > 10_000_000,
+                n > 1_000_000,
                 "{model} on {machine}: {n} instructions\n{text}"
             );
             let ram = figure(&text, "RAM bytes:      ");

@@ -13,6 +13,7 @@
 use core::hint::black_box;
 
 use kiln_runtime::activation::{ActivationRange, ActivationRangeF32};
+use kiln_runtime::kernels::dsp;
 use kiln_runtime::kernels::reference::add::{
     add_f32, add_f32_in_place, add_i8, add_i8_in_place, AddParams,
 };
@@ -25,6 +26,7 @@ use kiln_runtime::kernels::reference::clip::{
 use kiln_runtime::kernels::reference::concatenation::{
     concatenation_f32, concatenation_i8, ConcatenationParams,
 };
+use kiln_runtime::kernels::reference::conv_2d::ResidualAdd;
 use kiln_runtime::kernels::reference::conv_2d::{conv_2d_f32, conv_2d_i8, Conv2dParams, ConvQuant};
 use kiln_runtime::kernels::reference::depthwise_conv_2d::{
     depthwise_conv_2d_f32, depthwise_conv_2d_i8, DepthwiseConv2dParams,
@@ -224,6 +226,23 @@ entry_points! {
         => clip_i8_in_place(p, xy);
     kiln_clip_f32_in_place(r: ActivationRangeF32, xy: &mut [f32])
         => clip_f32_in_place(r, xy);
+
+    // Cortex-M DSP kernels (`kernels::dsp`): SMLAD/SXTB16 asm on thumbv7em, portable
+    // Rust on thumbv6m.
+    kiln_dsp_conv_2d_i8(p: &Conv2dParams, q: &ConvQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_i8(p, q, x, w, b, y, s);
+    kiln_dsp_conv_2d_i8_add(p: &Conv2dParams, q: &ConvQuant<'_>, r: &ResidualAdd, x: &[i8], w: &[i8], b: Option<&[i32]>, skip: &[i8], y: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_i8_add(p, q, r, x, w, b, skip, y, s);
+    kiln_dsp_conv_2d_i8_add_in_place(p: &Conv2dParams, q: &ConvQuant<'_>, r: &ResidualAdd, x: &[i8], w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_i8_add_in_place(p, q, r, x, w, b, xy, s);
+    kiln_dsp_conv_2d_1x1_i8(p: &Conv2dParams, q: &ConvQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_1x1_i8(p, q, x, w, b, y, s);
+    kiln_dsp_conv_2d_1x1_i8_add(p: &Conv2dParams, q: &ConvQuant<'_>, r: &ResidualAdd, x: &[i8], w: &[i8], b: Option<&[i32]>, skip: &[i8], y: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_1x1_i8_add(p, q, r, x, w, b, skip, y, s);
+    kiln_dsp_conv_2d_1x1_i8_add_in_place(p: &Conv2dParams, q: &ConvQuant<'_>, r: &ResidualAdd, x: &[i8], w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_1x1_i8_add_in_place(p, q, r, x, w, b, xy, s);
+    kiln_dsp_depthwise_conv_2d_i8(p: &DepthwiseConv2dParams, q: &ConvQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8])
+        => dsp::depthwise_conv_2d::depthwise_conv_2d_i8(p, q, x, w, b, y);
 }
 
 /// Reached only if a kernel can panic, which `check.sh` rules out: with no caller left

@@ -10,6 +10,7 @@ mod literal;
 mod ops;
 pub mod probe;
 
+use crate::compile::Target;
 use crate::exec::{kernel::Kernel, ExecError};
 use crate::ir::{DType, Graph, TensorId};
 use crate::plan::{Location, Plan, Reuse};
@@ -87,13 +88,21 @@ fn rust_type(d: DType) -> &'static str {
 }
 
 /// Emits the module body for `graph` placed by `plan`. `weights_file` is the file name
-/// (next to the generated source) the weights blob will be written to.
+/// (next to the generated source) the weights blob will be written to. `target` picks
+/// the kernels: the DSP variants (`kiln_runtime::kernels::dsp`) where it has the DSP
+/// extension and the op's shape suits them, the reference kernels elsewhere.
 pub fn emit(
     graph: &Graph,
     plan: &Plan,
     source_model: &str,
     weights_file: &str,
+    target: Target,
 ) -> Result<RustModel, EmitError> {
+    let kernel_family = if target.has_dsp() {
+        ops::Kernels::Dsp
+    } else {
+        ops::Kernels::Reference
+    };
     let kernels = graph
         .nodes
         .iter()
@@ -152,9 +161,26 @@ pub fn emit(
     )
     .unwrap();
     writeln!(s, "/// Allocates nothing and cannot fail: every shape was checked when this code was generated.").unwrap();
+    // Scratch of the DSP kernels (im2col columns): one stack array sized for the
+    // largest call, declared only when some call needs it.
+    let scratch = plan
+        .order
+        .iter()
+        .map(|n| ops::scratch_words(&kernels[n.0].0, kernel_family))
+        .max()
+        .unwrap_or(0);
+    writeln!(
+        s,
+        "/// Bytes of stack [`run`] takes for kernel scratch (the DSP kernels' im2col columns)."
+    )
+    .unwrap();
+    writeln!(s, "pub const SCRATCH_BYTES: usize = {};\n", 4 * scratch).unwrap();
     writeln!(s, "#[allow(unused_variables, unused_unsafe, clippy::all)]").unwrap();
     writeln!(s, "pub fn run(arena: &mut Arena, {}) {{", args.join(", ")).unwrap();
     writeln!(s, "    let base = arena.0.as_mut_ptr();").unwrap();
+    if scratch > 0 {
+        writeln!(s, "    let mut scratch = [0u32; SCRATCH_BYTES / 4];").unwrap();
+    }
     let read = |id: TensorId| -> String {
         let info = graph.info(id);
         let (ty, len) = (rust_type(info.dtype), info.num_elements());
@@ -211,13 +237,12 @@ pub fn emit(
                     names.push(format!("x{i}"));
                 }
                 writeln!(s, "        let y = {write};").unwrap();
-                let call = ops::in_place_call(prepared, operand, &names, "y").ok_or_else(|| {
-                    EmitError::Tensor {
+                let call = ops::in_place_call(prepared, operand, &names, "y", kernel_family)
+                    .ok_or_else(|| EmitError::Tensor {
                         index: out.0,
                         name: graph.tensor(out).name.clone(),
                         message: format!("{} has no in-place kernel", node.op.name()),
-                    }
-                })?;
+                    })?;
                 for line in call.lines() {
                     writeln!(s, "        {line}").unwrap();
                 }
@@ -237,6 +262,7 @@ pub fn emit(
                         inputs: &names,
                         output: "y",
                     },
+                    kernel_family,
                 );
                 for line in call.lines() {
                     writeln!(s, "        {line}").unwrap();
@@ -441,7 +467,9 @@ pub enum RuntimeDependency {
 
 /// Writes a self-contained crate: `Cargo.toml`, `src/lib.rs` (the module body behind
 /// `#![no_std]`) and `src/model.weights.bin`. `standalone` adds an empty `[workspace]`
-/// so the crate builds on its own even inside another workspace's folder.
+/// so the crate builds on its own even inside another workspace's folder; `target`
+/// picks the kernels as in [`emit`].
+#[allow(clippy::too_many_arguments)]
 pub fn write_crate(
     dir: &Path,
     crate_name: &str,
@@ -450,8 +478,9 @@ pub fn write_crate(
     plan: &Plan,
     runtime: &RuntimeDependency,
     standalone: bool,
+    target: Target,
 ) -> Result<RustModel, crate::CompileError> {
-    let model = emit(graph, plan, graph_source, "model.weights.bin").map_err(|source| {
+    let model = emit(graph, plan, graph_source, "model.weights.bin", target).map_err(|source| {
         crate::CompileError::Emit {
             file: graph_source.to_string(),
             source,

@@ -31,8 +31,106 @@ fn short_multiplier(q: &QuantizedMultiplier) -> String {
     format!("qm({}, {})", q.multiplier, q.shift)
 }
 
-/// Source of a block that runs `prepared` on `ops`.
-pub(super) fn kernel_call(prepared: &Prepared, ops: &Operands<'_>) -> String {
+/// Which kernel family the generated code calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernels {
+    /// `kiln_runtime::kernels::reference` everywhere.
+    Reference,
+    /// `kiln_runtime::kernels::dsp` where it has the op and shape, the reference
+    /// elsewhere (Cortex-M cores with the DSP extension).
+    Dsp,
+}
+
+/// Path of the DSP kernels in generated code (their names repeat the reference's,
+/// which the generated module imports with globs).
+const DSP: &str = "kiln_runtime::kernels::dsp";
+
+/// The scratch expression DSP calls take; `run` declares `scratch` when any needs it.
+const SCRATCH: &str = "&mut scratch";
+
+/// Words of `run`'s scratch buffer the call [`kernel_call`] or [`in_place_call`]
+/// emits for `prepared` needs (0 for kernels without scratch).
+pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
+    if kernels != Kernels::Dsp {
+        return 0;
+    }
+    match prepared {
+        Prepared::Conv2dI8(p, _) | Prepared::Conv2dAddI8(p, ..) => {
+            kiln_runtime::kernels::dsp::conv_2d::conv_2d_scratch_words(p)
+        }
+        _ => 0,
+    }
+}
+
+/// The DSP variant of `prepared`'s call, chosen from the shapes: 1x1 convolutions as a
+/// plain matrix multiply, other convolutions through im2col, depthwise convolutions
+/// with depth multiplier 1; `None` keeps the reference kernel. `inout` names the operand a fused residual add overwrites (in
+/// place) or is `None` (out of place, result in `ops.output`).
+fn dsp_call(prepared: &Prepared, ops: &Operands<'_>, inout: Option<&str>) -> Option<String> {
+    let x = |i: usize| ops.inputs[i].as_str();
+    let y = ops.output;
+    let bias = || {
+        ops.inputs
+            .get(2)
+            .map_or("None".to_string(), |b| format!("Some({b})"))
+    };
+    let conv = |p: &kiln_runtime::kernels::reference::conv_2d::Conv2dParams| {
+        if p.window.filter == [1, 1] {
+            "conv_2d_1x1_i8"
+        } else {
+            "conv_2d_i8"
+        }
+    };
+    Some(match (prepared, inout) {
+        (Prepared::Conv2dI8(p, q), None) => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\n{DSP}::conv_2d::{}(&P, &Q, {}, {}, {}, {y}, {SCRATCH});",
+            literal(p),
+            quant(q),
+            conv(p),
+            x(0),
+            x(1),
+            bias()
+        ),
+        (Prepared::Conv2dAddI8(p, q, r), None) => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\n{DSP}::conv_2d::{}_add(&P, &Q, &R, {}, {}, {}, {}, {y}, {SCRATCH});",
+            literal(p),
+            quant(q),
+            literal(r),
+            conv(p),
+            x(0),
+            x(1),
+            bias(),
+            x(3)
+        ),
+        (Prepared::Conv2dAddI8(p, q, r), Some(inout)) => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\n{DSP}::conv_2d::{}_add_in_place(&P, &Q, &R, {}, {}, {}, {inout}, {SCRATCH});",
+            literal(p),
+            quant(q),
+            literal(r),
+            conv(p),
+            x(0),
+            x(1),
+            bias()
+        ),
+        (Prepared::DepthwiseI8(p, q), None) if p.depth_multiplier == 1 => format!(
+            "const P: DepthwiseConv2dParams = {};\nconst Q: ConvQuant<'static> = {};\n{DSP}::depthwise_conv_2d::depthwise_conv_2d_i8(&P, &Q, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            x(0),
+            x(1),
+            bias()
+        ),
+        _ => return None,
+    })
+}
+
+/// Source of a block that runs `prepared` on `ops` with the `kernels` family.
+pub(super) fn kernel_call(prepared: &Prepared, ops: &Operands<'_>, kernels: Kernels) -> String {
+    if kernels == Kernels::Dsp {
+        if let Some(call) = dsp_call(prepared, ops, None) {
+            return call;
+        }
+    }
     let x = |i: usize| ops.inputs[i].as_str();
     let bias = || {
         ops.inputs
@@ -237,7 +335,14 @@ pub(super) fn in_place_call(
     operand: usize,
     inputs: &[String],
     y: &str,
+    kernels: Kernels,
 ) -> Option<String> {
+    if kernels == Kernels::Dsp && matches!(prepared, Prepared::Conv2dAddI8(..)) && operand == 3 {
+        let ops = Operands { inputs, output: y };
+        if let Some(call) = dsp_call(prepared, &ops, Some(y)) {
+            return Some(call);
+        }
+    }
     let first = operand == 0;
     let other = || {
         inputs

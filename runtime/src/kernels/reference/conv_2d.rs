@@ -188,7 +188,7 @@ pub(crate) fn for_each_tap(
 /// Slice lengths one CONV_2D call needs, derived from `p` with overflow-checked
 /// arithmetic: `(groups, input, filter, output)`. `None` when the params describe no
 /// valid call (zero filter depth, groups that do not divide the channels, overflow).
-fn conv_lens(p: &Conv2dParams) -> Option<(usize, usize, usize, usize)> {
+pub(crate) fn conv_lens(p: &Conv2dParams) -> Option<(usize, usize, usize, usize)> {
     let w = &p.window;
     let fin = p.filter_input_depth;
     let groups = p.input_depth.checked_div(fin)?;
@@ -341,8 +341,9 @@ pub struct ResidualAdd {
 }
 
 impl ResidualAdd {
+    /// The ADD of one conv result with its skip value.
     #[inline]
-    fn apply(&self, conv: i8, skip: i8) -> i8 {
+    pub(crate) fn apply(&self, conv: i8, skip: i8) -> i8 {
         if self.conv_is_first {
             self.add.add_one(conv, skip)
         } else {

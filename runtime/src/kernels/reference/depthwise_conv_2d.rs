@@ -109,7 +109,7 @@ impl DepthwiseConv2dParams {
 
 /// Slice lengths one DEPTHWISE_CONV_2D call needs, derived from `p` with
 /// overflow-checked arithmetic: `(output_depth, input, filter, output)`.
-fn depthwise_lens(p: &DepthwiseConv2dParams) -> Option<(usize, usize, usize, usize)> {
+pub(crate) fn depthwise_lens(p: &DepthwiseConv2dParams) -> Option<(usize, usize, usize, usize)> {
     let w = &p.window;
     let out_depth = p.input_depth.checked_mul(p.depth_multiplier)?;
     let input = checked_product(&[p.batches, w.input[0], w.input[1], p.input_depth])?;

@@ -1,0 +1,401 @@
+//! The Arm DSP-extension instructions the fast kernels are built from, each with a
+//! portable twin that computes exactly the same bits.
+//!
+//! With `cfg(kiln_dsp)` (set by `runtime/build.rs` for Cortex-M4/M7/M33-class targets)
+//! every function is one instruction through `core::arch::asm!`; elsewhere (the host,
+//! Cortex-M0/M3, RISC-V) it is plain Rust. The kernels call only these, so the code the
+//! host tests against the reference kernels is the code the target runs, minus the
+//! instruction selection. The tests at the bottom pin each portable function to the
+//! architecture manual's definition on edge values.
+//!
+//! Packed values are `u32` words: two 16-bit halves (`[lo, hi]`, low half in bits
+//! 0..16) or four bytes (byte 0 in bits 0..8).
+#![allow(unsafe_code)]
+
+#[cfg(kiln_dsp)]
+use core::arch::asm;
+
+/// The low half of a packed word, sign-extended.
+#[inline(always)]
+pub const fn lo16(x: u32) -> i32 {
+    x as u16 as i16 as i32
+}
+
+/// The high half of a packed word, sign-extended.
+#[inline(always)]
+pub const fn hi16(x: u32) -> i32 {
+    (x >> 16) as u16 as i16 as i32
+}
+
+/// Packs two values into halves `[lo, hi]`, keeping the low 16 bits of each (PKHBT).
+#[inline(always)]
+pub const fn pack16(lo: i32, hi: i32) -> u32 {
+    (lo as u32 & 0xFFFF) | ((hi as u32) << 16)
+}
+
+/// Four bytes as one little-endian word (one `LDR` where unaligned loads are allowed).
+#[inline(always)]
+pub const fn word(b: [i8; 4]) -> u32 {
+    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+}
+
+/// The same value in both halves: the operand [`sxtab16`] adds to each.
+#[inline(always)]
+pub const fn splat16(v: i32) -> u32 {
+    pack16(v, v)
+}
+
+/// The same byte in all four lanes.
+#[inline(always)]
+pub const fn splat8(v: i8) -> u32 {
+    (v as u8 as u32).wrapping_mul(0x0101_0101)
+}
+
+/// SXTB16: bytes 0 and 2 of `x`, sign-extended into halves `[b0, b2]`.
+#[inline(always)]
+pub fn sxtb16(x: u32) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: u32;
+        // SAFETY: a register-only DSP instruction; the target has the DSP extension.
+        unsafe {
+            asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        pack16(x as u8 as i8 as i32, (x >> 16) as u8 as i8 as i32)
+    }
+}
+
+/// SXTB16 with ROR #8: bytes 1 and 3 of `x`, sign-extended into halves `[b1, b3]`.
+#[inline(always)]
+pub fn sxtb16_ror8(x: u32) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: u32;
+        // SAFETY: as in `sxtb16`.
+        unsafe {
+            asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        sxtb16(x.rotate_right(8))
+    }
+}
+
+/// SXTAB16: `[a.lo + b0, a.hi + b2]` with bytes 0 and 2 of `x` sign-extended; each half
+/// wraps at 16 bits. Unpacks four int8 values and adds an offset to them in one go.
+#[inline(always)]
+pub fn sxtab16(a: u32, x: u32) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: u32;
+        // SAFETY: as in `sxtb16`.
+        unsafe {
+            asm!("sxtab16 {r}, {a}, {x}", r = lateout(reg) r, a = in(reg) a, x = in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        let b = sxtb16(x);
+        pack16(lo16(a) + lo16(b), hi16(a) + hi16(b))
+    }
+}
+
+/// SXTAB16 with ROR #8: `[a.lo + b1, a.hi + b3]`, each half wrapping at 16 bits.
+#[inline(always)]
+pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: u32;
+        // SAFETY: as in `sxtb16`.
+        unsafe {
+            asm!("sxtab16 {r}, {a}, {x}, ror #8", r = lateout(reg) r, a = in(reg) a,
+                 x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        sxtab16(a, x.rotate_right(8))
+    }
+}
+
+/// SMLAD: `acc + a.lo * b.lo + a.hi * b.hi`, wrapping at 32 bits (two MACs).
+#[inline(always)]
+pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(kiln_dsp)]
+    {
+        let mut acc = acc;
+        // SAFETY: as in `sxtb16` (SMLAD may set the sticky Q flag, which nothing reads).
+        // The sum is tied to its register, so a running sum stays put in loops.
+        unsafe {
+            asm!("smlad {acc}, {a}, {b}, {acc}", acc = inout(reg) acc, a = in(reg) a,
+                 b = in(reg) b, options(pure, nomem, nostack));
+        }
+        acc
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        acc.wrapping_add(lo16(a) * lo16(b))
+            .wrapping_add(hi16(a) * hi16(b))
+    }
+}
+
+/// SMLABB: `acc + a.lo * b.lo`, wrapping at 32 bits.
+#[inline(always)]
+pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(kiln_dsp)]
+    {
+        let mut acc = acc;
+        // SAFETY: as in `smlad`.
+        // The sum is tied to its register, so a running sum stays put in loops.
+        unsafe {
+            asm!("smlabb {acc}, {a}, {b}, {acc}", acc = inout(reg) acc, a = in(reg) a,
+                 b = in(reg) b, options(pure, nomem, nostack));
+        }
+        acc
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        acc.wrapping_add(lo16(a) * lo16(b))
+    }
+}
+
+/// SMLATT: `acc + a.hi * b.hi`, wrapping at 32 bits.
+#[inline(always)]
+pub fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(kiln_dsp)]
+    {
+        let mut acc = acc;
+        // SAFETY: as in `smlad`.
+        // The sum is tied to its register, so a running sum stays put in loops.
+        unsafe {
+            asm!("smlatt {acc}, {a}, {b}, {acc}", acc = inout(reg) acc, a = in(reg) a,
+                 b = in(reg) b, options(pure, nomem, nostack));
+        }
+        acc
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        acc.wrapping_add(hi16(a) * hi16(b))
+    }
+}
+
+/// SMMULR: the high word of `a * b`, rounded: `(a * b + 2^31) >> 32`.
+#[inline(always)]
+pub fn smmulr(a: i32, b: i32) -> i32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: i32;
+        // SAFETY: as in `sxtb16`.
+        unsafe {
+            asm!("smmulr {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        ((i64::from(a) * i64::from(b) + (1i64 << 31)) >> 32) as i32
+    }
+}
+
+/// Bytewise signed maximum of two words of four int8 lanes (SSUB8 then SEL).
+#[inline(always)]
+pub fn max8(a: u32, b: u32) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: u32;
+        // SAFETY: register-only DSP instructions; SSUB8 sets the GE flags that SEL reads
+        // in the same block (so no `preserves_flags`).
+        unsafe {
+            asm!("ssub8 {r}, {a}, {b}", "sel {r}, {a}, {b}", r = out(reg) r, a = in(reg) a,
+                 b = in(reg) b, options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        let lanes = a.to_le_bytes().map(|x| x as i8);
+        let other = b.to_le_bytes().map(|x| x as i8);
+        u32::from_le_bytes(core::array::from_fn(|i| lanes[i].max(other[i]) as u8))
+    }
+}
+
+/// Bytewise signed minimum of two words of four int8 lanes (SSUB8 then SEL).
+#[inline(always)]
+pub fn min8(a: u32, b: u32) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let r: u32;
+        // SAFETY: as in `max8`.
+        unsafe {
+            asm!("ssub8 {r}, {a}, {b}", "sel {r}, {b}, {a}", r = out(reg) r, a = in(reg) a,
+                 b = in(reg) b, options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        let lanes = a.to_le_bytes().map(|x| x as i8);
+        let other = b.to_le_bytes().map(|x| x as i8);
+        u32::from_le_bytes(core::array::from_fn(|i| lanes[i].min(other[i]) as u8))
+    }
+}
+
+/// One step of a four-column matrix multiply (the DSP conv's inner loop): filter word
+/// `w` (four int8 values) unpacked with `SXTB16`/`SXTB16 ROR #8` into `[w0, w2]` and
+/// `[w1, w3]`, then for each column `i`:
+/// `acc[i] = smlad(x[2i + 1], [w1, w3], smlad(x[2i], [w0, w2], acc[i]))`.
+///
+/// One `asm!` block on DSP targets (1 LDR, 2 SXTB16, 4 LDRD, 8 SMLAD) because LLVM,
+/// left to schedule the loads itself, hoists all eight column words and spills them:
+/// with r7 reserved as frame pointer a Cortex-M keeps only 13 registers.
+#[inline(always)]
+pub fn smlad_4x1(x: &[u32; 8], w: &[i8; 4], acc: [i32; 4]) -> [i32; 4] {
+    #[cfg(kiln_dsp)]
+    {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: reads the 32 bytes of `x` (4-aligned, as LDRD needs) and the 4 bytes
+        // of `w` (LDR allows unaligned addresses on ARMv7-M), writes only registers.
+        unsafe {
+            asm!(
+                "ldr {w}, [{wp}]",
+                "ldrd {x0}, {x1}, [{xp}]",
+                "sxtb16 {we}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a0}, {x0}, {we}, {a0}",
+                "smlad {a0}, {x1}, {w}, {a0}",
+                "ldrd {x0}, {x1}, [{xp}, #8]",
+                "smlad {a1}, {x0}, {we}, {a1}",
+                "smlad {a1}, {x1}, {w}, {a1}",
+                "ldrd {x0}, {x1}, [{xp}, #16]",
+                "smlad {a2}, {x0}, {we}, {a2}",
+                "smlad {a2}, {x1}, {w}, {a2}",
+                "ldrd {x0}, {x1}, [{xp}, #24]",
+                "smlad {a3}, {x0}, {we}, {a3}",
+                "smlad {a3}, {x1}, {w}, {a3}",
+                xp = in(reg) x.as_ptr(),
+                wp = in(reg) w.as_ptr(),
+                w = out(reg) _,
+                we = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                options(pure, readonly, nostack),
+            );
+        }
+        [a0, a1, a2, a3]
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        let w = word(*w);
+        let (we, wo) = (sxtb16(w), sxtb16_ror8(w));
+        let [x0, x1, x2, x3, x4, x5, x6, x7] = *x;
+        let [a0, a1, a2, a3] = acc;
+        [
+            smlad(x1, wo, smlad(x0, we, a0)),
+            smlad(x3, wo, smlad(x2, we, a1)),
+            smlad(x5, wo, smlad(x4, we, a2)),
+            smlad(x7, wo, smlad(x6, we, a3)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Edge bytes and halves the tests always include.
+    const EDGES: [u32; 6] = [
+        0,
+        0xFFFF_FFFF,
+        0x8080_8080,
+        0x7F7F_7F7F,
+        0x8000_7FFF,
+        0x0180_FF7F,
+    ];
+
+    fn bytes(x: u32) -> [i32; 4] {
+        x.to_le_bytes().map(|b| i32::from(b as i8))
+    }
+
+    /// The manual's definitions, written independently of the functions above.
+    fn check(a: u32, b: u32, acc: i32) {
+        let [a0, a1, a2, a3] = bytes(a);
+        let (alo, ahi, blo, bhi) = (lo16(a), hi16(a), lo16(b), hi16(b));
+        assert_eq!(sxtb16(a), pack16(a0, a2));
+        assert_eq!(sxtb16_ror8(a), pack16(a1, a3));
+        let [b0, b1, b2, b3] = bytes(b);
+        assert_eq!(sxtab16(a, b), pack16(alo + b0, ahi + b2));
+        assert_eq!(sxtab16_ror8(a, b), pack16(alo + b1, ahi + b3));
+        let sum = i64::from(acc) + i64::from(alo * blo) + i64::from(ahi * bhi);
+        assert_eq!(smlad(a, b, acc), sum as i32);
+        assert_eq!(
+            smlabb(a, b, acc),
+            (i64::from(acc) + i64::from(alo * blo)) as i32
+        );
+        assert_eq!(
+            smlatt(a, b, acc),
+            (i64::from(acc) + i64::from(ahi * bhi)) as i32
+        );
+        let (ai, bi) = (a as i32, b as i32);
+        let wide = (i128::from(ai) * i128::from(bi) + (1i128 << 31)) >> 32;
+        assert_eq!(smmulr(ai, bi), wide as i32);
+        let bb = bytes(b);
+        let max: [u8; 4] = core::array::from_fn(|i| bytes(a)[i].max(bb[i]) as u8);
+        let min: [u8; 4] = core::array::from_fn(|i| bytes(a)[i].min(bb[i]) as u8);
+        assert_eq!(max8(a, b), u32::from_le_bytes(max));
+        assert_eq!(min8(a, b), u32::from_le_bytes(min));
+    }
+
+    #[test]
+    fn edge_values() {
+        for a in EDGES {
+            for b in EDGES {
+                for acc in [0, -1, i32::MAX, i32::MIN, 12345] {
+                    check(a, b, acc);
+                }
+            }
+        }
+        assert_eq!(word([1, -1, 2, -128]), 0x80_02_FF_01);
+        assert_eq!(splat16(-3), 0xFFFD_FFFD);
+        assert_eq!(splat8(-2), 0xFEFE_FEFE);
+        assert_eq!((lo16(pack16(-5, 7)), hi16(pack16(-5, 7))), (-5, 7));
+    }
+
+    proptest! {
+        #[test]
+        fn random_values(a: u32, b: u32, acc: i32) {
+            check(a, b, acc);
+        }
+
+        #[test]
+        fn four_column_step(x: [u32; 8], w: [i8; 4], acc: [i32; 4]) {
+            let got = smlad_4x1(&x, &w, acc);
+            for i in 0..4 {
+                let mut want = i64::from(acc[i]);
+                for j in 0..4 {
+                    let half = if j % 2 == 0 { lo16(x[2 * i + j / 2]) } else { hi16(x[2 * i + j / 2]) };
+                    // x[2i] holds lanes 0 and 2, x[2i + 1] lanes 1 and 3.
+                    let lane = [0, 2, 1, 3][j];
+                    want += i64::from(half) * i64::from(w[lane]);
+                }
+                prop_assert_eq!(got[i], want as i32);
+            }
+        }
+    }
+}
