@@ -26,8 +26,14 @@ fn compile_and_run(graph: crate::ir::Graph) -> Result<(), String> {
     if let Ok(planned) = optimize_and_plan(graph.clone(), &CompileOptions::default(), "input") {
         // Both kernel families: the reference calls and the DSP selection.
         for target in [crate::Target::Host, crate::Target::CortexM4] {
-            emit(&planned.graph, &planned.plan, "input", "weights.bin", target)
-                .map_err(|e| e.to_string())?;
+            emit(
+                &planned.graph,
+                &planned.plan,
+                "input",
+                "weights.bin",
+                target,
+            )
+            .map_err(|e| e.to_string())?;
         }
     }
     if total_macs(&graph) > MAX_FUZZ_MACS {
