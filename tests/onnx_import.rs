@@ -114,7 +114,11 @@ fn damaged_models_never_panic() {
             let mut bytes = original.clone();
             for _ in 0..1 + rng.next() % 4 {
                 // Flips land mostly in the first 4 KiB (graph structure), sometimes anywhere.
-                let span = if rng.next().is_multiple_of(4) { n } else { n.min(4096) };
+                let span = if rng.next().is_multiple_of(4) {
+                    n
+                } else {
+                    n.min(4096)
+                };
                 let at = (rng.next() % span as u64) as usize;
                 bytes[at] ^= 1 << (rng.next() % 8);
             }
@@ -127,4 +131,23 @@ fn damaged_models_never_panic() {
         }
     }
     assert!(panics.is_empty(), "panics: {panics:?}");
+}
+
+/// Inputs the fuzzer once crashed the importer with (tests/fixtures/onnx/fuzz/): each
+/// must now end in an error or a result.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx/fuzz");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        let outcome = std::panic::catch_unwind(|| import_onnx_and_run(&bytes));
+        assert!(outcome.is_ok(), "{} panics", f.display());
+    }
 }

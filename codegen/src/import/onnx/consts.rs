@@ -31,6 +31,18 @@ fn malformed<T>(m: impl Into<String>) -> Result<T> {
     Err(Problem::Malformed(m.into()))
 }
 
+/// Largest constant the importer builds, in elements (as the IR's 256 MiB f32 tensor).
+pub(super) const MAX_ELEMENTS: usize = 64 << 20;
+
+/// Element count of `shape`, refusing overflow and constants beyond [`MAX_ELEMENTS`].
+pub(super) fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| Problem::Unsupported(format!("a constant of shape {shape:?} is too large")))
+}
+
 impl ConstData {
     pub fn len(&self) -> usize {
         match self {
@@ -285,6 +297,7 @@ impl Const {
                 self.shape, other.shape
             ))
         })?;
+        element_count(&shape)?;
         let ia = broadcast_index(&self.shape, &shape);
         let ib = broadcast_index(&other.shape, &shape);
         let float =

@@ -2,7 +2,7 @@
 //! out. Layout bookkeeping (NCHW in the model, NHWC in kiln) lives in the importer; here
 //! each op asks for its operands in the layout it needs.
 
-use super::consts::{is_permutation, normalize_axis, BinaryOp, Const, ConstData};
+use super::consts::{element_count, is_permutation, normalize_axis, BinaryOp, Const, ConstData};
 use super::{nhwc_axis, quant, tensor, Attrs, Importer, Layout, Problem, Value};
 use crate::ir::{
     Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Op, Padding, Pool2dAttrs,
@@ -187,7 +187,7 @@ impl Importer<'_> {
                     Some(t) => tensor::decode(t, None)?,
                     None => Const::scalar_f32(0.0),
                 };
-                let n: usize = shape.iter().product();
+                let n = element_count(&shape)?;
                 let data = match &fill.data {
                     ConstData::F32(v) => ConstData::F32(vec![v.first().copied().unwrap_or(0.0); n]),
                     _ => {
@@ -1228,6 +1228,7 @@ impl Importer<'_> {
 
 /// ONNX Reshape's target: 0 copies the input dim (unless `allowzero`), one -1 is inferred.
 fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>> {
+    let bad = || Problem::Malformed(format!("cannot reshape {input:?} into {target:?}"));
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -1242,19 +1243,21 @@ fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Result<Ve
                     "shape {target:?}: 0 at {i} beyond the input's rank"
                 ))
             })?),
-            t if t >= 0 => out.push(t as usize),
-            _ => return malformed(format!("shape {target:?}")),
+            t if t >= 0 => out.push(usize::try_from(t).map_err(|_| bad())?),
+            _ => return Err(bad()),
         }
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(bad)?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
-            return malformed(format!("cannot reshape {input:?} into {target:?}"));
+            return Err(bad());
         }
         out[i] = total / known;
-    }
-    if out.iter().product::<usize>() != total {
-        return malformed(format!("cannot reshape {input:?} into {target:?}"));
+    } else if known != total {
+        return Err(bad());
     }
     Ok(out)
 }

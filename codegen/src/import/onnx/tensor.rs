@@ -1,16 +1,13 @@
 //! Decoding ONNX `TensorProto`s (initializers, Constant values) into [`Const`]s,
 //! including initializers stored in external data files.
 
-use super::consts::{Const, ConstData};
+use super::consts::{Const, ConstData, MAX_ELEMENTS};
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::proto::TensorProto;
 use super::Problem;
 use std::path::{Component, Path};
 
 type Result<T> = std::result::Result<T, Problem>;
-
-/// Largest constant accepted, in elements (as the IR's 256 MiB tensor limit for f32).
-const MAX_ELEMENTS: usize = 64 << 20;
 
 fn malformed<T>(m: impl Into<String>) -> Result<T> {
     Err(Problem::Malformed(m.into()))
