@@ -1,0 +1,664 @@
+//! f32 kernels of the training executor, forward and backward, NHWC.
+//!
+//! Convolutions are im2col + GEMM (matrixmultiply), one sample per rayon task. Weight
+//! gradients are summed over fixed chunks of [`CHUNK`] samples in parallel and the
+//! partial sums added in chunk order, so results depend on neither scheduling nor the
+//! thread count. Forward semantics are kiln's (TFLite's): SAME padding puts the extra
+//! row/column at the end, padded positions are skipped by pooling, AVERAGE_POOL_2D
+//! divides by the in-bounds count.
+
+use kiln_codegen::ir::Padding;
+use rayon::prelude::*;
+
+/// Samples per weight-gradient partial sum (fixed: determinism across thread counts).
+pub const CHUNK: usize = 4;
+
+/// `c[m, n] = a[m, k] * b[k, n] + beta * c`, with row/column strides for `a` and `b`
+/// (so transposes cost nothing) and `c` row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+    beta: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |r: usize, c: usize, rs: usize, cs: usize| (r - 1) * rs + (c - 1) * cs + 1;
+    assert!(c.len() >= m * n, "gemm: output too small");
+    if k == 0 {
+        c[..m * n].iter_mut().for_each(|v| *v *= beta);
+        return;
+    }
+    assert!(a.len() >= last(m, k, rsa, csa), "gemm: a too small");
+    assert!(b.len() >= last(k, n, rsb, csb), "gemm: b too small");
+    // SAFETY: the asserts above keep every element matrixmultiply addresses (at most
+    // (rows-1)*rs + (cols-1)*cs) inside the slices; `c` is borrowed mutably and so
+    // does not alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Geometry of a windowed op (convolution or pooling).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Batch.
+    pub n: usize,
+    /// Input height, width, channels.
+    pub ih: usize,
+    /// Input width.
+    pub iw: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Output channels.
+    pub oc: usize,
+    /// Window height and width.
+    pub kh: usize,
+    /// Window width.
+    pub kw: usize,
+    /// Strides.
+    pub sh: usize,
+    /// Stride along the width.
+    pub sw: usize,
+    /// Dilations.
+    pub dh: usize,
+    /// Dilation along the width.
+    pub dw: usize,
+    /// Padding before the first row.
+    pub pt: usize,
+    /// Padding before the first column.
+    pub pl: usize,
+}
+
+impl Window {
+    /// The geometry from input/output NHWC shapes, window, stride, dilation, padding.
+    pub fn new(
+        x: &[usize],
+        y: &[usize],
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+        p: Padding,
+    ) -> Window {
+        let before = |axis: usize, input: usize, out: usize| match p {
+            Padding::Valid => 0,
+            Padding::Same => {
+                let eff = (k[axis] - 1) * d[axis] + 1;
+                ((out - 1) * s[axis] + eff).saturating_sub(input) / 2
+            }
+            Padding::Explicit { .. } => p.explicit(axis).map_or(0, |e| e.0),
+        };
+        Window {
+            n: x[0],
+            ih: x[1],
+            iw: x[2],
+            c: x[3],
+            oh: y[1],
+            ow: y[2],
+            oc: y[3],
+            kh: k[0],
+            kw: k[1],
+            sh: s[0],
+            sw: s[1],
+            dh: d[0],
+            dw: d[1],
+            pt: before(0, x[1], y[1]),
+            pl: before(1, x[2], y[2]),
+        }
+    }
+
+    fn in_size(&self) -> usize {
+        self.ih * self.iw * self.c
+    }
+
+    fn out_size(&self) -> usize {
+        self.oh * self.ow * self.oc
+    }
+
+    /// Input row/column of output `o` and window tap `t` along an axis, if in bounds.
+    #[inline]
+    fn at(o: usize, t: usize, s: usize, d: usize, pad: usize, size: usize) -> Option<usize> {
+        (o * s + t * d).checked_sub(pad).filter(|&i| i < size)
+    }
+
+    #[inline]
+    fn row(&self, oy: usize, ky: usize) -> Option<usize> {
+        Self::at(oy, ky, self.sh, self.dh, self.pt, self.ih)
+    }
+
+    #[inline]
+    fn col(&self, ox: usize, kx: usize) -> Option<usize> {
+        Self::at(ox, kx, self.sw, self.dw, self.pl, self.iw)
+    }
+}
+
+fn im2col(w: &Window, x: &[f32], cols: &mut [f32]) {
+    let c = w.c;
+    let k = w.kh * w.kw * c;
+    for oy in 0..w.oh {
+        for ox in 0..w.ow {
+            let row = &mut cols[(oy * w.ow + ox) * k..][..k];
+            for ky in 0..w.kh {
+                for kx in 0..w.kw {
+                    let dst = &mut row[(ky * w.kw + kx) * c..][..c];
+                    match (w.row(oy, ky), w.col(ox, kx)) {
+                        (Some(iy), Some(ix)) => {
+                            dst.copy_from_slice(&x[(iy * w.iw + ix) * c..][..c])
+                        }
+                        _ => dst.fill(0.0),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn col2im(w: &Window, cols: &[f32], dx: &mut [f32]) {
+    let c = w.c;
+    let k = w.kh * w.kw * c;
+    for oy in 0..w.oh {
+        for ox in 0..w.ow {
+            let row = &cols[(oy * w.ow + ox) * k..][..k];
+            for ky in 0..w.kh {
+                let Some(iy) = w.row(oy, ky) else { continue };
+                for kx in 0..w.kw {
+                    let Some(ix) = w.col(ox, kx) else { continue };
+                    let src = &row[(ky * w.kw + kx) * c..][..c];
+                    let dst = &mut dx[(iy * w.iw + ix) * c..][..c];
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                }
+            }
+        }
+    }
+}
+
+fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        y.chunks_mut(b.len())
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+    }
+}
+
+/// CONV_2D forward: `x` NHWC, `filter` OHWI, optional bias.
+pub fn conv2d(w: &Window, x: &[f32], filter: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let k = w.kh * w.kw * w.c;
+    let p = w.oh * w.ow;
+    y.par_chunks_mut(w.out_size())
+        .zip(x.par_chunks(w.in_size()))
+        .for_each(|(yn, xn)| {
+            let mut cols = vec![0.0; p * k];
+            im2col(w, xn, &mut cols);
+            gemm(p, k, w.oc, &cols, (k, 1), filter, (1, k), yn, 0.0);
+            add_bias(yn, bias);
+        });
+}
+
+/// CONV_2D input gradient: `dx = col2im(dy * filter)`.
+pub fn conv2d_grad_input(w: &Window, dy: &[f32], filter: &[f32], dx: &mut [f32]) {
+    let k = w.kh * w.kw * w.c;
+    let p = w.oh * w.ow;
+    dx.par_chunks_mut(w.in_size())
+        .zip(dy.par_chunks(w.out_size()))
+        .for_each(|(dxn, dyn_)| {
+            let mut cols = vec![0.0; p * k];
+            gemm(p, w.oc, k, dyn_, (w.oc, 1), filter, (k, 1), &mut cols, 0.0);
+            dxn.fill(0.0);
+            col2im(w, &cols, dxn);
+        });
+}
+
+/// Sums `f(sample range, partial)` over fixed chunks of the batch, in chunk order.
+fn chunked_sum(n: usize, len: usize, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
+    let partials: Vec<Vec<f32>> = starts
+        .par_iter()
+        .map(|&s| {
+            let mut part = vec![0.0; len];
+            for i in s..(s + CHUNK).min(n) {
+                f(i, &mut part);
+            }
+            part
+        })
+        .collect();
+    out.fill(0.0);
+    for part in partials {
+        out.iter_mut().zip(&part).for_each(|(o, p)| *o += p);
+    }
+}
+
+/// CONV_2D filter gradient: `dfilter = sum_n dy_n^T * im2col(x_n)`.
+pub fn conv2d_grad_filter(w: &Window, x: &[f32], dy: &[f32], dfilter: &mut [f32]) {
+    let k = w.kh * w.kw * w.c;
+    let p = w.oh * w.ow;
+    chunked_sum(w.n, w.oc * k, dfilter, |i, part| {
+        let mut cols = vec![0.0; p * k];
+        im2col(w, &x[i * w.in_size()..][..w.in_size()], &mut cols);
+        let dyn_ = &dy[i * w.out_size()..][..w.out_size()];
+        gemm(w.oc, p, k, dyn_, (1, w.oc), &cols, (k, 1), part, 1.0);
+    });
+}
+
+/// DEPTHWISE_CONV_2D forward: filter `[1, KH, KW, C*M]`, output channel `c*M + m`.
+pub fn depthwise(w: &Window, x: &[f32], filter: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let m = w.oc / w.c;
+    y.par_chunks_mut(w.out_size())
+        .zip(x.par_chunks(w.in_size()))
+        .for_each(|(yn, xn)| {
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    let acc = &mut yn[(oy * w.ow + ox) * w.oc..][..w.oc];
+                    match bias {
+                        Some(b) => acc.copy_from_slice(b),
+                        None => acc.fill(0.0),
+                    }
+                    for ky in 0..w.kh {
+                        let Some(iy) = w.row(oy, ky) else { continue };
+                        for kx in 0..w.kw {
+                            let Some(ix) = w.col(ox, kx) else { continue };
+                            let xs = &xn[(iy * w.iw + ix) * w.c..][..w.c];
+                            let fs = &filter[(ky * w.kw + kx) * w.oc..][..w.oc];
+                            for (ci, xv) in xs.iter().enumerate() {
+                                for j in ci * m..(ci + 1) * m {
+                                    acc[j] += xv * fs[j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// DEPTHWISE_CONV_2D input gradient.
+pub fn depthwise_grad_input(w: &Window, dy: &[f32], filter: &[f32], dx: &mut [f32]) {
+    let m = w.oc / w.c;
+    dx.par_chunks_mut(w.in_size())
+        .zip(dy.par_chunks(w.out_size()))
+        .for_each(|(dxn, dyn_)| {
+            dxn.fill(0.0);
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    let g = &dyn_[(oy * w.ow + ox) * w.oc..][..w.oc];
+                    for ky in 0..w.kh {
+                        let Some(iy) = w.row(oy, ky) else { continue };
+                        for kx in 0..w.kw {
+                            let Some(ix) = w.col(ox, kx) else { continue };
+                            let fs = &filter[(ky * w.kw + kx) * w.oc..][..w.oc];
+                            let xs = &mut dxn[(iy * w.iw + ix) * w.c..][..w.c];
+                            for (ci, xv) in xs.iter_mut().enumerate() {
+                                for j in ci * m..(ci + 1) * m {
+                                    *xv += g[j] * fs[j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// DEPTHWISE_CONV_2D filter gradient.
+pub fn depthwise_grad_filter(w: &Window, x: &[f32], dy: &[f32], dfilter: &mut [f32]) {
+    let m = w.oc / w.c;
+    chunked_sum(w.n, w.kh * w.kw * w.oc, dfilter, |i, part| {
+        let xn = &x[i * w.in_size()..][..w.in_size()];
+        let dyn_ = &dy[i * w.out_size()..][..w.out_size()];
+        for oy in 0..w.oh {
+            for ox in 0..w.ow {
+                let g = &dyn_[(oy * w.ow + ox) * w.oc..][..w.oc];
+                for ky in 0..w.kh {
+                    let Some(iy) = w.row(oy, ky) else { continue };
+                    for kx in 0..w.kw {
+                        let Some(ix) = w.col(ox, kx) else { continue };
+                        let xs = &xn[(iy * w.iw + ix) * w.c..][..w.c];
+                        let fs = &mut part[(ky * w.kw + kx) * w.oc..][..w.oc];
+                        for (ci, xv) in xs.iter().enumerate() {
+                            for j in ci * m..(ci + 1) * m {
+                                fs[j] += xv * g[j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Rows per FULLY_CONNECTED task.
+const FC_ROWS: usize = 16;
+
+/// FULLY_CONNECTED forward: `y[N, O] = x[N, I] * W[O, I]^T + b`.
+pub fn fc(x: &[f32], weights: &[f32], bias: Option<&[f32]>, y: &mut [f32], o: usize) {
+    let i = weights.len() / o;
+    y.par_chunks_mut(FC_ROWS * o)
+        .zip(x.par_chunks(FC_ROWS * i))
+        .for_each(|(yc, xc)| {
+            let rows = yc.len() / o;
+            gemm(rows, i, o, xc, (i, 1), weights, (1, i), yc, 0.0);
+            add_bias(yc, bias);
+        });
+}
+
+/// FULLY_CONNECTED input gradient: `dx[N, I] = dy[N, O] * W[O, I]`.
+pub fn fc_grad_input(dy: &[f32], weights: &[f32], dx: &mut [f32], o: usize) {
+    let i = weights.len() / o;
+    dx.par_chunks_mut(FC_ROWS * i)
+        .zip(dy.par_chunks(FC_ROWS * o))
+        .for_each(|(dxc, dyc)| {
+            let rows = dyc.len() / o;
+            gemm(rows, o, i, dyc, (o, 1), weights, (i, 1), dxc, 0.0);
+        });
+}
+
+/// FULLY_CONNECTED weight gradient: `dW[O, I] = dy^T * x`.
+pub fn fc_grad_weights(x: &[f32], dy: &[f32], dw: &mut [f32], o: usize) {
+    let i = dw.len() / o;
+    let n = dy.len() / o;
+    dw.par_chunks_mut(FC_ROWS * i)
+        .enumerate()
+        .for_each(|(c, dwc)| {
+            let rows = dwc.len() / i;
+            let dyc = &dy[c * FC_ROWS..];
+            gemm(rows, n, i, dyc, (1, o), x, (i, 1), dwc, 0.0);
+        });
+}
+
+/// Sum over every axis but the last: the gradient of a bias.
+pub fn bias_grad(dy: &[f32], db: &mut [f32]) {
+    db.fill(0.0);
+    for row in dy.chunks(db.len()) {
+        db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+    }
+}
+
+/// MAX_POOL_2D forward (padded positions never win).
+pub fn max_pool(w: &Window, x: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(w.out_size())
+        .zip(x.par_chunks(w.in_size()))
+        .for_each(|(yn, xn)| {
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    let out = &mut yn[(oy * w.ow + ox) * w.c..][..w.c];
+                    out.fill(f32::NEG_INFINITY);
+                    for ky in 0..w.kh {
+                        let Some(iy) = w.row(oy, ky) else { continue };
+                        for kx in 0..w.kw {
+                            let Some(ix) = w.col(ox, kx) else { continue };
+                            let xs = &xn[(iy * w.iw + ix) * w.c..][..w.c];
+                            out.iter_mut().zip(xs).for_each(|(o, v)| *o = o.max(*v));
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// MAX_POOL_2D gradient: each window's `dy` goes to its first maximum.
+pub fn max_pool_grad(w: &Window, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    dx.par_chunks_mut(w.in_size())
+        .zip(x.par_chunks(w.in_size()))
+        .zip(dy.par_chunks(w.out_size()))
+        .for_each(|((dxn, xn), dyn_)| {
+            dxn.fill(0.0);
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    for ch in 0..w.c {
+                        let mut best = (f32::NEG_INFINITY, usize::MAX);
+                        for ky in 0..w.kh {
+                            let Some(iy) = w.row(oy, ky) else { continue };
+                            for kx in 0..w.kw {
+                                let Some(ix) = w.col(ox, kx) else { continue };
+                                let at = (iy * w.iw + ix) * w.c + ch;
+                                if xn[at] > best.0 || best.1 == usize::MAX {
+                                    best = (xn[at], at);
+                                }
+                            }
+                        }
+                        if best.1 != usize::MAX {
+                            dxn[best.1] += dyn_[(oy * w.ow + ox) * w.c + ch];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+fn in_bounds(w: &Window, oy: usize, ox: usize) -> usize {
+    let rows = (0..w.kh).filter(|&k| w.row(oy, k).is_some()).count();
+    let cols = (0..w.kw).filter(|&k| w.col(ox, k).is_some()).count();
+    rows * cols
+}
+
+/// AVERAGE_POOL_2D forward: mean of each window's in-bounds elements.
+pub fn avg_pool(w: &Window, x: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(w.out_size())
+        .zip(x.par_chunks(w.in_size()))
+        .for_each(|(yn, xn)| {
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    let out = &mut yn[(oy * w.ow + ox) * w.c..][..w.c];
+                    out.fill(0.0);
+                    for ky in 0..w.kh {
+                        let Some(iy) = w.row(oy, ky) else { continue };
+                        for kx in 0..w.kw {
+                            let Some(ix) = w.col(ox, kx) else { continue };
+                            let xs = &xn[(iy * w.iw + ix) * w.c..][..w.c];
+                            out.iter_mut().zip(xs).for_each(|(o, v)| *o += v);
+                        }
+                    }
+                    let count = in_bounds(w, oy, ox).max(1) as f32;
+                    out.iter_mut().for_each(|o| *o /= count);
+                }
+            }
+        });
+}
+
+/// AVERAGE_POOL_2D gradient.
+pub fn avg_pool_grad(w: &Window, dy: &[f32], dx: &mut [f32]) {
+    dx.par_chunks_mut(w.in_size())
+        .zip(dy.par_chunks(w.out_size()))
+        .for_each(|(dxn, dyn_)| {
+            dxn.fill(0.0);
+            for oy in 0..w.oh {
+                for ox in 0..w.ow {
+                    let count = in_bounds(w, oy, ox).max(1) as f32;
+                    let g = &dyn_[(oy * w.ow + ox) * w.c..][..w.c];
+                    for ky in 0..w.kh {
+                        let Some(iy) = w.row(oy, ky) else { continue };
+                        for kx in 0..w.kw {
+                            let Some(ix) = w.col(ox, kx) else { continue };
+                            let d = &mut dxn[(iy * w.iw + ix) * w.c..][..w.c];
+                            d.iter_mut().zip(g).for_each(|(d, g)| *d += g / count);
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// For every element of `big` (row-major), the index of the element of `small` it
+/// maps to under NumPy broadcasting (`small` right-aligned, size-1 axes repeated) or,
+/// for a reduction, with `reduced` axes dropped.
+pub fn index_map(big: &[usize], small_strides: &[usize]) -> Vec<usize> {
+    let len: usize = big.iter().product();
+    let mut out = Vec::with_capacity(len);
+    let mut idx = vec![0usize; big.len()];
+    let mut at = 0usize;
+    for _ in 0..len {
+        out.push(at);
+        for a in (0..big.len()).rev() {
+            idx[a] += 1;
+            at += small_strides[a];
+            if idx[a] < big[a] {
+                break;
+            }
+            at -= small_strides[a] * idx[a];
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+/// Strides of `small` seen in `big`'s rank with broadcasting (0 on broadcast axes).
+pub fn broadcast_strides(big: &[usize], small: &[usize]) -> Vec<usize> {
+    let pad = big.len() - small.len();
+    let mut strides = vec![0; big.len()];
+    let mut s = 1;
+    for a in (0..small.len()).rev() {
+        strides[a + pad] = if small[a] == 1 && big[a + pad] != 1 {
+            0
+        } else {
+            s
+        };
+        s *= small[a];
+    }
+    strides
+}
+
+/// Strides of the result of reducing `axes` of `shape` (0 on reduced axes).
+pub fn reduce_strides(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut s = 1;
+    for a in (0..shape.len()).rev() {
+        if !axes.contains(&a) {
+            strides[a] = s;
+            s *= shape[a];
+        }
+    }
+    strides
+}
+
+/// `out = f(a, b)` with NumPy broadcasting of `a` and `b` to `out_shape`.
+pub fn broadcast(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out_shape: &[usize],
+    out: &mut [f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    if sa == out_shape && sb == out_shape {
+        out.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(o, (x, y))| *o = f(*x, *y));
+        return;
+    }
+    let ia = index_map(out_shape, &broadcast_strides(out_shape, sa));
+    let ib = index_map(out_shape, &broadcast_strides(out_shape, sb));
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = f(a[ia[k]], b[ib[k]]);
+    }
+}
+
+/// CONCATENATION along `axis` of tensors with shapes `shapes`.
+pub fn concat(parts: &[(&[f32], &[usize])], axis: usize, out: &mut [f32]) {
+    let outer: usize = parts[0].1[..axis].iter().product();
+    let mut at = 0;
+    for o in 0..outer {
+        for (data, shape) in parts {
+            let inner: usize = shape[axis..].iter().product();
+            out[at..at + inner].copy_from_slice(&data[o * inner..][..inner]);
+            at += inner;
+        }
+    }
+}
+
+/// The slice `start..start + out_shape[axis]` of `x` along `axis`.
+pub fn slice(
+    x: &[f32],
+    x_shape: &[usize],
+    axis: usize,
+    start: usize,
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    let outer: usize = x_shape[..axis].iter().product();
+    let inner: usize = x_shape[axis + 1..].iter().product();
+    let row = x_shape[axis] * inner;
+    let take = out_shape[axis] * inner;
+    for o in 0..outer {
+        out[o * take..][..take].copy_from_slice(&x[o * row + start * inner..][..take]);
+    }
+}
+
+/// Softmax over the last axis of `beta * x`.
+pub fn softmax(x: &[f32], classes: usize, beta: f32, y: &mut [f32]) {
+    for (xr, yr) in x.chunks(classes).zip(y.chunks_mut(classes)) {
+        let max = xr.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let mut sum = 0.0;
+        for (o, v) in yr.iter_mut().zip(xr) {
+            *o = ((v - max) * beta).exp();
+            sum += *o;
+        }
+        yr.iter_mut().for_each(|o| *o /= sum);
+    }
+}
+
+/// Mean over the batch of `-sum(labels * log_softmax(logits))`.
+pub fn softmax_cross_entropy(logits: &[f32], labels: &[f32], classes: usize) -> f32 {
+    let n = logits.len() / classes;
+    let mut total = 0.0f64;
+    for (xr, lr) in logits.chunks(classes).zip(labels.chunks(classes)) {
+        let max = xr.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let lse = xr
+            .iter()
+            .map(|v| ((v - max) as f64).exp())
+            .sum::<f64>()
+            .ln()
+            + max as f64;
+        for (v, l) in xr.iter().zip(lr) {
+            total -= *l as f64 * (*v as f64 - lse);
+        }
+    }
+    (total / n.max(1) as f64) as f32
+}
+
+/// Gradient of [`softmax_cross_entropy`] times `dloss`.
+pub fn softmax_cross_entropy_grad(
+    logits: &[f32],
+    labels: &[f32],
+    classes: usize,
+    dloss: f32,
+    dx: &mut [f32],
+) {
+    let n = logits.len() / classes;
+    let scale = dloss / n.max(1) as f32;
+    for ((xr, lr), dr) in logits
+        .chunks(classes)
+        .zip(labels.chunks(classes))
+        .zip(dx.chunks_mut(classes))
+    {
+        softmax(xr, classes, 1.0, dr);
+        let total: f32 = lr.iter().sum();
+        for (d, l) in dr.iter_mut().zip(lr) {
+            *d = (*d * total - l) * scale;
+        }
+    }
+}

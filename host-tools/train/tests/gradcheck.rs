@@ -1,0 +1,491 @@
+//! Finite-difference gradient checks: every op with a gradient rule, on random shapes
+//! and attributes (seeded, so a failure reproduces).
+//!
+//! Each case is a kiln IR graph `out = OP(input * P, weights..)`, trained with MSE
+//! (or softmax cross-entropy) against a random target. `P` is a parameter of the
+//! input's per-sample shape, so its gradient `sum_n dOP/dx_n * input_n` checks the op's
+//! input gradient; the op's own weights are parameters too. Every parameter element
+//! sampled is compared with the central difference `(L(p + e) - L(p - e)) / 2e`.
+
+use kiln_codegen::ir::{
+    infer_output_shape, Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op,
+    Padding, Pool2dAttrs, Tensor, TensorId, TensorInfo,
+};
+use kiln_train::autodiff::differentiate;
+use kiln_train::exec::Executor;
+use kiln_train::graph::{Loss, TrainGraph};
+use kiln_train::rng::Rng;
+use kiln_train::train::read_params;
+
+struct B {
+    g: Graph,
+    rng: Rng,
+}
+
+impl B {
+    fn tensor(&mut self, shape: Vec<usize>, data: Option<Vec<f32>>) -> TensorId {
+        let n = self.g.tensors.len();
+        self.g.tensors.push(Tensor {
+            name: format!("t{n}"),
+            info: TensorInfo {
+                shape,
+                dtype: DType::F32,
+                quant: None,
+            },
+            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        });
+        TensorId(n)
+    }
+
+    fn param(&mut self, shape: Vec<usize>, lo: f32, hi: f32) -> TensorId {
+        let len = shape.iter().product();
+        let data = (0..len).map(|_| self.rng.uniform(lo, hi)).collect();
+        self.tensor(shape, Some(data))
+    }
+
+    fn node(&mut self, op: Op, inputs: Vec<TensorId>) -> TensorId {
+        let infos: Vec<&TensorInfo> = inputs.iter().map(|t| self.g.info(*t)).collect();
+        let shape = infer_output_shape(&op, &infos, &[]).expect("shape");
+        self.node_shaped(op, inputs, shape)
+    }
+
+    fn node_shaped(&mut self, op: Op, inputs: Vec<TensorId>, shape: Vec<usize>) -> TensorId {
+        let y = self.tensor(shape, None);
+        self.g.nodes.push(Node {
+            name: format!("n{}", self.g.nodes.len()),
+            op,
+            inputs,
+            outputs: vec![y],
+        });
+        y
+    }
+
+    fn shape(&self, t: TensorId) -> Vec<usize> {
+        self.g.info(t).shape.clone()
+    }
+
+    fn pick(&mut self, options: &[usize]) -> usize {
+        options[self.rng.below(options.len())]
+    }
+}
+
+/// Builds `input [1, sample..] * P` and hands it to `body`; checks all gradients.
+fn check(
+    name: &str,
+    seed: u64,
+    sample: Vec<usize>,
+    loss: Loss,
+    body: impl Fn(&mut B, TensorId) -> TensorId,
+) {
+    let mut b = B {
+        g: Graph::default(),
+        rng: Rng::new(seed),
+    };
+    let mut shape = vec![1];
+    shape.extend(&sample);
+    let x = b.tensor(shape.clone(), None);
+    b.g.inputs.push(x);
+    let p = b.param(shape, 0.5, 1.5);
+    let h = b.node(
+        Op::Mul {
+            activation: Activation::None,
+        },
+        vec![x, p],
+    );
+    let out = body(&mut b, h);
+    b.g.outputs.push(out);
+    b.g.validate()
+        .unwrap_or_else(|e| panic!("{name}: invalid test graph: {e}"));
+    let batch = 1 + b.rng.below(3);
+    let mut g = TrainGraph::from_ir(&b.g, batch).expect("from_ir");
+    g.add_loss(loss).expect("loss");
+    differentiate(&mut g).expect("differentiate");
+    let inputs: Vec<Vec<f32>> = g
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let len = g.tensors[t].len();
+            if i == 0 || loss == Loss::Mse {
+                (0..len).map(|_| b.rng.uniform(-1.0, 1.0)).collect()
+            } else {
+                let classes = *g.shape(t).last().unwrap();
+                let mut v = vec![0.0; len];
+                for row in v.chunks_mut(classes) {
+                    row[b.rng.below(classes)] = 1.0;
+                }
+                v
+            }
+        })
+        .collect();
+    let feeds: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    let (loss_t, grads_t) = (g.loss.unwrap(), g.grads.clone());
+    let mut params = read_params(&b.g, &g.param_ir);
+    let mut exec = Executor::new(g);
+    exec.run(&feeds, &params).unwrap();
+    let analytic: Vec<Vec<f32>> = grads_t
+        .iter()
+        .map(|&t| exec.value(t).unwrap().to_vec())
+        .collect();
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    for pi in 0..params.len() {
+        let len = params[pi].len();
+        let picks: Vec<usize> = if len <= 24 {
+            (0..len).collect()
+        } else {
+            (0..24).map(|_| b.rng.below(len)).collect()
+        };
+        for e in picks {
+            let keep = params[pi][e];
+            params[pi][e] = keep + eps;
+            exec.run(&feeds, &params).unwrap();
+            let plus = f64::from(exec.value(loss_t).unwrap()[0]);
+            params[pi][e] = keep - eps;
+            exec.run(&feeds, &params).unwrap();
+            let minus = f64::from(exec.value(loss_t).unwrap()[0]);
+            params[pi][e] = keep;
+            let numeric = (plus - minus) / (2.0 * f64::from(eps));
+            let a = f64::from(analytic[pi][e]);
+            let tol = 2e-2 * a.abs().max(numeric.abs()) + 2e-3;
+            assert!(
+                (a - numeric).abs() <= tol,
+                "{name} (seed {seed}, batch {batch}): parameter {pi} element {e}: analytic {a}, numeric {numeric}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{name}: nothing checked");
+}
+
+fn padding(b: &mut B) -> Padding {
+    match b.rng.below(3) {
+        0 => Padding::Valid,
+        1 => Padding::Same,
+        _ => Padding::Explicit {
+            top: b.rng.below(2),
+            bottom: b.rng.below(2),
+            left: b.rng.below(2),
+            right: b.rng.below(2),
+        },
+    }
+}
+
+fn image(rng: &mut Rng) -> Vec<usize> {
+    vec![4 + rng.below(4), 4 + rng.below(4), 1 + rng.below(3)]
+}
+
+const SEEDS: std::ops::Range<u64> = 1..7;
+
+#[test]
+fn conv_2d() {
+    for seed in SEEDS {
+        let sample = image(&mut Rng::new(seed));
+        check("conv_2d", seed, sample, Loss::Mse, |b, x| {
+            let c = b.shape(x)[3];
+            let (kh, kw) = (b.pick(&[1, 2, 3]), b.pick(&[1, 3]));
+            let o = b.pick(&[1, 2, 4]);
+            let f = b.param(vec![o, kh, kw, c], -1.0, 1.0);
+            let bias = b.param(vec![o], -1.0, 1.0);
+            let attrs = Conv2dAttrs {
+                stride: [b.pick(&[1, 2]), b.pick(&[1, 2])],
+                dilation: [1, b.pick(&[1, 2])],
+                padding: padding(b),
+                activation: Activation::None,
+                residual: None,
+            };
+            b.node(Op::Conv2d(attrs), vec![x, f, bias])
+        });
+    }
+}
+
+#[test]
+fn depthwise_conv_2d() {
+    for seed in SEEDS {
+        let sample = image(&mut Rng::new(seed));
+        check("depthwise_conv_2d", seed, sample, Loss::Mse, |b, x| {
+            let c = b.shape(x)[3];
+            let m = b.pick(&[1, 2]);
+            let (kh, kw) = (b.pick(&[2, 3]), b.pick(&[1, 3]));
+            let f = b.param(vec![1, kh, kw, c * m], -1.0, 1.0);
+            let bias = b.param(vec![c * m], -1.0, 1.0);
+            let attrs = DepthwiseConv2dAttrs {
+                stride: [b.pick(&[1, 2]), b.pick(&[1, 2])],
+                dilation: [if kh == 2 { b.pick(&[1, 2]) } else { 1 }, 1],
+                padding: padding(b),
+                depth_multiplier: m,
+                activation: Activation::None,
+            };
+            b.node(Op::DepthwiseConv2d(attrs), vec![x, f, bias])
+        });
+    }
+}
+
+fn dense(b: &mut B, x: TensorId, units: usize) -> TensorId {
+    let fan_in: usize = b.shape(x)[1..].iter().product();
+    let w = b.param(vec![units, fan_in], -0.5, 0.5);
+    let bias = b.param(vec![units], -0.5, 0.5);
+    let op = Op::FullyConnected {
+        activation: Activation::None,
+        keep_num_dims: false,
+    };
+    b.node(op, vec![x, w, bias])
+}
+
+#[test]
+fn fully_connected() {
+    for seed in SEEDS {
+        let mut r = Rng::new(seed);
+        let sample = if seed % 2 == 0 {
+            vec![3 + r.below(20)]
+        } else {
+            image(&mut r)
+        };
+        check("fully_connected", seed, sample, Loss::Mse, |b, x| {
+            let units = 1 + b.rng.below(20);
+            dense(b, x, units)
+        });
+    }
+}
+
+fn pool(max: bool) -> impl Fn(&mut B, TensorId) -> TensorId {
+    move |b, x| {
+        let k = [b.pick(&[1, 2, 3]), b.pick(&[2, 3])];
+        let attrs = Pool2dAttrs {
+            filter: k,
+            stride: [b.pick(&[1, 2]), b.pick(&[1, 2, 3])],
+            padding: if b.rng.below(2) == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            },
+            activation: Activation::None,
+        };
+        b.node(
+            if max {
+                Op::MaxPool2d(attrs)
+            } else {
+                Op::AveragePool2d(attrs)
+            },
+            vec![x],
+        )
+    }
+}
+
+#[test]
+fn max_pool_2d() {
+    for seed in SEEDS {
+        check(
+            "max_pool_2d",
+            seed,
+            image(&mut Rng::new(seed)),
+            Loss::Mse,
+            pool(true),
+        );
+    }
+}
+
+#[test]
+fn average_pool_2d() {
+    for seed in SEEDS {
+        check(
+            "average_pool_2d",
+            seed,
+            image(&mut Rng::new(seed)),
+            Loss::Mse,
+            pool(false),
+        );
+    }
+}
+
+#[test]
+fn global_average_pool() {
+    for seed in SEEDS {
+        check(
+            "mean",
+            seed,
+            image(&mut Rng::new(seed)),
+            Loss::Mse,
+            |b, x| {
+                let keep_dims = b.rng.below(2) == 0;
+                b.node(
+                    Op::Mean {
+                        axes: vec![1, 2],
+                        keep_dims,
+                    },
+                    vec![x],
+                )
+            },
+        );
+    }
+}
+
+fn unary(op: Op, scale: f32) -> impl Fn(&mut B, TensorId) -> TensorId {
+    move |b, x| {
+        let s = b.shape(x);
+        let k = b.param(s[1..].to_vec(), scale, scale * 1.5);
+        let y = b.node(
+            Op::Mul {
+                activation: Activation::None,
+            },
+            vec![x, k],
+        );
+        b.node(op.clone(), vec![y])
+    }
+}
+
+#[test]
+fn activations() {
+    let ops = [
+        ("relu", Op::Relu, 1.0),
+        ("relu6", Op::Relu6, 8.0),
+        ("leaky_relu", Op::LeakyRelu { alpha: 0.1 }, 1.0),
+        ("logistic", Op::Logistic, 2.0),
+        ("tanh", Op::Tanh, 1.0),
+    ];
+    for (name, op, scale) in ops {
+        for seed in SEEDS {
+            check(
+                name,
+                seed,
+                image(&mut Rng::new(seed)),
+                Loss::Mse,
+                unary(op.clone(), scale),
+            );
+        }
+    }
+}
+
+#[test]
+fn add_and_mul_with_broadcasting() {
+    for seed in SEEDS {
+        for mul in [false, true] {
+            check(
+                "add/mul",
+                seed,
+                image(&mut Rng::new(seed)),
+                Loss::Mse,
+                move |b, x| {
+                    let s = b.shape(x);
+                    let other = match b.rng.below(3) {
+                        0 => s[1..].to_vec(),
+                        1 => vec![s[3]],
+                        _ => vec![1, s[2], 1],
+                    };
+                    let k = b.param(other, -1.0, 1.0);
+                    let op = if mul {
+                        Op::Mul {
+                            activation: Activation::None,
+                        }
+                    } else {
+                        Op::Add {
+                            activation: Activation::None,
+                        }
+                    };
+                    // Both operand orders; the same tensor used twice sums two adjoints.
+                    let y = b.node(op.clone(), vec![k, x]);
+                    b.node(op, vec![y, x])
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn reshape_and_concatenation() {
+    for seed in SEEDS {
+        check(
+            "reshape/concatenation",
+            seed,
+            image(&mut Rng::new(seed)),
+            Loss::Mse,
+            |b, x| {
+                let s = b.shape(x);
+                let c2 = 1 + b.rng.below(3);
+                let f = b.param(vec![c2, 1, 1, s[3]], -1.0, 1.0);
+                let attrs = Conv2dAttrs {
+                    stride: [1, 1],
+                    dilation: [1, 1],
+                    padding: Padding::Valid,
+                    activation: Activation::None,
+                    residual: None,
+                };
+                let y = b.node(Op::Conv2d(attrs), vec![x, f]);
+                let axis = b.pick(&[1, 2, 3]);
+                let cat = if axis == 3 {
+                    b.node(
+                        Op::Concatenation {
+                            axis,
+                            activation: Activation::None,
+                        },
+                        vec![x, y, x],
+                    )
+                } else {
+                    let z = b.node(Op::Relu, vec![x]);
+                    b.node(
+                        Op::Concatenation {
+                            axis,
+                            activation: Activation::None,
+                        },
+                        vec![z, x],
+                    )
+                };
+                let cs = b.shape(cat);
+                b.node_shaped(Op::Reshape, vec![cat], vec![1, cs[1..].iter().product()])
+            },
+        );
+    }
+}
+
+#[test]
+fn softmax_cross_entropy() {
+    for seed in SEEDS {
+        let sample = vec![2 + Rng::new(seed).below(12)];
+        check(
+            "softmax_cross_entropy",
+            seed,
+            sample,
+            Loss::SoftmaxCrossEntropy,
+            |b, x| {
+                let classes = 2 + b.rng.below(9);
+                dense(b, x, classes)
+            },
+        );
+    }
+}
+
+#[test]
+fn lenet_shaped_stack() {
+    // Conv, relu, pools, flatten and dense together, as in LeNet (small sizes).
+    check(
+        "lenet stack",
+        3,
+        vec![12, 12, 1],
+        Loss::SoftmaxCrossEntropy,
+        |b, x| {
+            let f = b.param(vec![3, 3, 3, 1], -1.0, 1.0);
+            let attrs = Conv2dAttrs {
+                stride: [1, 1],
+                dilation: [1, 1],
+                padding: Padding::Valid,
+                activation: Activation::None,
+                residual: None,
+            };
+            let y = b.node(Op::Conv2d(attrs), vec![x, f]);
+            let y = b.node(Op::Relu, vec![y]);
+            let pool = Pool2dAttrs {
+                filter: [2, 2],
+                stride: [2, 2],
+                padding: Padding::Valid,
+                activation: Activation::None,
+            };
+            let y = b.node(Op::MaxPool2d(pool), vec![y]);
+            let y = b.node(Op::AveragePool2d(pool), vec![y]);
+            let s = b.shape(y);
+            let y = b.node_shaped(Op::Reshape, vec![y], vec![1, s[1..].iter().product()]);
+            let y = dense(b, y, 8);
+            let y = b.node(Op::Relu, vec![y]);
+            dense(b, y, 5)
+        },
+    );
+}
