@@ -67,11 +67,36 @@ pub enum Reuse {
     /// A RESHAPE whose result shares its operand's bytes: nothing to run.
     Alias,
     /// The result is written over operand `operand` (same location, shape and dtype),
-    /// which no later node reads: use the in-place kernel variant.
+    /// which no later node reads: use the in-place kernel variant (with
+    /// [`Plan::scratch`] for a conv or depthwise conv).
     InPlace {
         /// Index of the overwritten operand in the node's inputs.
         operand: usize,
     },
+    /// The first conv of a residual block run in row bands: its result is never stored
+    /// whole, and nothing runs at this step; node `into` computes its rows in a ring
+    /// ([`Plan::scratch`] of `into`) as it needs them.
+    Band {
+        /// The block's second conv (with the residual ADD), which runs both.
+        into: NodeId,
+    },
+    /// The second conv of a residual block run in row bands: it runs node `first` and
+    /// itself band by band and writes the block's result over operand 3 (the skip
+    /// tensor, the block's input).
+    BandBlock {
+        /// The block's first conv.
+        first: NodeId,
+    },
+}
+
+/// Arena bytes a node uses as scratch while it runs (an in-place conv's ring of input
+/// pixels, a banded block's ring of rows): planned like a tensor live for one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scratch {
+    /// Arena offset in bytes.
+    pub offset: usize,
+    /// Bytes (a multiple of the alignment).
+    pub bytes: usize,
 }
 
 /// Settings of [`plan`].
@@ -80,9 +105,17 @@ pub struct PlanOptions {
     /// Every arena offset is a multiple of this, and every arena tensor takes a
     /// multiple of it (a power of two, at most [`MAX_ALIGNMENT`]). Default 16.
     pub alignment: usize,
-    /// Let element-wise nodes overwrite an operand nobody reads afterwards. Default on;
-    /// off shows what in-place execution saves.
+    /// Let element-wise nodes (and convs with a fused residual ADD) overwrite an operand
+    /// nobody reads afterwards. Default on; off shows what in-place execution saves.
     pub in_place: bool,
+    /// Let stride-1 convs and depthwise convs whose result has their input's shape
+    /// (pointwise 1x1 convs, "same" 3x3 convs) overwrite their input, keeping a ring of
+    /// `pad_top * W + pad_left + 1` input pixels as scratch. Default on.
+    pub in_place_conv: bool,
+    /// Run residual blocks `conv_b(conv_a(x)) + x` of stride-1 convs in row bands: the
+    /// intermediate tensor only exists as a ring of rows and the result overwrites `x`.
+    /// Default on.
+    pub band_blocks: bool,
     /// Sets of executed nodes the exact order search may visit before it falls back to
     /// a greedy order; 0 keeps the graph's own order. Default 200 000.
     pub max_search_states: usize,
@@ -95,6 +128,8 @@ impl Default for PlanOptions {
         PlanOptions {
             alignment: 16,
             in_place: true,
+            in_place_conv: true,
+            band_blocks: true,
             max_search_states: 200_000,
             max_arena_bytes: None,
         }
@@ -196,6 +231,8 @@ pub struct Plan {
     pub order_is_optimal: bool,
     /// How each node stores its result, indexed by `NodeId`.
     pub reuse: Vec<Reuse>,
+    /// Arena scratch of each node while it runs, indexed by `NodeId`.
+    pub scratch: Vec<Option<Scratch>>,
     /// Arena bytes live while each step of `order` runs (shared bytes counted once).
     pub live_bytes: Vec<usize>,
     /// The alignment of every arena offset and size.
@@ -252,6 +289,60 @@ pub fn plan_with_order(
         optimal: false,
     };
     build(&model, choice, options)
+}
+
+/// The arena of one plan with some of the memory-saving techniques switched off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TechniqueArena {
+    /// Which techniques are on: `all`, `without <flag>` or `none`.
+    pub name: String,
+    /// [`Plan::arena_bytes`] with those options.
+    pub arena_bytes: usize,
+    /// [`Plan::lower_bound_bytes`] with those options.
+    pub lower_bound_bytes: usize,
+}
+
+/// Plans `graph` with `options` as given, then with each of the [`PlanOptions`]
+/// techniques switched off in turn (`band_blocks`, `in_place_conv`, `in_place`), then
+/// with all three off: what each technique saves, for reports. Techniques already off in
+/// `options` are skipped.
+pub fn technique_arenas(
+    graph: &Graph,
+    options: &PlanOptions,
+) -> Result<Vec<TechniqueArena>, PlanError> {
+    type Switch = fn(&mut PlanOptions);
+    let switches: [(&str, bool, Switch); 3] = [
+        ("band_blocks", options.band_blocks, |o| {
+            o.band_blocks = false
+        }),
+        ("in_place_conv", options.in_place_conv, |o| {
+            o.in_place_conv = false
+        }),
+        ("in_place", options.in_place, |o| o.in_place = false),
+    ];
+    let base = PlanOptions {
+        max_arena_bytes: None,
+        ..options.clone()
+    };
+    let row = |name: String, o: &PlanOptions| -> Result<TechniqueArena, PlanError> {
+        let p = plan(graph, o)?;
+        Ok(TechniqueArena {
+            name,
+            arena_bytes: p.arena_bytes,
+            lower_bound_bytes: p.lower_bound_bytes,
+        })
+    };
+    let mut rows = vec![row("all".into(), &base)?];
+    let mut none = base.clone();
+    for (flag, on, off) in switches.into_iter().filter(|s| s.1) {
+        let _ = on;
+        let mut o = base.clone();
+        off(&mut o);
+        off(&mut none);
+        rows.push(row(format!("without {flag}"), &o)?);
+    }
+    rows.push(row("none".into(), &none)?);
+    Ok(rows)
 }
 
 fn check(graph: &Graph, options: &PlanOptions) -> Result<(), PlanError> {
@@ -341,11 +432,28 @@ fn build(model: &Model, choice: Choice, options: &PlanOptions) -> Result<Plan, P
     let reuse: Vec<Reuse> = (0..model.nodes())
         .map(|v| match (model.alias[v], trace.in_place[v]) {
             (true, _) => Reuse::Alias,
+            _ if model.band_into[v].is_some() => Reuse::Band {
+                into: NodeId(model.band_into[v].unwrap_or(v)),
+            },
+            (false, Some(_)) if model.band_first[v].is_some() => Reuse::BandBlock {
+                first: NodeId(model.band_first[v].unwrap_or(v)),
+            },
             (false, Some(operand)) => Reuse::InPlace { operand },
             (false, None) => Reuse::None,
         })
         .collect();
-    let (buffers, buffer_of) = buffers(model, &choice.order, &reuse);
+    let (mut buffers, buffer_of) = buffers(model, &choice.order, &reuse);
+    let mut scratch_buffer = vec![None; model.nodes()];
+    for (step, &v) in choice.order.iter().enumerate() {
+        if trace.scratch[v] > 0 {
+            scratch_buffer[v] = Some(buffers.len());
+            buffers.push(Buffer {
+                first: step,
+                last: step,
+                size: trace.scratch[v],
+            });
+        }
+    }
     let live_bytes = live_bytes(&buffers, choice.order.len());
     debug_assert_eq!(live_bytes, trace.during, "buffers disagree with the trace");
     let lower_bound_bytes = trace.peak();
@@ -361,7 +469,16 @@ fn build(model: &Model, choice: Choice, options: &PlanOptions) -> Result<Plan, P
         .map(|t| match model.home[t] {
             Home::Fixed(location) => location,
             Home::Arena => Location::Arena(offsets[buffer_of[t]]),
-            Home::Unused => Location::Arena(0),
+            Home::Unused | Home::Band => Location::Arena(0),
+        })
+        .collect();
+    let scratch = scratch_buffer
+        .iter()
+        .map(|b| {
+            b.map(|b| Scratch {
+                offset: offsets[b],
+                bytes: buffers[b].size,
+            })
         })
         .collect();
     Ok(Plan {
@@ -373,6 +490,7 @@ fn build(model: &Model, choice: Choice, options: &PlanOptions) -> Result<Plan, P
         graph_order_bound_bytes: choice.graph_order_bound,
         order_is_optimal: choice.optimal,
         reuse,
+        scratch,
         live_bytes,
         alignment: options.alignment,
     })
@@ -388,8 +506,13 @@ fn buffers(model: &Model, order: &[usize], reuse: &[Reuse]) -> (Vec<Buffer>, Vec
     }
     let mut joined = UnionFind::new(tensors);
     for (v, r) in reuse.iter().enumerate() {
-        if let Reuse::InPlace { operand } = r {
-            let x = model.graph.nodes[v].inputs[*operand].0;
+        let operand = match r {
+            Reuse::InPlace { operand } => Some(*operand),
+            Reuse::BandBlock { .. } => Some(3),
+            _ => None,
+        };
+        if let Some(operand) = operand {
+            let x = model.graph.nodes[v].inputs[operand].0;
             joined.union(model.group[x], model.group[model.output(v)]);
         }
     }

@@ -5,8 +5,14 @@
 //! The cost of running node `v` after the set of nodes `done` depends on `done` only, not
 //! on the order inside it (a node may run in place exactly when every other reader of
 //! its operand is in `done`). That is what makes the dynamic program in `order.rs` exact.
+//!
+//! Two kinds of node need arena scratch while they run, counted in that cost: a conv or
+//! depthwise conv running in place keeps a ring of input pixels, and the second conv of
+//! a banded residual block keeps a ring of rows of the first conv's result (which then
+//! takes no arena bytes at all: [`Home::Band`]).
 
 use super::{Location, PlanOptions};
+use crate::exec::kernel::Prepared;
 use crate::ir::{Conv2dAttrs, DType, Graph, Op, TensorId};
 
 /// A set of node indices, as a bitset (a state of the order search).
@@ -37,6 +43,9 @@ pub(super) enum Home {
     Arena,
     /// No node reads or writes the tensor.
     Unused,
+    /// The first conv's result in a banded residual block: it only ever exists as rows
+    /// in the second conv's scratch ring.
+    Band,
 }
 
 /// Static facts about a validated graph, all indexed by node or tensor index.
@@ -56,8 +65,13 @@ pub(super) struct Model<'g> {
     pub(super) preds: Vec<Vec<usize>>,
     /// Nodes whose result is an alias of their operand (reshape): nothing runs.
     pub(super) alias: Vec<bool>,
-    /// Operand indices each node may overwrite with its result, best first.
-    pub(super) candidates: Vec<Vec<usize>>,
+    /// Operand indices each node may overwrite with its result, best first, each with
+    /// the aligned scratch bytes the node then needs while it runs.
+    pub(super) candidates: Vec<Vec<(usize, usize)>>,
+    /// For the first conv of a banded residual block: the second conv, which runs both.
+    pub(super) band_into: Vec<Option<usize>>,
+    /// For the second conv of a banded residual block: the first conv.
+    pub(super) band_first: Vec<Option<usize>>,
 }
 
 impl<'g> Model<'g> {
@@ -74,10 +88,16 @@ impl<'g> Model<'g> {
             preds: Vec::new(),
             alias: vec![false; graph.nodes.len()],
             candidates: Vec::new(),
+            band_into: vec![None; graph.nodes.len()],
+            band_first: vec![None; graph.nodes.len()],
             producer,
         };
         model.add_aliases();
         model.add_readers_and_sizes(options.alignment);
+        let kernels = conv_kernels(graph);
+        if options.band_blocks {
+            model.add_bands(&kernels, options.alignment);
+        }
         model.preds = graph
             .nodes
             .iter()
@@ -85,14 +105,116 @@ impl<'g> Model<'g> {
             .collect();
         model.candidates = (0..graph.nodes.len())
             .map(|v| {
-                if options.in_place {
-                    model.in_place_candidates(v)
-                } else {
-                    Vec::new()
+                if let Some(ring) = model.band_ring(v, &kernels, options.alignment) {
+                    // The banded block always writes over its skip tensor (operand 3).
+                    return vec![(3, ring)];
                 }
+                let mut candidates: Vec<(usize, usize)> = Vec::new();
+                if options.in_place {
+                    candidates.extend(model.in_place_candidates(v).into_iter().map(|k| (k, 0)));
+                }
+                if options.in_place_conv {
+                    candidates.extend(model.conv_in_place(v, &kernels, options.alignment));
+                }
+                candidates
             })
             .collect();
         model
+    }
+
+    /// Scratch bytes of a stride-1 conv or depthwise conv writing over its input
+    /// (operand 0): a ring of input pixels (see `kiln_runtime::kernels::in_place`).
+    fn conv_in_place(
+        &self,
+        v: usize,
+        kernels: &[Option<Prepared>],
+        alignment: usize,
+    ) -> Option<(usize, usize)> {
+        use kiln_runtime::kernels::in_place::{conv_2d, depthwise_conv_2d};
+        let (elements, elem_bytes) = match kernels[v].as_ref()? {
+            Prepared::Conv2dI8(p, _) => (conv_2d::conv_2d_in_place_scratch(p)?, 1),
+            Prepared::Conv2dF32(p, _) => (conv_2d::conv_2d_in_place_scratch(p)?, 4),
+            Prepared::DepthwiseI8(p, _) => (depthwise_conv_2d::depthwise_in_place_scratch(p)?, 1),
+            Prepared::DepthwiseF32(p, _) => (depthwise_conv_2d::depthwise_in_place_scratch(p)?, 4),
+            _ => return None,
+        };
+        let node = &self.graph.nodes[v];
+        let (x, y) = (node.inputs[0], node.outputs[0]);
+        let (xi, yi) = (self.graph.info(x), self.graph.info(y));
+        let g = self.group[x.0];
+        let shared = node.inputs[1..].iter().any(|t| self.group[t.0] == g);
+        let fits = !self.alias[v]
+            && self.home[y.0] == Home::Arena
+            && self.home[g] == Home::Arena
+            && !shared
+            && xi.shape == yi.shape
+            && xi.dtype == yi.dtype;
+        fits.then(|| (0, aligned(elements * elem_bytes, alignment)))
+    }
+
+    /// Pairs `first -> second` of stride-1 convs forming a residual block
+    /// `second(first(x)) + x` (the ADD fused into `second`) that run in row bands: the
+    /// first conv's result is read by the second conv only, `x` by the two convs only,
+    /// and the runtime's `block_ring_rows` accepts the pair.
+    fn add_bands(&mut self, kernels: &[Option<Prepared>], alignment: usize) {
+        for b in 0..self.nodes() {
+            let Some(a) = self.band_pair(b, kernels, alignment) else {
+                continue;
+            };
+            let t = self.graph.nodes[b].inputs[0].0;
+            self.home[t] = Home::Band;
+            self.size[t] = 0;
+            self.band_into[a] = Some(b);
+            self.band_first[b] = Some(a);
+        }
+    }
+
+    /// The first conv of the banded block ending at node `b`, if `b` ends one.
+    fn band_pair(&self, b: usize, kernels: &[Option<Prepared>], alignment: usize) -> Option<usize> {
+        let Some(Prepared::Conv2dAddI8(pb, _, _)) = kernels[b].as_ref() else {
+            return None;
+        };
+        let node_b = &self.graph.nodes[b];
+        let (t, x) = (node_b.inputs[0].0, node_b.inputs.get(3)?.0);
+        let a = self.producer[t]?;
+        let Some(Prepared::Conv2dI8(pa, _)) = kernels[a].as_ref() else {
+            return None;
+        };
+        let node_a = &self.graph.nodes[a];
+        let mut x_readers = self.group_readers[self.group[x]].clone();
+        x_readers.sort_unstable();
+        let constants = |n: &crate::ir::Node| {
+            n.inputs[1..]
+                .iter()
+                .all(|c| self.home[c.0] == Home::Fixed(Location::Const))
+        };
+        let ok = node_a.inputs[0].0 == x
+            && self.home[t] == Home::Arena
+            && self.group[t] == t
+            && self.group_readers[t] == [b]
+            && self.home[self.group[x]] == Home::Arena
+            && self.home[node_b.outputs[0].0] == Home::Arena
+            && x_readers == [a.min(b), a.max(b)]
+            && constants(node_a)
+            && node_b.inputs[1..3]
+                .iter()
+                .all(|c| self.home[c.0] == Home::Fixed(Location::Const))
+            && self.graph.info(node_b.outputs[0]).shape == self.graph.info(node_b.inputs[3]).shape
+            && kiln_runtime::kernels::in_place::block::block_ring_len(pa, pb).is_some();
+        let _ = alignment;
+        ok.then_some(a)
+    }
+
+    /// Aligned ring bytes of the banded block ending at node `v`.
+    fn band_ring(&self, v: usize, kernels: &[Option<Prepared>], alignment: usize) -> Option<usize> {
+        let a = self.band_first[v]?;
+        let (Some(Prepared::Conv2dI8(pa, _)), Some(Prepared::Conv2dAddI8(pb, _, _))) =
+            (kernels[a].as_ref(), kernels[v].as_ref())
+        else {
+            return None;
+        };
+        let ring = kiln_runtime::kernels::in_place::block::block_ring_len(pa, pb)?;
+        Some(aligned(ring, alignment))
     }
 
     /// Number of nodes.
@@ -206,13 +328,14 @@ impl<'g> Model<'g> {
             .all(|&r| r == v || done.contains(r))
     }
 
-    /// The operand node `v` overwrites when it runs right after the nodes in `done`.
-    pub(super) fn in_place_operand(&self, v: usize, done: &NodeSet) -> Option<usize> {
+    /// The operand node `v` overwrites when it runs right after the nodes in `done`, and
+    /// the scratch bytes it then needs.
+    pub(super) fn in_place_operand(&self, v: usize, done: &NodeSet) -> Option<(usize, usize)> {
         let inputs = &self.graph.nodes[v].inputs;
         self.candidates[v]
             .iter()
             .copied()
-            .find(|&k| self.last_reader(self.group[inputs[k].0], v, done))
+            .find(|&(k, _)| self.last_reader(self.group[inputs[k].0], v, done))
     }
 
     /// Nodes not in `done` whose operands are all produced by nodes in `done`.
@@ -225,8 +348,12 @@ impl<'g> Model<'g> {
     /// while `v` runs, and the bytes still held after it.
     pub(super) fn step(&self, live: usize, v: usize, done: &NodeSet) -> (usize, usize) {
         let y = self.output(v);
-        let writes_new = !self.alias[v] && self.in_place_operand(v, done).is_none();
-        let during = live + if writes_new { self.size[y] } else { 0 };
+        let during = live
+            + match self.in_place_operand(v, done) {
+                _ if self.alias[v] => 0,
+                Some((_, scratch)) => scratch,
+                None => self.size[y],
+            };
         let kept = if self.alias[v] || self.group_readers[y].is_empty() {
             0
         } else {
@@ -253,12 +380,15 @@ impl<'g> Model<'g> {
         let mut trace = Trace {
             during: Vec::with_capacity(order.len()),
             in_place: vec![None; self.nodes()],
+            scratch: vec![0; self.nodes()],
         };
         let mut live = 0;
         for &v in order {
             let (during, after) = self.step(live, v, &done);
             trace.during.push(during);
-            trace.in_place[v] = self.in_place_operand(v, &done);
+            let chosen = self.in_place_operand(v, &done);
+            trace.in_place[v] = chosen.map(|(k, _)| k);
+            trace.scratch[v] = chosen.map_or(0, |(_, s)| s);
             done.insert(v);
             live = after;
         }
@@ -272,6 +402,8 @@ pub(super) struct Trace {
     pub(super) during: Vec<usize>,
     /// Per node: the operand its result overwrites.
     pub(super) in_place: Vec<Option<usize>>,
+    /// Per node: aligned scratch bytes it holds while it runs.
+    pub(super) scratch: Vec<usize>,
 }
 
 impl Trace {
@@ -279,6 +411,27 @@ impl Trace {
     pub(super) fn peak(&self) -> usize {
         self.during.iter().copied().max().unwrap_or(0)
     }
+}
+
+/// `bytes` rounded up to a multiple of `alignment`.
+fn aligned(bytes: usize, alignment: usize) -> usize {
+    bytes.div_ceil(alignment).saturating_mul(alignment)
+}
+
+/// The prepared kernel of every conv and depthwise conv node (the shapes the in-place
+/// and banded kernels check); `None` for other nodes and nodes that fail to prepare.
+fn conv_kernels(graph: &Graph) -> Vec<Option<Prepared>> {
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match n.op {
+            Op::Conv2d(_) | Op::DepthwiseConv2d(_) => {
+                crate::exec::prepare(graph, i, n).ok().map(|k| k.0)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn producers(graph: &Graph) -> Vec<Option<usize>> {

@@ -70,7 +70,8 @@ pub fn report(plan: &Plan, graph: &Graph) -> Vec<NodeReport> {
 }
 
 /// The lifetime rectangle of every arena tensor that writes its own bytes (every node
-/// result in the arena except reshape aliases), in order of the writing step.
+/// result in the arena except reshape aliases and the rows of a banded block, which
+/// live in the block's scratch), in order of the writing step.
 pub fn intervals(plan: &Plan, graph: &Graph) -> Vec<Interval> {
     let step_of = steps(plan, graph);
     let data = data_roots(plan, graph);
@@ -84,7 +85,7 @@ pub fn intervals(plan: &Plan, graph: &Graph) -> Vec<Interval> {
     plan.order
         .iter()
         .enumerate()
-        .filter(|&(_, &v)| plan.reuse(v) != Reuse::Alias)
+        .filter(|&(_, &v)| !matches!(plan.reuse(v), Reuse::Alias | Reuse::Band { .. }))
         .filter_map(|(first_step, &v)| {
             let tensor = graph.nodes[v.0].outputs[0];
             let Location::Arena(offset) = plan.location(tensor) else {

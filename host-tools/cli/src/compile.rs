@@ -44,6 +44,13 @@ pub struct Args {
     /// Fail when the arena needs more bytes than this (e.g. the target's free RAM).
     #[arg(long)]
     max_arena: Option<usize>,
+    /// Plan without in-place convs (stride-1 convs and depthwise convs writing over
+    /// their input).
+    #[arg(long)]
+    no_in_place_conv: bool,
+    /// Plan without banded residual blocks (conv -> conv + skip in row bands).
+    #[arg(long)]
+    no_band_blocks: bool,
     #[command(flatten)]
     quantizing: crate::quantize::Quantizing,
     /// Where the generated crate finds kiln-runtime: a path to kiln's `runtime` folder,
@@ -71,6 +78,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     options.plan.max_arena_bytes = args.max_arena;
+    options.plan.in_place_conv = !args.no_in_place_conv;
+    options.plan.band_blocks = !args.no_band_blocks;
     let planned = optimize_and_plan(graph, &options, &file)?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
@@ -78,6 +87,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true, target)?;
     let mut report = Report::new(graph, plan, model.weights.len());
     report.passes = planned.passes.clone();
+    report.techniques = kiln_codegen::plan::technique_arenas(graph, &options.plan)?;
     if let (Some(triple), false) = (target.triple(), args.no_size) {
         let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
         let sizes = measure(&args.out, &name, graph, triple, &work)?;
@@ -175,6 +185,8 @@ struct Report {
     passes: Vec<(&'static str, usize)>,
     /// The board checked with `--board`, and how full it is.
     board: Option<(&'static Board, Fit)>,
+    /// The arena with each memory technique switched off in turn.
+    techniques: Vec<kiln_codegen::plan::TechniqueArena>,
 }
 
 struct Row {
@@ -187,6 +199,8 @@ struct Row {
     macs: u64,
     location: Location,
     bytes: usize,
+    /// Computed in row bands inside another node (its result is never stored whole).
+    banded: bool,
 }
 
 impl Report {
@@ -212,6 +226,7 @@ impl Report {
                     macs: macs(graph, n),
                     location: plan.location(n.outputs[0]),
                     bytes: out.byte_size(),
+                    banded: matches!(plan.reuse(*id), kiln_codegen::plan::Reuse::Band { .. }),
                 }
             })
             .collect();
@@ -225,6 +240,7 @@ impl Report {
             code: None,
             passes: Vec::new(),
             board: None,
+            techniques: Vec::new(),
         }
     }
 
@@ -258,6 +274,7 @@ impl Report {
             let ins: Vec<String> = r.inputs.iter().map(|d| dims(d)).collect();
             let shapes = format!("{} -> {}", ins.join(","), dims(&r.output));
             let place = match r.location {
+                _ if r.banded => "band".to_string(),
                 Location::Arena(off) => off.to_string(),
                 Location::Output(j) => format!("output {j}"),
                 other => format!("{other:?}"),
@@ -275,6 +292,19 @@ impl Report {
             "arena bytes:    {} (lower bound for this op order {}, best order found {})",
             self.arena, self.lower_bound, self.best_bound
         );
+        if !self.techniques.is_empty() {
+            let _ = writeln!(
+                s,
+                "arena by memory technique (PlanOptions flags switched off):"
+            );
+            for t in &self.techniques {
+                let _ = writeln!(
+                    s,
+                    "  {:<24} {:>8} bytes (lower bound {})",
+                    t.name, t.arena_bytes, t.lower_bound_bytes
+                );
+            }
+        }
         let _ = writeln!(s, "weight bytes:   {}", self.weight_bytes);
         let rewrites: Vec<String> = self
             .passes
@@ -320,6 +350,7 @@ impl Report {
             .iter()
             .map(|r| {
                 let (kind, offset) = match r.location {
+                    _ if r.banded => ("band", None),
                     Location::Arena(off) => ("arena", Some(off)),
                     Location::Output(j) => ("output", Some(j)),
                     Location::Input(i) => ("input", Some(i)),
@@ -339,6 +370,9 @@ impl Report {
             "arena_bytes": self.arena,
             "lower_bound_bytes": self.lower_bound,
             "best_order_bound_bytes": self.best_bound,
+            "techniques": self.techniques.iter().map(|t| serde_json::json!({
+                "name": t.name, "arena_bytes": t.arena_bytes, "lower_bound_bytes": t.lower_bound_bytes,
+            })).collect::<Vec<_>>(),
             "weight_bytes": self.weight_bytes,
             "passes": self.passes.iter().map(|(p, n)| (p.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "code": self.code.as_ref().map(|(triple, z)| serde_json::json!({

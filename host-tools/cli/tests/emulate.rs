@@ -79,9 +79,9 @@ fn shipped_models_match_golden_outputs_on_m4_and_m3_with_repeatable_counts() {
             );
             let ram = figure(&text, "RAM bytes:      ");
             let arena = if model == "kws_ref_model" {
-                16000
+                8448
             } else {
-                32768
+                25152
             };
             assert!(ram >= arena, "{model}: RAM {ram} < arena {arena}\n{text}");
             if model == "kws_ref_model" {

@@ -6,6 +6,7 @@
 //! [`write_crate`]) or be `include!`d from a firmware's `OUT_DIR` (see
 //! [`crate::Builder`]).
 
+mod in_place;
 mod literal;
 mod ops;
 pub mod probe;
@@ -224,6 +225,80 @@ pub fn emit(
             Reuse::Alias => {
                 writeln!(s, "    // (an alias of its input: nothing to do)").unwrap();
                 continue;
+            }
+            Reuse::Band { into } => {
+                writeln!(
+                    s,
+                    "    // (computed row band by row band inside node {}: nothing to do)",
+                    into.0
+                )
+                .unwrap();
+                continue;
+            }
+            Reuse::BandBlock { first } => {
+                // Runs `first` and this node band by band over the skip tensor
+                // (operand 3), which only `y` borrows; the rows of `first`'s result
+                // live in the scratch ring.
+                let first_node = &graph.nodes[first.0];
+                writeln!(s, "    {{").unwrap();
+                let mut bind = |prefix: &str, inputs: &[TensorId]| -> Vec<String> {
+                    let mut names = Vec::new();
+                    for (i, &t) in inputs.iter().enumerate() {
+                        if i == 1 || i == 2 {
+                            writeln!(s, "        let {prefix}{i} = {};", read(t)).unwrap();
+                        }
+                        names.push(format!("{prefix}{i}"));
+                    }
+                    names
+                };
+                let first_names = bind("a", &first_node.inputs);
+                let names = bind("x", &node.inputs);
+                writeln!(s, "        let y = {write};").unwrap();
+                writeln!(
+                    s,
+                    "        {}",
+                    in_place::scratch_view("ring", ty, in_place::scratch_of(plan, node_id.0))
+                )
+                .unwrap();
+                let call = in_place::band_block_call(
+                    &kernels[first.0].0,
+                    prepared,
+                    &first_names,
+                    &names,
+                    "y",
+                    "ring",
+                )
+                .ok_or_else(|| EmitError::Tensor {
+                    index: out.0,
+                    name: graph.tensor(out).name.clone(),
+                    message: "no banded kernel for this block".into(),
+                })?;
+                for line in call.lines() {
+                    writeln!(s, "        {line}").unwrap();
+                }
+            }
+            reuse if in_place::is_conv(prepared, reuse) => {
+                // A conv over its own input (operand 0, borrowed only as `y`), with its
+                // ring of input pixels in the arena.
+                writeln!(s, "    {{").unwrap();
+                let mut names = Vec::new();
+                for (i, &t) in node.inputs.iter().enumerate() {
+                    if i != 0 {
+                        writeln!(s, "        let x{i} = {};", read(t)).unwrap();
+                    }
+                    names.push(format!("x{i}"));
+                }
+                writeln!(s, "        let y = {write};").unwrap();
+                writeln!(
+                    s,
+                    "        {}",
+                    in_place::scratch_view("ring", ty, in_place::scratch_of(plan, node_id.0))
+                )
+                .unwrap();
+                let call = in_place::conv_call(prepared, &names, "y", "ring").unwrap_or_default();
+                for line in call.lines() {
+                    writeln!(s, "        {line}").unwrap();
+                }
             }
             Reuse::InPlace { operand } => {
                 // The result overwrites operand `operand`, so that operand is only

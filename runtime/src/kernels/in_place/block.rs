@@ -94,7 +94,9 @@ unsafe fn element_i8(
 ) -> i8 {
     let fin = p.filter_input_depth;
     let [f_h, f_w] = p.window.filter;
-    let group = oc / (p.output_depth / groups);
+    let group = oc
+        .checked_div(p.output_depth.checked_div(groups).unwrap_or(0))
+        .unwrap_or(0);
     let mut acc = 0i32;
     for_each_tap(&p.window, oy, ox, |fy, fx, iy, ix| {
         let start = pixel(iy, ix) + group * fin;
@@ -176,7 +178,7 @@ pub fn conv_block_i8_in_place(
         for oy in 0..h {
             let last_t = (oy + below_b).min(h - 1);
             while next_t <= last_t {
-                let slot = (next_t % rows) * row_t;
+                let slot = next_t.checked_rem(rows).unwrap_or(0) * row_t;
                 for ox in 0..width {
                     for oc in 0..ct {
                         // SAFETY: in-image pixels (iy < h, ix < w) index below
@@ -216,7 +218,7 @@ pub fn conv_block_i8_in_place(
                             filter_b,
                             bias_b,
                             ring,
-                            |iy, ix| (iy % rows) * row_t + ix * ct,
+                            |iy, ix| iy.checked_rem(rows).unwrap_or(0) * row_t + ix * ct,
                             oy,
                             ox,
                             oc,

@@ -67,8 +67,8 @@ fn conv_in_place_loop<T: Copy, B: Copy, A>(
         return;
     }
     // ring >= 1 since scratch_len = ring * c and c >= 1 (groups exist).
-    let ring = scratch_len / c;
-    let per_group = p.output_depth / groups;
+    let ring = scratch_len.checked_div(c).unwrap_or(0);
+    let per_group = p.output_depth.checked_div(groups).unwrap_or(0);
     let image = h * width * c;
     for n in 0..p.batches {
         let base = n * image;

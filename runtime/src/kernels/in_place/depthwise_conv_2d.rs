@@ -62,7 +62,7 @@ fn depthwise_in_place_loop<T: Copy, B: Copy, A>(
     {
         return;
     }
-    let ring = scratch_len / c;
+    let ring = scratch_len.checked_div(c).unwrap_or(0);
     let image = h * width * c;
     for n in 0..p.batches {
         let base = n * image;
