@@ -14,6 +14,7 @@ use core::hint::black_box;
 
 use kiln_runtime::activation::{ActivationRange, ActivationRangeF32};
 use kiln_runtime::kernels::dsp;
+use kiln_runtime::kernels::in_place;
 use kiln_runtime::kernels::reference::add::{
     add_f32, add_f32_in_place, add_i8, add_i8_in_place, AddParams,
 };
@@ -243,6 +244,18 @@ entry_points! {
         => dsp::conv_2d::conv_2d_1x1_i8_add_in_place(p, q, r, x, w, b, xy, s);
     kiln_dsp_depthwise_conv_2d_i8(p: &DepthwiseConv2dParams, q: &ConvQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8])
         => dsp::depthwise_conv_2d::depthwise_conv_2d_i8(p, q, x, w, b, y);
+
+    // In-place convs and banded residual blocks (`kernels::in_place`).
+    kiln_conv_2d_i8_in_place(p: &Conv2dParams, q: &ConvQuant<'_>, w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [i8])
+        => in_place::conv_2d::conv_2d_i8_in_place(p, q, w, b, xy, s);
+    kiln_conv_2d_f32_in_place(p: &Conv2dParams, r: ActivationRangeF32, w: &[f32], b: Option<&[f32]>, xy: &mut [f32], s: &mut [f32])
+        => in_place::conv_2d::conv_2d_f32_in_place(p, r, w, b, xy, s);
+    kiln_depthwise_conv_2d_i8_in_place(p: &DepthwiseConv2dParams, q: &ConvQuant<'_>, w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [i8])
+        => in_place::depthwise_conv_2d::depthwise_conv_2d_i8_in_place(p, q, w, b, xy, s);
+    kiln_depthwise_conv_2d_f32_in_place(p: &DepthwiseConv2dParams, r: ActivationRangeF32, w: &[f32], b: Option<&[f32]>, xy: &mut [f32], s: &mut [f32])
+        => in_place::depthwise_conv_2d::depthwise_conv_2d_f32_in_place(p, r, w, b, xy, s);
+    kiln_conv_block_i8_in_place(pa: &Conv2dParams, qa: &ConvQuant<'_>, wa: &[i8], ba: Option<&[i32]>, pb: &Conv2dParams, qb: &ConvQuant<'_>, r: &ResidualAdd, wb: &[i8], bb: Option<&[i32]>, xy: &mut [i8], ring: &mut [i8])
+        => in_place::block::conv_block_i8_in_place(pa, qa, wa, ba, pb, qb, r, wb, bb, xy, ring);
 }
 
 /// Reached only if a kernel can panic, which `check.sh` rules out: with no caller left
