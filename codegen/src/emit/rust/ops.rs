@@ -64,7 +64,8 @@ pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
 
 /// The DSP variant of `prepared`'s call, chosen from the shapes: 1x1 convolutions as a
 /// plain matrix multiply, other convolutions through im2col, depthwise convolutions
-/// with depth multiplier 1; `None` keeps the reference kernel. `inout` names the operand a fused residual add overwrites (in
+/// with depth multiplier 1, fully connected layers and int8 pooling; `None` keeps the
+/// reference kernel. `inout` names the operand a fused residual add overwrites (in
 /// place) or is `None` (out of place, result in `ops.output`).
 fn dsp_call(prepared: &Prepared, ops: &Operands<'_>, inout: Option<&str>) -> Option<String> {
     let x = |i: usize| ops.inputs[i].as_str();
@@ -120,6 +121,20 @@ fn dsp_call(prepared: &Prepared, ops: &Operands<'_>, inout: Option<&str>) -> Opt
             x(1),
             bias()
         ),
+        (Prepared::FullyConnectedI8(p, q), None) => format!(
+            "const P: FullyConnectedParams = {};\nconst Q: FullyConnectedQuant<'static> = {};\n{DSP}::fully_connected::fully_connected_i8(&P, &Q, {}, {}, {}, {y});",
+            literal(p),
+            quant(q),
+            x(0),
+            x(1),
+            bias()
+        ),
+        (Prepared::AveragePoolI8(p, r), None) => {
+            pool(&format!("{DSP}::pool_2d::average_pool_2d_i8"), p, &literal(r), x(0), y)
+        }
+        (Prepared::MaxPoolI8(p, r), None) => {
+            pool(&format!("{DSP}::pool_2d::max_pool_2d_i8"), p, &literal(r), x(0), y)
+        }
         _ => return None,
     })
 }

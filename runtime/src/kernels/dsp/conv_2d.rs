@@ -7,13 +7,17 @@
 //! Each function takes the reference kernel's arguments plus `scratch`, which must hold
 //! at least [`conv_2d_scratch_words`] words (the emitter sizes it at compile time); with
 //! a shorter scratch, or when the reference's preconditions fail, nothing is written.
-//! The input offset (minus the input zero point) must lie in `[-128, 128]`, as it does
-//! for every int8 zero point.
+//! The input offset (minus the input zero point) must lie in `[-127, 128]`: the zero
+//! point must be an int8 value.
 //!
 //! [`reference::conv_2d`]: crate::kernels::reference::conv_2d
 
-use super::gemm::{columns_words, dot_4x1, Column, COLUMNS};
-use super::requant::{acc_bound, Requant};
+use super::add::FastAdd;
+use super::gemm::{
+    columns_words, dot_4x1, pack_column, pack_groups, zero_column, zero_groups, COLUMNS,
+};
+use super::requant::{apply, prepare_channels, Channel, CHANNEL_WORDS};
+use super::simd::splat16;
 use crate::kernels::reference::conv_2d::{conv_lens, Conv2dParams, ConvQuant, ResidualAdd};
 use crate::unchecked::{get, set};
 
@@ -21,12 +25,17 @@ use crate::unchecked::{get, set};
 pub(crate) const PRODUCT: u32 = 128 * 256;
 
 /// Words of scratch the DSP conv kernels need for `p`: four packed columns of
-/// `filter_h * filter_w * filter_input_depth` values (saturating on absurd shapes).
+/// `k = filter_h * filter_w * filter_input_depth` values, `k` bytes to gather a column
+/// in, and the prepared requantization of every output channel (saturating on absurd
+/// shapes).
 pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
     let k = p.window.filter[0]
         .saturating_mul(p.window.filter[1])
         .saturating_mul(p.filter_input_depth);
-    columns_words(k.min(usize::MAX / 16))
+    let k = k.min(usize::MAX / 16);
+    columns_words(k)
+        .saturating_add(k.div_ceil(4))
+        .saturating_add(p.output_depth.saturating_mul(CHANNEL_WORDS))
 }
 
 /// int8 CONV_2D: [`reference::conv_2d::conv_2d_i8`]'s result for any filter size.
@@ -68,10 +77,12 @@ pub fn conv_2d_i8_add(
     if skip.len() != output.len() {
         return;
     }
+    let fast = FastAdd::new(r);
+    let fast = fast.as_ref();
     let len = output.len();
     // SAFETY: indices are below output.len() == skip.len() (see conv_2d_i8).
     conv::<false>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(output, i, r.apply(v, get(skip, i)))
+        set(output, i, residual(fast, r, v, get(skip, i)))
     });
 }
 
@@ -90,10 +101,12 @@ pub fn conv_2d_i8_add_in_place(
     inout: &mut [i8],
     scratch: &mut [u32],
 ) {
+    let fast = FastAdd::new(r);
+    let fast = fast.as_ref();
     let len = inout.len();
     // SAFETY: indices are below inout.len() (see conv_2d_i8).
     conv::<false>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(inout, i, r.apply(v, get(inout, i)))
+        set(inout, i, residual(fast, r, v, get(inout, i)))
     });
 }
 
@@ -132,10 +145,12 @@ pub fn conv_2d_1x1_i8_add(
     if skip.len() != output.len() {
         return;
     }
+    let fast = FastAdd::new(r);
+    let fast = fast.as_ref();
     let len = output.len();
     // SAFETY: as in conv_2d_i8_add.
     conv::<true>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(output, i, r.apply(v, get(skip, i)))
+        set(output, i, residual(fast, r, v, get(skip, i)))
     });
 }
 
@@ -152,20 +167,42 @@ pub fn conv_2d_1x1_i8_add_in_place(
     inout: &mut [i8],
     scratch: &mut [u32],
 ) {
+    let fast = FastAdd::new(r);
+    let fast = fast.as_ref();
     let len = inout.len();
     // SAFETY: as in conv_2d_i8_add_in_place.
     conv::<true>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(inout, i, r.apply(v, get(inout, i)))
+        set(inout, i, residual(fast, r, v, get(inout, i)))
     });
 }
 
+/// The bytes of `words` (any bit pattern is a valid `i8`), to gather im2col bytes in.
+#[allow(unsafe_code)]
+fn bytes_mut(words: &mut [u32]) -> &mut [i8] {
+    // SAFETY: the 4 * len bytes of `words` are initialized, `i8` has alignment 1 and
+    // accepts every bit pattern, and the result borrows `words` mutably for its lifetime.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i8>(), words.len() * 4) }
+}
+
+/// The residual ADD of a conv result and its skip value, the fast way when it applies.
+#[inline(always)]
+fn residual(fast: Option<&FastAdd>, r: &ResidualAdd, conv: i8, skip: i8) -> i8 {
+    match fast {
+        Some(f) => f.apply(conv, skip),
+        None => r.apply(conv, skip),
+    }
+}
+
 /// Fills column `which` of `cols` with the im2col column of output pixel `(n, oy, ox)`,
-/// filter group `group`: every tap's `filter_input_depth` channels, offset, zeros for
-/// padded taps.
+/// filter group `group`: every tap's `filter_input_depth` channels plus the input
+/// offset, zeros for padded taps. With whole groups of four channels per tap the words
+/// are packed straight from the input; otherwise the column is first gathered as bytes
+/// into `stage` (`k` bytes, padded taps holding the zero point `-offset`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn fill_column<const ONE_BY_ONE: bool>(
     cols: &mut [u32],
+    stage: &mut [i8],
     which: usize,
     p: &Conv2dParams,
     k: usize,
@@ -178,11 +215,11 @@ fn fill_column<const ONE_BY_ONE: bool>(
     let w = &p.window;
     let [in_h, in_w] = w.input;
     let fin = p.filter_input_depth;
-    let mut c = Column::new(cols, k, offset, which);
     let y0 = w.origin(0, oy);
     let x0 = w.origin(1, ox);
-    // Input channels of pixel (iy, ix) of this group, if that pixel exists.
-    let pixel = |iy: isize, ix: isize, len: usize| -> Option<&[i8]> {
+    // Input channels of `len / fin` pixels of this group from pixel (iy, ix) on, if
+    // they exist (several pixels only when groups are absent, so channels are adjacent).
+    let pixels = |iy: isize, ix: isize, len: usize| -> Option<&[i8]> {
         if iy < 0 || ix < 0 || iy as usize >= in_h || ix as usize >= in_w {
             return None;
         }
@@ -190,9 +227,9 @@ fn fill_column<const ONE_BY_ONE: bool>(
         input.get(start..start + len)
     };
     if ONE_BY_ONE {
-        match pixel(y0, x0, fin) {
-            Some(src) => c.push_bytes(src),
-            None => c.push_zeros(fin),
+        match pixels(y0, x0, fin) {
+            Some(src) => pack_column(cols, which, k, src, offset),
+            None => zero_column(cols, which, k),
         }
         return;
     }
@@ -200,34 +237,65 @@ fn fill_column<const ONE_BY_ONE: bool>(
     let [dy, dx] = w.dilation;
     // With unit dilation and no groups, the valid taps of a filter row are contiguous.
     let contiguous = dx == 1 && fin == p.input_depth;
-    for fy in 0..f_h {
-        let iy = y0.wrapping_add((fy * dy) as isize);
-        if iy < 0 || iy as usize >= in_h {
-            c.push_zeros(f_w * fin);
-            continue;
-        }
-        if contiguous {
-            // Taps `lo..hi` land inside the input (`max`/`min`, not `clamp`, which can panic).
-            let lo = x0.wrapping_neg().max(0).min(f_w as isize) as usize;
-            let hi = (in_w as isize)
-                .wrapping_sub(x0)
-                .min(f_w as isize)
-                .max(lo as isize) as usize;
-            c.push_zeros(lo * fin);
-            match pixel(iy, x0 + lo as isize, (hi - lo) * fin) {
-                Some(src) => c.push_bytes(src),
-                None => c.push_zeros((hi - lo) * fin),
+    // Taps `lo..hi` of filter row with input row `iy` land inside the input
+    // (`max`/`min`, not `clamp`, which can panic).
+    let lo = x0.wrapping_neg().max(0).min(f_w as isize) as usize;
+    let hi = (in_w as isize)
+        .wrapping_sub(x0)
+        .min(f_w as isize)
+        .max(lo as isize) as usize;
+    if fin.is_multiple_of(4) {
+        let offset2 = splat16(offset);
+        let per_tap = fin / 4;
+        for fy in 0..f_h {
+            let iy = y0.wrapping_add((fy * dy) as isize);
+            let row = fy * f_w * per_tap;
+            if iy < 0 || iy as usize >= in_h {
+                zero_groups(cols, which, row, f_w * per_tap);
+                continue;
             }
-            c.push_zeros((f_w - hi) * fin);
-        } else {
-            for fx in 0..f_w {
-                match pixel(iy, x0.wrapping_add((fx * dx) as isize), fin) {
-                    Some(src) => c.push_bytes(src),
-                    None => c.push_zeros(fin),
+            if contiguous {
+                zero_groups(cols, which, row, lo * per_tap);
+                if let Some(src) = pixels(iy, x0 + lo as isize, (hi - lo) * fin) {
+                    pack_groups(
+                        cols,
+                        which,
+                        row + lo * per_tap,
+                        src.as_chunks::<4>().0,
+                        offset2,
+                    );
+                }
+                zero_groups(cols, which, row + hi * per_tap, (f_w - hi) * per_tap);
+            } else {
+                for fx in 0..f_w {
+                    let at = row + fx * per_tap;
+                    match pixels(iy, x0.wrapping_add((fx * dx) as isize), fin) {
+                        Some(src) => pack_groups(cols, which, at, src.as_chunks::<4>().0, offset2),
+                        None => zero_groups(cols, which, at, per_tap),
+                    }
                 }
             }
         }
+        return;
     }
+    // Any other channel count: gather bytes, then pack.
+    let pad = offset.wrapping_neg() as i8;
+    let mut at = 0;
+    for fy in 0..f_h {
+        let iy = y0.wrapping_add((fy * dy) as isize);
+        for fx in 0..f_w {
+            let ix = x0.wrapping_add((fx * dx) as isize);
+            let Some(tap) = stage.get_mut(at..at + fin) else {
+                break;
+            };
+            match pixels(iy, ix, fin) {
+                Some(src) => tap.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+                None => tap.fill(pad),
+            }
+            at += fin;
+        }
+    }
+    pack_column(cols, which, k, stage, offset);
 }
 
 /// The loop nest shared by every DSP conv: `store(index, value)` receives each output
@@ -253,7 +321,7 @@ fn conv<const ONE_BY_ONE: bool>(
         || out_len != output_len
         || bias.is_some_and(|b| b.len() != out_c)
         || !q.multipliers.covers(out_c)
-        || !(-128..=128).contains(&q.input_offset)
+        || !(-127..=128).contains(&q.input_offset)
         || (ONE_BY_ONE && p.window.filter != [1, 1])
     {
         return;
@@ -262,12 +330,21 @@ fn conv<const ONE_BY_ONE: bool>(
     else {
         return;
     };
-    let Some(cols) = scratch.get_mut(..columns_words(k)) else {
+    let Some((cols, rest)) = scratch.split_at_mut_checked(columns_words(k)) else {
         return;
     };
-    let bias_of = |oc: usize| bias.and_then(|b| b.get(oc)).copied().unwrap_or(0);
-    let fast = (0..out_c)
-        .all(|oc| Requant::fits(q.multipliers.get(oc), acc_bound(bias_of(oc), k, PRODUCT)));
+    let Some((stage, table)) = rest.split_at_mut_checked(k.div_ceil(4)) else {
+        return;
+    };
+    let stage = bytes_mut(stage);
+    let stage = stage.get_mut(..k).unwrap_or(&mut []);
+    let Some(table) = table.as_chunks_mut::<CHANNEL_WORDS>().0.get_mut(..out_c) else {
+        return;
+    };
+    let offset = q.output_offset;
+    let fast = prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT);
+    let table: &[Channel] = table;
+    let act = q.activation;
     let [out_h, out_w] = p.window.output;
     let pixels = out_h * out_w;
     for n in 0..p.batches {
@@ -280,6 +357,7 @@ fn conv<const ONE_BY_ONE: bool>(
                 for which in 0..count {
                     fill_column::<ONE_BY_ONE>(
                         cols,
+                        stage,
                         which,
                         p,
                         k,
@@ -294,18 +372,31 @@ fn conv<const ONE_BY_ONE: bool>(
                         (oy, ox) = (oy + 1, 0);
                     }
                 }
-                // Output index of channel 0 of the first pixel; the others follow.
+                // Output index of the first pixel's channel 0; the others follow.
                 let base = (n * pixels + pix) * out_c;
                 for oc in group * per_group..(group + 1) * per_group {
-                    let acc = dot_4x1(cols, filter.get(oc * k..oc * k + k).unwrap_or(&[]), k);
-                    let m = q.multipliers.get(oc);
-                    let rq = Requant::new(m);
-                    let b = bias_of(oc);
-                    for (which, &acc) in acc.iter().enumerate().take(count) {
-                        let acc = acc.wrapping_add(b);
-                        let scaled = if fast { rq.apply(acc) } else { m.apply(acc) };
-                        let value = q.activation.clamp_i8(scaled.wrapping_add(q.output_offset));
-                        store(base + which * out_c + oc, value);
+                    let Some(ch) = table.get(oc) else {
+                        break;
+                    };
+                    let f = filter.get(oc * k..oc * k + k).unwrap_or(&[]);
+                    let acc = dot_4x1(cols, f, k, ch[0] as i32);
+                    let out = base + oc;
+                    if fast && count == COLUMNS {
+                        let [a0, a1, a2, a3] = acc;
+                        store(out, act.clamp_i8(apply(ch, a0)));
+                        store(out + out_c, act.clamp_i8(apply(ch, a1)));
+                        store(out + 2 * out_c, act.clamp_i8(apply(ch, a2)));
+                        store(out + 3 * out_c, act.clamp_i8(apply(ch, a3)));
+                    } else {
+                        let m = q.multipliers.get(oc);
+                        for (which, &acc) in acc.iter().enumerate().take(count) {
+                            let scaled = if fast {
+                                apply(ch, acc)
+                            } else {
+                                m.apply(acc).wrapping_add(offset)
+                            };
+                            store(out + which * out_c, act.clamp_i8(scaled));
+                        }
                     }
                 }
                 pix += count;

@@ -10,7 +10,7 @@
 //!
 //! [`reference::depthwise_conv_2d`]: crate::kernels::reference::depthwise_conv_2d
 
-use super::requant::{acc_bound, Requant};
+use super::requant::{apply, channel, fits, Channel};
 use super::simd::{smlabb, smlatt, splat16, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, word};
 use crate::kernels::reference::conv_2d::ConvQuant;
 use crate::kernels::reference::depthwise_conv_2d::{depthwise_lens, DepthwiseConv2dParams};
@@ -40,7 +40,12 @@ fn mac_4ch(x: [i8; 4], f: [i8; 4], offset2: u32, acc: [i32; 4]) -> [i32; 4] {
 /// The filter taps `0..filter` of one axis whose input index `origin + tap * dilation`
 /// lies in `0..size`: a range, since the index grows with the tap.
 #[inline]
-fn valid_taps(origin: isize, filter: usize, dilation: usize, size: usize) -> Range<usize> {
+pub(super) fn valid_taps(
+    origin: isize,
+    filter: usize,
+    dilation: usize,
+    size: usize,
+) -> Range<usize> {
     let d = dilation.max(1) as isize;
     // The first tap whose index reaches `bound` (saturating: absurd windows give empty
     // ranges, never overflow).
@@ -90,31 +95,38 @@ pub fn depthwise_conv_2d_i8(
     let [f_h, f_w] = w.filter;
     let [out_h, out_w] = w.output;
     let taps = f_h * f_w;
+    let offset = q.output_offset;
+    let act = q.activation;
     let bias_of = |c: usize| bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
-    let fast = (0..depth)
-        .all(|c| Requant::fits(q.multipliers.get(c), acc_bound(bias_of(c), taps, PRODUCT)));
-    let finish = |acc: i32, c: usize, rq: Requant| -> i8 {
-        let acc = acc.wrapping_add(bias_of(c));
+    let prepare = |c: usize| -> (Channel, bool) {
+        let (b, m) = (bias_of(c), q.multipliers.get(c));
+        (channel(b, m, offset), fits(b, m, offset, taps, PRODUCT))
+    };
+    // Requantizes channel `c`'s sum (bias included) and clamps it.
+    let finish = |acc: i32, c: usize, ch: &Channel, fast: bool| -> i8 {
         let scaled = if fast {
-            rq.apply(acc)
+            apply(ch, acc)
         } else {
-            q.multipliers.get(c).apply(acc)
+            q.multipliers.get(c).apply(acc).wrapping_add(offset)
         };
-        q.activation.clamp_i8(scaled.wrapping_add(q.output_offset))
+        act.clamp_i8(scaled)
     };
     let offset2 = splat16(q.input_offset);
     let groups = depth / 4;
     for n in 0..p.batches {
         for g in 0..groups {
             let c = 4 * g;
-            let rq: [Requant; 4] = core::array::from_fn(|i| Requant::new(q.multipliers.get(c + i)));
+            let prepared = [prepare(c), prepare(c + 1), prepare(c + 2), prepare(c + 3)];
+            let fast = prepared.iter().all(|(_, fits)| *fits);
+            let chs = prepared.map(|(ch, _)| ch);
+            let init = chs.map(|ch| ch[0] as i32);
             for oy in 0..out_h {
                 let y0 = w.origin(0, oy);
                 let rows = valid_taps(y0, f_h, w.dilation[0], in_h);
                 for ox in 0..out_w {
                     let x0 = w.origin(1, ox);
                     let cols = valid_taps(x0, f_w, w.dilation[1], in_w);
-                    let mut acc = [0i32; 4];
+                    let mut acc = init;
                     for fy in rows.clone() {
                         let iy = (y0 + (fy * w.dilation[0]) as isize) as usize;
                         let row = (n * in_h + iy) * in_w;
@@ -134,22 +146,27 @@ pub fn depthwise_conv_2d_i8(
                         }
                     }
                     let out = ((n * out_h + oy) * out_w + ox) * depth + c;
-                    for i in 0..4 {
-                        // SAFETY: out + 3 < batches*out_h*out_w*depth == output.len().
-                        unsafe { set(output, out + i, finish(acc[i], c + i, rq[i])) };
+                    let [a0, a1, a2, a3] = acc;
+                    let [ch0, ch1, ch2, ch3] = &chs;
+                    // SAFETY: out + 3 < batches*out_h*out_w*depth == output.len().
+                    unsafe {
+                        set(output, out, finish(a0, c, ch0, fast));
+                        set(output, out + 1, finish(a1, c + 1, ch1, fast));
+                        set(output, out + 2, finish(a2, c + 2, ch2, fast));
+                        set(output, out + 3, finish(a3, c + 3, ch3, fast));
                     }
                 }
             }
         }
         // The channels past the last group of four, one at a time.
         for c in 4 * groups..depth {
-            let rq = Requant::new(q.multipliers.get(c));
+            let (ch, fast) = prepare(c);
             for oy in 0..out_h {
                 let y0 = w.origin(0, oy);
                 let rows = valid_taps(y0, f_h, w.dilation[0], in_h);
                 for ox in 0..out_w {
                     let x0 = w.origin(1, ox);
-                    let mut acc = 0i32;
+                    let mut acc = ch[0] as i32;
                     for fy in rows.clone() {
                         let iy = (y0 + (fy * w.dilation[0]) as isize) as usize;
                         for fx in valid_taps(x0, f_w, w.dilation[1], in_w) {
@@ -167,7 +184,7 @@ pub fn depthwise_conv_2d_i8(
                     }
                     let out = ((n * out_h + oy) * out_w + ox) * depth + c;
                     // SAFETY: out < output.len(), as above.
-                    unsafe { set(output, out, finish(acc, c, rq)) };
+                    unsafe { set(output, out, finish(acc, c, &ch, fast)) };
                 }
             }
         }

@@ -9,7 +9,7 @@
 //! interleaved: group `g` is the eight words `[c0 even, c0 odd, c1 even, c1 odd, ...]`
 //! and tail value `t` the four words `[c0, c1, c2, c3]`, so one pointer walks all four.
 
-use super::simd::{pack16, smlad_4x1, sxtab16, sxtab16_ror8, word};
+use super::simd::{pack16, smlad_4x1_run, sxtab16, sxtab16_ror8, word};
 
 /// Columns processed together.
 pub(crate) const COLUMNS: usize = 4;
@@ -19,148 +19,93 @@ pub const fn columns_words(k: usize) -> usize {
     k / 4 * 8 + k % 4 * 4
 }
 
-/// Writes column `which` (0..4) of an interleaved block, value by value or four bytes
-/// at a time, in column order. Pushing more values than the column holds drops the
-/// excess (never panics).
-pub(crate) struct Column<'a> {
-    words: &'a mut [u32],
-    /// Words that hold groups of four (`8 * (k / 4)`).
-    main: usize,
-    /// The first word of the current group (or tail row).
-    at: usize,
-    /// The column's slot (0..4).
-    which: usize,
-    /// Values of the current group already held in `a` and `b` (0..4).
-    lane: usize,
-    a: u32,
-    b: u32,
-    /// The input offset in both halves.
-    offset: u32,
-    offset_value: i32,
-}
-
-impl<'a> Column<'a> {
-    /// A writer of column `which` (0..4) of `k` values into `words` (at least
-    /// [`columns_words`]`(k)` long); every int8 value pushed gets `offset` added.
-    #[inline]
-    pub(crate) fn new(words: &'a mut [u32], k: usize, offset: i32, which: usize) -> Self {
-        Self {
-            words,
-            main: k / 4 * 8,
-            at: 0,
-            which: which % COLUMNS,
-            lane: 0,
-            a: 0,
-            b: 0,
-            offset: pack16(offset, offset),
-            offset_value: offset,
-        }
-    }
-
-    /// Appends one value (already offset).
-    #[inline]
-    fn push(&mut self, v: i32) {
-        if self.at >= self.main {
-            if let Some(w) = self.words.get_mut(self.at + self.which) {
-                *w = v as u32;
-            }
-            self.at += COLUMNS;
-            return;
-        }
-        let half = v as u32 & 0xFFFF;
-        match self.lane {
-            0 => self.a = half,
-            1 => self.b = half,
-            2 => self.a |= half << 16,
-            _ => {
-                self.b |= half << 16;
-                let at = self.at + 2 * self.which;
-                if let Some([wa, wb]) = self.words.get_mut(at..at + 2) {
-                    *wa = self.a;
-                    *wb = self.b;
-                }
-                self.at += 2 * COLUMNS;
-            }
-        }
-        self.lane = (self.lane + 1) & 3;
-    }
-
-    /// Appends int8 values (each plus the offset).
-    #[inline]
-    pub(crate) fn push_bytes(&mut self, src: &[i8]) {
-        let mut rest = src;
-        while self.lane != 0 {
-            let Some((&x, tail)) = rest.split_first() else {
-                return;
-            };
-            self.push(i32::from(x) + self.offset_value);
-            rest = tail;
-        }
-        // Whole groups: one word in, two words out.
-        let room = self.main.saturating_sub(self.at) / (2 * COLUMNS);
-        let (quads, _) = rest.as_chunks::<4>();
-        let n = quads.len().min(room);
-        if let (Some(quads), Some(out)) = (quads.get(..n), self.words.get_mut(self.at..)) {
-            let (out, _) = out.as_chunks_mut::<{ 2 * COLUMNS }>();
-            let which = 2 * self.which;
-            for (q, o) in quads.iter().zip(out) {
-                let w = word(*q);
-                if let Some([a, b]) = o.get_mut(which..which + 2) {
-                    *a = sxtab16(self.offset, w);
-                    *b = sxtab16_ror8(self.offset, w);
-                }
-            }
-            self.at += 2 * COLUMNS * n;
-            rest = rest.get(4 * n..).unwrap_or(&[]);
-        }
-        for &x in rest {
-            self.push(i32::from(x) + self.offset_value);
-        }
-    }
-
-    /// Appends `n` zeros (padded taps, which contribute nothing).
-    #[inline]
-    pub(crate) fn push_zeros(&mut self, n: usize) {
-        let mut n = n;
-        while n > 0 && self.lane != 0 {
-            self.push(0);
-            n -= 1;
-        }
-        let groups = (n / 4).min(self.main.saturating_sub(self.at) / (2 * COLUMNS));
-        if let Some(out) = self.words.get_mut(self.at..self.at + 2 * COLUMNS * groups) {
-            let (out, _) = out.as_chunks_mut::<{ 2 * COLUMNS }>();
-            let which = 2 * self.which;
-            for o in out {
-                if let Some(ab) = o.get_mut(which..which + 2) {
-                    ab.fill(0);
-                }
-            }
-            self.at += 2 * COLUMNS * groups;
-            n -= 4 * groups;
-        }
-        for _ in 0..n {
-            self.push(0);
-        }
-    }
-}
-
-/// The dot products of the four interleaved columns `cols` ([`columns_words`]`(k)`
-/// words) with filter row `f` (`k` int8 values), wrapping like the reference's `i32`
-/// sums. Slices shorter than that (never passed by the kernels) give zeros.
+/// Writes `src` (whole groups of four int8 values, each plus the offset held in both
+/// halves of `offset2`) into column `which` (0..4) of the interleaved block `cols`,
+/// from group `first` on; groups past the end of `cols` are dropped.
 #[inline]
-pub(crate) fn dot_4x1(cols: &[u32], f: &[i8], k: usize) -> [i32; 4] {
+pub(crate) fn pack_groups(
+    cols: &mut [u32],
+    which: usize,
+    first: usize,
+    src: &[[i8; 4]],
+    offset2: u32,
+) {
+    let Some(dst) = cols.get_mut(first.saturating_mul(2 * COLUMNS)..) else {
+        return;
+    };
+    let (dst, _) = dst.as_chunks_mut::<{ 2 * COLUMNS }>();
+    let at = 2 * (which % COLUMNS);
+    for (q, group) in src.iter().zip(dst) {
+        let w = word(*q);
+        if let Some([even, odd]) = group.get_mut(at..at + 2) {
+            *even = sxtab16(offset2, w);
+            *odd = sxtab16_ror8(offset2, w);
+        }
+    }
+}
+
+/// Zeros groups `first..first + n` of column `which` (padded taps contribute nothing).
+#[inline]
+pub(crate) fn zero_groups(cols: &mut [u32], which: usize, first: usize, n: usize) {
+    let Some(dst) = cols.get_mut(first.saturating_mul(2 * COLUMNS)..) else {
+        return;
+    };
+    let (dst, _) = dst.as_chunks_mut::<{ 2 * COLUMNS }>();
+    let at = 2 * (which % COLUMNS);
+    for group in dst.iter_mut().take(n) {
+        if let Some(pair) = group.get_mut(at..at + 2) {
+            pair.fill(0);
+        }
+    }
+}
+
+/// Zeros the whole column `which` of `k` values.
+#[inline]
+pub(crate) fn zero_column(cols: &mut [u32], which: usize, k: usize) {
+    zero_groups(cols, which, 0, k / 4);
+    if let Some(dst) = cols.get_mut(k / 4 * 2 * COLUMNS..) {
+        for row in dst.as_chunks_mut::<COLUMNS>().0.iter_mut().take(k % 4) {
+            if let Some(slot) = row.get_mut(which % COLUMNS) {
+                *slot = 0;
+            }
+        }
+    }
+}
+
+/// Writes the whole column `which` of `k` values from `src` (`k` int8 values, each plus
+/// `offset`): the groups, then the `k % 4` tail values.
+#[inline]
+pub(crate) fn pack_column(cols: &mut [u32], which: usize, k: usize, src: &[i8], offset: i32) {
+    let src = src.get(..k).unwrap_or(src);
+    let (groups, tail) = src.as_chunks::<4>();
+    pack_groups(cols, which, 0, groups, pack16(offset, offset));
+    let Some(dst) = cols.get_mut(k / 4 * 2 * COLUMNS..) else {
+        return;
+    };
+    let (dst, _) = dst.as_chunks_mut::<COLUMNS>();
+    for (&x, row) in tail.iter().zip(dst) {
+        if let Some(slot) = row.get_mut(which % COLUMNS) {
+            *slot = (i32::from(x) + offset) as u32;
+        }
+    }
+}
+
+/// `init` plus the dot products of the four interleaved columns `cols`
+/// ([`columns_words`]`(k)` words) with filter row `f` (`k` int8 values), wrapping like
+/// the reference's `i32` sums. Slices shorter than that (never passed by the kernels)
+/// give `init`.
+#[inline]
+pub(crate) fn dot_4x1(cols: &[u32], f: &[i8], k: usize, init: i32) -> [i32; 4] {
+    let mut acc = [init; 4];
     let (Some((cm, ct)), Some((fm, ft))) = (
         cols.split_at_checked(k / 4 * 8),
         f.split_at_checked(k / 4 * 4),
     ) else {
-        return [0; 4];
+        return acc;
     };
     let (cm, _) = cm.as_chunks::<8>();
     let (fm, _) = fm.as_chunks::<4>();
-    let mut acc = [0i32; 4];
-    for (x, w) in cm.iter().zip(fm) {
-        acc = smlad_4x1(x, w, acc);
-    }
+    acc = smlad_4x1_run(cm, fm, acc);
     let (ct, _) = ct.as_chunks::<4>();
     for ((x, &w), _) in ct.iter().zip(ft).zip(0..k % 4) {
         for (a, &v) in acc.iter_mut().zip(x) {
@@ -188,30 +133,25 @@ mod tests {
             let mut cols = vec![0u32; columns_words(k)];
             let mut zero = vec![[false; 4]; k];
             for c in 0..4 {
-                let mut w = Column::new(&mut cols, k, offset, c);
-                if c == 0 {
-                    // In one go.
-                    let all: Vec<i8> = x.iter().map(|p| p[0]).collect();
-                    w.push_bytes(&all);
+                let column: Vec<i8> = x.iter().map(|p| p[c]).collect();
+                if c == 0 || k % 4 != 0 {
+                    pack_column(&mut cols, c, k, &column, offset);
                     continue;
                 }
-                // In ragged pieces, with zeros spliced in.
-                let mut i = 0;
-                while i < k {
-                    let n = (rng.next_u32() as usize % 7).min(k - i);
+                // Group by group, some zeroed.
+                let (groups, _) = column.as_chunks::<4>();
+                for (g, group) in groups.iter().enumerate() {
                     if rng.next_u32().is_multiple_of(3) {
-                        w.push_zeros(n);
-                        for z in &mut zero[i..i + n] {
+                        zero_groups(&mut cols, c, g, 1);
+                        for z in &mut zero[4 * g..4 * g + 4] {
                             z[c] = true;
                         }
                     } else {
-                        let piece: Vec<i8> = x[i..i + n].iter().map(|p| p[c]).collect();
-                        w.push_bytes(&piece);
+                        pack_groups(&mut cols, c, g, core::slice::from_ref(group), pack16(offset, offset));
                     }
-                    i += n;
                 }
             }
-            let got = dot_4x1(&cols, &f, k);
+            let got = dot_4x1(&cols, &f, k, 0);
             let want: [i32; 4] = core::array::from_fn(|c| {
                 (0..k)
                     .map(|j| {

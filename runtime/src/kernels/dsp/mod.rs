@@ -17,9 +17,12 @@
 //! large enough scratch and an input offset in `[-128, 128]`; when they fail nothing is
 //! written.
 
+mod add;
 pub mod conv_2d;
 pub mod depthwise_conv_2d;
+pub mod fully_connected;
 mod gemm;
+pub mod pool_2d;
 mod requant;
 pub mod simd;
 

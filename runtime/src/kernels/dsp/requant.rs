@@ -1,74 +1,108 @@
 //! TFLM's double-rounding requantization (`MultiplyByQuantizedMultiplier`) in a few
 //! instructions, for accumulators whose magnitude is known to be small.
 //!
-//! The reference computes `RDBP(SRDHM(acc << left, m), right)` with 64-bit arithmetic.
-//! When `|acc << left| < 2^29` and `right <= 29` (every conv-like layer of a real model:
-//! accumulators stay far below 2^29 and shifts near -10), two identities give the same
-//! bits with 32-bit operations:
+//! The reference computes `RDBP(SRDHM(acc << left, m), right) + offset` with 64-bit
+//! arithmetic. When `|acc << left| < 2^29`, `right <= 20` and `|offset| <= 128` (every
+//! conv-like layer of a real model: accumulators stay far below 2^29, shifts near -10),
+//! three identities give the same bits with 32-bit operations:
 //!
 //! * `SRDHM(a, m) = floor((a * m + 2^30) / 2^31) = SMMULR(2a, m)`, because
 //!   `floor((2am + 2^31) / 2^32)` is the same number and `2a` does not overflow;
 //! * `RDBP(x, e) = (2x + 2^e - [x < 0]) >> (e + 1)` (round half away from zero), because
 //!   with `x = q * 2^e + r` the sum adds one to `q` exactly when `r` reaches the
-//!   sign-dependent half; the sum fits `i32` since `|x| <= 2^29`.
+//!   sign-dependent half; the sum fits `i32` since `|x| <= 2^29`;
+//! * `(t >> s) + offset = (t + offset * 2^s) >> s`, which folds the output zero point
+//!   into the rounding constant.
 //!
-//! Kernels check the bound once per call for every channel ([`Requant::fits`]) and use
-//! the reference arithmetic ([`QuantizedMultiplier::apply`]) otherwise, so they are exact
-//! for every input.
+//! Kernels check these bounds once per call for every channel ([`fits`]) and
+//! use the reference arithmetic ([`QuantizedMultiplier::apply`]) otherwise, so they are
+//! exact for every input.
 
 use super::simd::smmulr;
-use crate::quant::QuantizedMultiplier;
+use crate::quant::{ChannelMultipliers, QuantizedMultiplier};
 
 /// Largest `|acc << left|` the fast path accepts.
 const LIMIT: u32 = (1 << 29) - 1;
 
-/// One output channel's multiplier, prepared for [`Requant::apply`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Requant {
-    multiplier: i32,
-    /// `left + 1`: the doubling of `SMMULR(2a, m)` is folded into the left shift.
-    left1: u32,
-    /// `right + 1`.
-    right1: u32,
-    /// `2^right`.
-    half: i32,
-}
+/// Largest right shift the fast path accepts (so `offset * 2^(right + 1)` stays small).
+const MAX_RIGHT: i32 = 20;
 
-impl Requant {
-    /// Prepares `q`. Shifts outside `[-29, 28]` give a value [`Requant::fits`] rejects.
-    #[inline(always)]
-    pub(crate) fn new(q: QuantizedMultiplier) -> Self {
-        let left = q.shift.clamp(0, 28) as u32;
-        let right = q.shift.saturating_neg().clamp(0, 29) as u32;
-        Self {
-            multiplier: q.multiplier,
-            left1: left + 1,
-            right1: right + 1,
-            half: 1 << right,
-        }
-    }
+/// Largest left shift the fast path accepts.
+const MAX_LEFT: i32 = 28;
 
-    /// Whether [`Requant::apply`] equals `q.apply(acc)` for every `|acc| <= bound`.
-    pub(crate) fn fits(q: QuantizedMultiplier, bound: u32) -> bool {
-        (-29..=28).contains(&q.shift) && bound <= LIMIT >> q.shift.max(0)
-    }
+/// One output channel's bias, multiplier and output offset, prepared for [`apply`]:
+/// the words `[bias, multiplier, 2^(left + 1), right + 1, rounding]`, where the left
+/// shift is a multiply (no shift-amount masking) with the doubling of `SMMULR(2a, m)`
+/// folded in, and `rounding = 2^right + offset * 2^(right + 1)`. Kernels keep one per
+/// output channel in scratch and start their sums at `channel[0]`, the bias.
+pub(crate) type Channel = [u32; CHANNEL_WORDS];
 
-    /// `q.apply(acc)` for accumulators within the bound [`Requant::fits`] accepted.
-    #[inline(always)]
-    pub(crate) fn apply(self, acc: i32) -> i32 {
-        let x = smmulr(acc << self.left1, self.multiplier);
-        let negative = (x as u32 >> 31) as i32;
-        ((x << 1) + self.half - negative) >> self.right1
-    }
-}
+/// Words of one [`Channel`].
+pub(crate) const CHANNEL_WORDS: usize = 5;
 
-/// The largest `|acc|` of a sum of `terms` products of magnitude at most `product`
-/// plus `bias`, saturating (a saturated bound simply fails [`Requant::fits`]).
+/// Prepares a channel. Parameters [`fits`] rejects give a harmless but wrong value;
+/// kernels take the reference path then.
 #[inline]
-pub(crate) fn acc_bound(bias: i32, terms: usize, product: u32) -> u32 {
+pub(crate) fn channel(bias: i32, q: QuantizedMultiplier, offset: i32) -> Channel {
+    let left = q.shift.clamp(0, MAX_LEFT) as u32;
+    let right = q.shift.saturating_neg().clamp(0, MAX_RIGHT) as u32;
+    let offset = offset.clamp(-128, 128);
+    [
+        bias as u32,
+        q.multiplier as u32,
+        1u32 << (left + 1),
+        right + 1,
+        ((1i32 << right) + (offset << (right + 1))) as u32,
+    ]
+}
+
+/// Whether [`apply`] equals the reference requantization plus `offset` for every sum of
+/// `terms` products of magnitude at most `product`, plus `bias`.
+pub(crate) fn fits(
+    bias: i32,
+    q: QuantizedMultiplier,
+    offset: i32,
+    terms: usize,
+    product: u32,
+) -> bool {
     let terms = u32::try_from(terms).unwrap_or(u32::MAX);
-    bias.unsigned_abs()
-        .saturating_add(terms.saturating_mul(product))
+    let bound = bias
+        .unsigned_abs()
+        .saturating_add(terms.saturating_mul(product));
+    (-MAX_RIGHT..=MAX_LEFT).contains(&q.shift)
+        && (-128..=128).contains(&offset)
+        && bound <= LIMIT >> q.shift.max(0)
+}
+
+/// Requantizes `acc` (bias included) and adds the output offset:
+/// `multiply_by_quantized_multiplier(acc) + offset` for a channel that [`fits`].
+#[inline(always)]
+pub(crate) fn apply(ch: &Channel, acc: i32) -> i32 {
+    let [_, multiplier, scale, right1, rounding] = *ch;
+    let x = smmulr(acc.wrapping_mul(scale as i32), multiplier as i32);
+    let negative = (x as u32 >> 31) as i32;
+    ((x << 1).wrapping_add(rounding as i32) - negative) >> (right1 & 31)
+}
+
+/// Fills `table` (one [`Channel`] per output channel) and says whether every channel
+/// [`fits`] sums of `terms` products of magnitude at most `product`.
+#[inline]
+pub(crate) fn prepare_channels(
+    table: &mut [Channel],
+    bias: Option<&[i32]>,
+    multipliers: &ChannelMultipliers<'_>,
+    offset: i32,
+    terms: usize,
+    product: u32,
+) -> bool {
+    let mut fast = true;
+    for (c, slot) in table.iter_mut().enumerate() {
+        let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
+        let m = multipliers.get(c);
+        fast &= fits(b, m, offset, terms, product);
+        *slot = channel(b, m, offset);
+    }
+    fast
 }
 
 #[cfg(test)]
@@ -78,6 +112,10 @@ mod tests {
 
     fn qm(multiplier: i32, shift: i32) -> QuantizedMultiplier {
         QuantizedMultiplier { multiplier, shift }
+    }
+
+    fn reference(q: QuantizedMultiplier, acc: i32, offset: i32) -> i32 {
+        q.apply(acc).wrapping_add(offset)
     }
 
     #[test]
@@ -105,39 +143,44 @@ mod tests {
             -(1 << 30),
             1_518_500_250,
         ];
-        for shift in -29..=28 {
+        for shift in -MAX_RIGHT..=MAX_LEFT {
             for &m in &ms {
-                let q = qm(m, shift);
-                let r = Requant::new(q);
-                let bound = LIMIT >> shift.max(0);
-                assert!(Requant::fits(q, bound));
-                for &a in &accs {
-                    let a = a.clamp(-(bound as i32), bound as i32);
-                    assert_eq!(r.apply(a), q.apply(a), "acc {a} m {m} shift {shift}");
+                for offset in [-128, -1, 0, 5, 127, 128] {
+                    let q = qm(m, shift);
+                    let bound = LIMIT >> shift.max(0);
+                    assert!(fits(0, q, offset, 1, bound));
+                    let ch = channel(0, q, offset);
+                    for &a in &accs {
+                        let a = a.clamp(-(bound as i32), bound as i32);
+                        assert_eq!(
+                            apply(&ch, a),
+                            reference(q, a, offset),
+                            "acc {a} m {m} shift {shift} offset {offset}"
+                        );
+                    }
                 }
             }
         }
-        assert!(!Requant::fits(qm(1 << 30, -30), 0));
-        assert!(!Requant::fits(qm(1 << 30, 29), 0));
-        assert!(!Requant::fits(qm(1 << 30, 2), LIMIT));
-        assert_eq!(
-            acc_bound(i32::MIN, 3, 1 << 15),
-            (1u32 << 31) + 3 * (1 << 15)
-        );
-        assert_eq!(acc_bound(0, usize::MAX, 2), u32::MAX);
+        assert!(!fits(0, qm(1 << 30, -21), 0, 0, 0));
+        assert!(!fits(0, qm(1 << 30, 29), 0, 0, 0));
+        assert!(!fits(0, qm(1 << 30, 2), 0, 1, LIMIT));
+        assert!(!fits(0, qm(1 << 30, 0), 129, 0, 0));
+        assert!(!fits(i32::MIN, qm(1 << 30, 0), 0, 0, 0));
+        assert!(!fits(0, qm(1 << 30, 0), 0, usize::MAX, 2));
     }
 
     proptest! {
         #[test]
         fn random_accumulators_match_the_reference(
             m: i32,
-            shift in -29i32..=28,
+            shift in -MAX_RIGHT..=MAX_LEFT,
+            offset in -128i32..=128,
             raw: i32,
         ) {
             let q = qm(m, shift);
             let bound = LIMIT >> shift.max(0);
             let acc = raw.rem_euclid(2 * bound as i32 + 1) - bound as i32;
-            prop_assert_eq!(Requant::new(q).apply(acc), q.apply(acc));
+            prop_assert_eq!(apply(&channel(0, q, offset), acc), reference(q, acc, offset));
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn bias_value() -> impl Strategy<Value = i32> {
 /// Quantization and data of a conv-like call.
 #[derive(Debug, Clone)]
 pub struct Case {
-    /// Minus the input zero point.
+    /// Minus the input zero point (an int8 value).
     pub input_offset: i32,
     /// The output zero point.
     pub output_offset: i32,
@@ -75,7 +75,7 @@ impl Case {
         _k: usize,
     ) -> impl Strategy<Value = Case> {
         (
-            -128i32..=128,
+            -127i32..=128,
             -128i32..=127,
             activation(),
             bytes(input_len),
