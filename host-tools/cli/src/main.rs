@@ -11,6 +11,7 @@ mod flash;
 mod inspect;
 mod quantize;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ enum Command {
     /// Build a board's firmware with the model, flash it with probe-rs and stream its
     /// defmt log (--dry-run: only check it fits and print the memory map).
     Flash(flash::Args),
+    /// Train a model described by a model file (TOML) on IDX data; writes weights
+    /// (safetensors), the model file and a training curve, and reports float and
+    /// (--quantize int8) kiln int8 test accuracy.
+    Train(train::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::main(args),
         Command::Emulate(args) => emulate::main(args),
         Command::Flash(args) => flash::main(args),
+        Command::Train(args) => train::main(args),
     };
     match result {
         Ok(code) => code,

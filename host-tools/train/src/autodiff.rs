@@ -155,8 +155,8 @@ fn rule(
         }
         TOp::Ir(Op::Concatenation { axis, .. }) => {
             let mut start = 0;
-            for k in 0..x.len() {
-                let len = g.shape(x[k])[*axis];
+            for (k, &part) in x.iter().enumerate() {
+                let len = g.shape(part)[*axis];
                 grad(g, &mut out, k, TOp::Slice { axis: *axis, start }, vec![dy]);
                 start += len;
             }

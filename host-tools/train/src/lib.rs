@@ -78,8 +78,7 @@
 //!
 //! # Dependencies
 //!
-//! See Cargo.toml: matrixmultiply (GEMM), rayon (parallel batch), indicatif (progress
-//! bar, in the CLI), safetensors (weights), serde + toml (model file), thiserror, flate2
+//! See Cargo.toml: matrixmultiply (GEMM), rayon (parallel batch), safetensors (weights), serde + toml (model file), thiserror, flate2
 //! (gzip'd labels). The random generator is [`rng`], written here so that seeds are
 //! stable across platforms and dependency upgrades.
 
@@ -135,4 +134,29 @@ pub enum TrainError {
         /// Step in the epoch (from 1).
         step: usize,
     },
+}
+
+/// Uses `threads` worker threads for all training kernels (rayon's global pool); call
+/// once, before training. Results do not depend on it (see "Determinism").
+pub fn set_threads(threads: usize) -> Result<(), TrainError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| TrainError::Graph(format!("cannot start {threads} threads: {e}")))
+}
+
+/// Number of threads the training kernels use.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// The trained float kiln graph from a model file and its safetensors weights (what
+/// `kiln train` writes), ready for kiln's passes, quantizer and compiler.
+pub fn load(
+    model: &std::path::Path,
+    weights: &std::path::Path,
+) -> Result<kiln_codegen::ir::Graph, TrainError> {
+    let mut graph = model::ModelSpec::load(model)?.build(0)?;
+    train::load_weights(&mut graph, weights)?;
+    Ok(graph)
 }

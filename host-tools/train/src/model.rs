@@ -246,10 +246,10 @@ impl ModelSpec {
 
     fn layer_error(&self, i: usize, message: String) -> TrainError {
         let span = self.layers[i].span();
-        let line = self.source[..span.start.min(self.source.len())]
-            .lines()
-            .count()
-            .max(1);
+        let line = 1 + self.source.as_bytes()[..span.start.min(self.source.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         TrainError::Model {
             file: self.file.clone(),
             message: format!(
@@ -461,7 +461,10 @@ fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| {
-            !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+            let excerpt = l
+                .split_once('|')
+                .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
+            !l.is_empty() && !excerpt && !l.chars().all(|c| c == '^' || c == ' ')
         })
         .collect::<Vec<_>>()
         .join(": ")

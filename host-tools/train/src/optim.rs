@@ -182,3 +182,42 @@ impl Schedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(Schedule::Constant.lr(0.1, 3, 50, 100), 0.1);
+        let step = Schedule::parse("step", 2).unwrap();
+        assert!((step.lr(1.0, 1, 0, 0) - 1.0).abs() < 1e-6);
+        assert!((step.lr(1.0, 2, 0, 0) - 0.1).abs() < 1e-6);
+        assert!((step.lr(1.0, 5, 0, 0) - 0.01).abs() < 1e-6);
+        assert!((Schedule::Cosine.lr(1.0, 0, 0, 100) - 1.0).abs() < 1e-6);
+        assert!((Schedule::Cosine.lr(1.0, 0, 50, 100) - 0.5).abs() < 1e-6);
+        assert!(Schedule::Cosine.lr(1.0, 0, 100, 100).abs() < 1e-6);
+        assert!(Schedule::parse("linear", 1).is_err());
+    }
+
+    #[test]
+    fn updates_match_pytorch_formulas() {
+        // SGD with momentum: first step v = g, then v = m v + g.
+        let mut p = vec![vec![1.0f32]];
+        let mut o = Optimizer::new(OptimizerKind::parse("sgd", 0.0).unwrap());
+        o.step(&mut p, &[&[1.0]], 0.1);
+        assert!((p[0][0] - 0.9).abs() < 1e-6);
+        o.step(&mut p, &[&[1.0]], 0.1);
+        assert!((p[0][0] - (0.9 - 0.1 * 1.9)).abs() < 1e-6);
+        // Adam's first step moves every weight by lr (bias-corrected m / sqrt(v) = 1).
+        let mut p = vec![vec![1.0f32, -2.0]];
+        let mut o = Optimizer::new(OptimizerKind::parse("adam", 0.0).unwrap());
+        o.step(&mut p, &[&[0.3, -5.0]], 0.01);
+        assert!((p[0][0] - 0.99).abs() < 1e-5 && (p[0][1] + 1.99).abs() < 1e-5);
+        // AdamW decays the weight itself, decoupled from the gradient.
+        let mut p = vec![vec![1.0f32]];
+        let mut o = Optimizer::new(OptimizerKind::parse("adamw", 0.5).unwrap());
+        o.step(&mut p, &[&[0.0]], 0.1);
+        assert!((p[0][0] - 0.95).abs() < 1e-6);
+    }
+}
