@@ -10,7 +10,8 @@
 //!    buffer) or the input is a constant (the emitter copies out of flash). Element-wise
 //!    nodes (RELU, RELU6, LOGISTIC, TANH, int8 QUANTIZE, and ADD/MUL on an operand with
 //!    the result's exact shape and dtype) may write their result over an arena operand
-//!    that no later node reads ([`Reuse::InPlace`]), when [`PlanOptions::in_place`] is on.
+//!    that no later node reads ([`Reuse::InPlace`]), when [`PlanOptions::in_place`] is on;
+//!    so may size-preserving stride-1 convs (below). Banded blocks are fixed here too.
 //! 2. **Order**: the topological order whose peak of live arena bytes is lowest, found
 //!    by an exact search over sets of executed nodes (capped by
 //!    [`PlanOptions::max_search_states`], then the better of the graph's own order and a
@@ -23,6 +24,49 @@
 //!
 //! Steps are positions in [`Plan::order`]; a tensor is live from the step that writes it
 //! to the last step that reads it or one of its aliases.
+//!
+//! # Lowering the bound itself
+//!
+//! The bound of an order is what the ops force to coexist, so the planner also changes
+//! how ops run (kernels in `kiln_runtime::kernels::in_place`, all bit-exact with the
+//! reference kernels), each behind a [`PlanOptions`] flag, and [`technique_arenas`]
+//! reports the arena with each switched off:
+//!
+//! - **In-place convs** ([`PlanOptions::in_place_conv`]): a stride-1 CONV_2D or
+//!   DEPTHWISE_CONV_2D whose result has its input's shape (a 64→64 pointwise 1x1, a
+//!   "same" 3x3 depthwise or 32→32 conv) writes each output pixel over the input pixel
+//!   at the same position, in raster order. Output pixel `l = y * W + x` reads input
+//!   pixels from `l - (pad_top * W + pad_left)` on; those before `l` are already
+//!   overwritten, so a ring of `pad_top * W + pad_left + 1` input pixels (input pixel `l`
+//!   copied in just before output pixel `l` is written) is all the extra memory needed:
+//!   for KWS's 25x5x64 3x3 depthwise convs 7 pixels (448 B) instead of a second
+//!   8,000-byte tensor, for a pointwise conv one pixel. The ring is the node's
+//!   [`Plan::scratch`], an arena buffer live for that one step. These are ordinary
+//!   [`Reuse::InPlace`] candidates, chosen per node by the order search like the
+//!   element-wise ones.
+//! - **Banded residual blocks** ([`PlanOptions::band_blocks`]): `y = conv_b(conv_a(x)) +
+//!   x` (the ADD fused into `conv_b` by `passes::fuse_residual`), both convs stride 1 and
+//!   size-preserving, `x` read by the two convs only. The block runs row by row: before
+//!   output row `r`, every row of `t = conv_a(x)` up to `r + below_b` (the rows `conv_b`
+//!   reads below its centre) is computed into a ring of `span_b` rows, then output row
+//!   `r` is written over `x`'s row `r`, each skip element read just before it is
+//!   overwritten. Rows of `x` that `t` still needs are never overwritten early: the last
+//!   row of `t` computed at step `r` starts at `x` row `r + below_b - pad_top_a >= r`,
+//!   which holds when `below_b >= pad_top_a` (always for equal odd "same" filters). So
+//!   `t` never exists whole ([`Reuse::Band`]: no bytes) and the result needs no bytes of
+//!   its own ([`Reuse::BandBlock`]): ResNet-8's first block holds 16,384 + 1,536 bytes
+//!   instead of 2 x 16,384.
+//!
+//! `kiln compile models/kws_ref_model/model.tflite --target cortex-m4` (and the same for
+//! `models/pretrainedResnet_quant`) prints the table; measured arenas (= their bounds):
+//!
+//! | technique off | KWS | ResNet-8 |
+//! |---|---|---|
+//! | none (all on) | 8,448 | 25,152 |
+//! | `band_blocks` | 8,448 | 32,768 |
+//! | `in_place_conv` | 16,000 | 32,768 |
+//! | `in_place` (element-wise and residual) | 8,448 | 32,768 |
+//! | all three | 16,000 | 49,152 |
 
 mod assign;
 mod model;
