@@ -48,3 +48,21 @@ pub(crate) unsafe fn get4(s: &[i8], i: usize) -> [i8; 4] {
     // SAFETY: the caller guarantees `i + 4 <= s.len()`; [i8; 4] has alignment 1.
     unsafe { s.as_ptr().add(i).cast::<[i8; 4]>().read() }
 }
+
+/// `s[i..i + 4] = v` without a bounds check (one unaligned store where the target
+/// allows it).
+///
+/// # Safety
+///
+/// `i + 4 <= s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn set4(s: &mut [i8], i: usize, v: [i8; 4]) {
+    debug_assert!(
+        i + 4 <= s.len(),
+        "bytes {i}..{} out of bounds ({})",
+        i + 4,
+        s.len()
+    );
+    // SAFETY: the caller guarantees `i + 4 <= s.len()`; [i8; 4] has alignment 1.
+    unsafe { s.as_mut_ptr().add(i).cast::<[i8; 4]>().write(v) }
+}

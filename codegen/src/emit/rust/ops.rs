@@ -58,14 +58,32 @@ pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
         Prepared::Conv2dI8(p, _) | Prepared::Conv2dAddI8(p, ..) => {
             kiln_runtime::kernels::dsp::conv_2d::conv_2d_scratch_words(p)
         }
+        Prepared::DepthwiseI8(p, _) if p.depth_multiplier == 1 && depthwise_3x3(p) => {
+            kiln_runtime::kernels::dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_scratch_words(p)
+        }
         _ => 0,
     }
 }
 
+/// Whether a depthwise convolution takes the DSP 3x3 kernel: a 3x3 filter without
+/// dilation, whose windows reach at most two columns past the input on either side
+/// (every window kiln builds).
+fn depthwise_3x3(
+    p: &kiln_runtime::kernels::reference::depthwise_conv_2d::DepthwiseConv2dParams,
+) -> bool {
+    let w = &p.window;
+    let last = w.origin(1, w.output[1].saturating_sub(1));
+    w.filter == [3, 3]
+        && w.dilation == [1, 1]
+        && w.origin(1, 0) >= -2
+        && last < w.input[1] as isize
+}
+
 /// The DSP variant of `prepared`'s call, chosen from the shapes: 1x1 convolutions as a
 /// plain matrix multiply, other convolutions through im2col, depthwise convolutions
-/// with depth multiplier 1, fully connected layers and int8 pooling; `None` keeps the
-/// reference kernel. `inout` names the operand a fused residual add overwrites (in
+/// with depth multiplier 1 (3x3 ones without dilation unrolled), fully connected layers
+/// and int8 pooling; `None` keeps the reference kernel (depth multipliers above 1,
+/// float ops, everything else). `inout` names the operand a fused residual add overwrites (in
 /// place) or is `None` (out of place, result in `ops.output`).
 fn dsp_call(prepared: &Prepared, ops: &Operands<'_>, inout: Option<&str>) -> Option<String> {
     let x = |i: usize| ops.inputs[i].as_str();
@@ -113,14 +131,21 @@ fn dsp_call(prepared: &Prepared, ops: &Operands<'_>, inout: Option<&str>) -> Opt
             x(1),
             bias()
         ),
-        (Prepared::DepthwiseI8(p, q), None) if p.depth_multiplier == 1 => format!(
-            "const P: DepthwiseConv2dParams = {};\nconst Q: ConvQuant<'static> = {};\n{DSP}::depthwise_conv_2d::depthwise_conv_2d_i8(&P, &Q, {}, {}, {}, {y});",
-            literal(p),
-            quant(q),
-            x(0),
-            x(1),
-            bias()
-        ),
+        (Prepared::DepthwiseI8(p, q), None) if p.depth_multiplier == 1 => {
+            let (kernel, scratch) = if depthwise_3x3(p) {
+                ("depthwise_conv_2d_3x3_i8", format!(", {SCRATCH}"))
+            } else {
+                ("depthwise_conv_2d_i8", String::new())
+            };
+            format!(
+                "const P: DepthwiseConv2dParams = {};\nconst Q: ConvQuant<'static> = {};\n{DSP}::depthwise_conv_2d::{kernel}(&P, &Q, {}, {}, {}, {y}{scratch});",
+                literal(p),
+                quant(q),
+                x(0),
+                x(1),
+                bias()
+            )
+        }
         (Prepared::FullyConnectedI8(p, q), None) => format!(
             "const P: FullyConnectedParams = {};\nconst Q: FullyConnectedQuant<'static> = {};\n{DSP}::fully_connected::fully_connected_i8(&P, &Q, {}, {}, {}, {y});",
             literal(p),

@@ -16,7 +16,7 @@ use super::add::FastAdd;
 use super::gemm::{
     columns_words, dot_4x1, pack_column, pack_groups, zero_column, zero_groups, COLUMNS,
 };
-use super::requant::{apply, prepare_channels, Channel, CHANNEL_WORDS};
+use super::requant::{apply, prepare_channels, Channel, Clamp4, CHANNEL_WORDS};
 use super::simd::splat16;
 use crate::kernels::reference::conv_2d::{conv_lens, Conv2dParams, ConvQuant, ResidualAdd};
 use crate::unchecked::{get, set};
@@ -345,6 +345,7 @@ fn conv<const ONE_BY_ONE: bool>(
     let fast = prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT);
     let table: &[Channel] = table;
     let act = q.activation;
+    let clamp = Clamp4::new(act);
     let [out_h, out_w] = p.window.output;
     let pixels = out_h * out_w;
     for n in 0..p.batches {
@@ -382,11 +383,11 @@ fn conv<const ONE_BY_ONE: bool>(
                     let acc = dot_4x1(cols, f, k, ch[0] as i32);
                     let out = base + oc;
                     if fast && count == COLUMNS {
-                        let [a0, a1, a2, a3] = acc;
-                        store(out, act.clamp_i8(apply(ch, a0)));
-                        store(out + out_c, act.clamp_i8(apply(ch, a1)));
-                        store(out + 2 * out_c, act.clamp_i8(apply(ch, a2)));
-                        store(out + 3 * out_c, act.clamp_i8(apply(ch, a3)));
+                        let [v0, v1, v2, v3] = clamp.apply(acc.map(|a| apply(ch, a)));
+                        store(out, v0);
+                        store(out + out_c, v1);
+                        store(out + 2 * out_c, v2);
+                        store(out + 3 * out_c, v3);
                     } else {
                         let m = q.multipliers.get(oc);
                         for (which, &acc) in acc.iter().enumerate().take(count) {

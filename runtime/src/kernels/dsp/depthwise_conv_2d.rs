@@ -10,12 +10,12 @@
 //!
 //! [`reference::depthwise_conv_2d`]: crate::kernels::reference::depthwise_conv_2d
 
-use super::requant::{apply, channel, fits, Channel};
-use super::simd::{smlabb, smlatt, splat16, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, word};
+use super::requant::{apply, channel, fits, Channel, Clamp4};
+use super::simd::{smla_4ch, smlabb, smlatt, splat16, splat8, sxtb16, sxtb16_ror8, word};
 use crate::kernels::reference::conv_2d::ConvQuant;
 use crate::kernels::reference::depthwise_conv_2d::{depthwise_lens, DepthwiseConv2dParams};
 use crate::padding::Window2d;
-use crate::unchecked::{get, get4, set};
+use crate::unchecked::{get, get4, set, set4};
 use core::ops::Range;
 
 /// Largest `|filter * (input + input_offset)|`: 128 * 256.
@@ -25,16 +25,8 @@ const PRODUCT: u32 = 128 * 256;
 /// halves of `offset2`.
 #[inline(always)]
 fn mac_4ch(x: [i8; 4], f: [i8; 4], offset2: u32, acc: [i32; 4]) -> [i32; 4] {
-    let (x, f) = (word(x), word(f));
-    // Lanes [0, 2] and [1, 3].
-    let (xe, xo) = (sxtab16(offset2, x), sxtab16_ror8(offset2, x));
-    let (fe, fo) = (sxtb16(f), sxtb16_ror8(f));
-    [
-        smlabb(xe, fe, acc[0]),
-        smlabb(xo, fo, acc[1]),
-        smlatt(xe, fe, acc[2]),
-        smlatt(xo, fo, acc[3]),
-    ]
+    let f = word(f);
+    smla_4ch::<true>(word(x), offset2, [sxtb16(f), sxtb16_ror8(f)], acc)
 }
 
 /// The filter taps `0..filter` of one axis whose input index `origin + tap * dilation`
@@ -64,6 +56,140 @@ pub(super) fn valid_taps(
     lo..hi
 }
 
+/// Checks the arguments both kernels share (the reference's preconditions, depth
+/// multiplier 1, an int8 input zero point); the channel count when they hold.
+fn check(
+    p: &DepthwiseConv2dParams,
+    q: &ConvQuant<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    output: &[i8],
+) -> Option<usize> {
+    let (depth, input_len, filter_len, output_len) = depthwise_lens(p)?;
+    let ok = p.depth_multiplier == 1
+        && input.len() == input_len
+        && filter.len() == filter_len
+        && output.len() == output_len
+        && bias.is_none_or(|b| b.len() == depth)
+        && q.multipliers.covers(depth)
+        && (-127..=128).contains(&q.input_offset);
+    ok.then_some(depth)
+}
+
+/// Four channels `c..c + 4` prepared for requantization: their [`Channel`]s, whether
+/// all of them take the fast path, and their biases (where sums start).
+struct Group {
+    channels: [Channel; 4],
+    fast: bool,
+    bias: [i32; 4],
+}
+
+impl Group {
+    #[inline(always)]
+    fn new(q: &ConvQuant<'_>, bias: Option<&[i32]>, c: usize, taps: usize) -> Self {
+        let one = |c: usize| {
+            let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
+            let m = q.multipliers.get(c);
+            (
+                channel(b, m, q.output_offset),
+                fits(b, m, q.output_offset, taps, PRODUCT),
+            )
+        };
+        let prepared = [one(c), one(c + 1), one(c + 2), one(c + 3)];
+        let channels = prepared.map(|(ch, _)| ch);
+        Self {
+            channels,
+            fast: prepared.iter().all(|(_, fits)| *fits),
+            bias: channels.map(|ch| ch[0] as i32),
+        }
+    }
+
+    /// The four outputs of sums `acc` (bias included), requantized, offset and clamped.
+    #[inline(always)]
+    fn finish(&self, q: &ConvQuant<'_>, clamp: &Clamp4, c: usize, acc: [i32; 4]) -> [i8; 4] {
+        let [a0, a1, a2, a3] = acc;
+        let [ch0, ch1, ch2, ch3] = &self.channels;
+        let values = if self.fast {
+            [
+                apply(ch0, a0),
+                apply(ch1, a1),
+                apply(ch2, a2),
+                apply(ch3, a3),
+            ]
+        } else {
+            let slow =
+                |a: i32, c: usize| q.multipliers.get(c).apply(a).wrapping_add(q.output_offset);
+            [
+                slow(a0, c),
+                slow(a1, c + 1),
+                slow(a2, c + 2),
+                slow(a3, c + 3),
+            ]
+        };
+        clamp.apply(values)
+    }
+}
+
+/// The channels `from..depth` (fewer than four), one at a time: the reference's loop
+/// with the fast requantization.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+fn remaining_channels(
+    p: &DepthwiseConv2dParams,
+    q: &ConvQuant<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    output: &mut [i8],
+    depth: usize,
+    from: usize,
+) {
+    let w = &p.window;
+    let [in_h, in_w] = w.input;
+    let [f_h, f_w] = w.filter;
+    let [out_h, out_w] = w.output;
+    for n in 0..p.batches {
+        for c in from..depth {
+            let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
+            let m = q.multipliers.get(c);
+            let ch = channel(b, m, q.output_offset);
+            let fast = fits(b, m, q.output_offset, f_h * f_w, PRODUCT);
+            for oy in 0..out_h {
+                let y0 = w.origin(0, oy);
+                let rows = valid_taps(y0, f_h, w.dilation[0], in_h);
+                for ox in 0..out_w {
+                    let x0 = w.origin(1, ox);
+                    let mut acc = b;
+                    for fy in rows.clone() {
+                        let iy = (y0 + (fy * w.dilation[0]) as isize) as usize;
+                        for fx in valid_taps(x0, f_w, w.dilation[1], in_w) {
+                            let ix = (x0 + (fx * w.dilation[1]) as isize) as usize;
+                            // SAFETY: iy < in_h and ix < in_w (valid_taps) and c < depth
+                            // bound the input index by input.len(); fy < f_h, fx < f_w
+                            // the filter index by filter.len() (depthwise_lens).
+                            let (x, f) = unsafe {
+                                (
+                                    get(input, ((n * in_h + iy) * in_w + ix) * depth + c),
+                                    get(filter, (fy * f_w + fx) * depth + c),
+                                )
+                            };
+                            acc = acc.wrapping_add(i32::from(f) * (i32::from(x) + q.input_offset));
+                        }
+                    }
+                    let scaled = if fast {
+                        apply(&ch, acc)
+                    } else {
+                        m.apply(acc).wrapping_add(q.output_offset)
+                    };
+                    let out = ((n * out_h + oy) * out_w + ox) * depth + c;
+                    // SAFETY: out < batches*out_h*out_w*depth == output.len().
+                    unsafe { set(output, out, q.activation.clamp_i8(scaled)) };
+                }
+            }
+        }
+    }
+}
+
 /// int8 DEPTHWISE_CONV_2D with depth multiplier 1:
 /// [`reference::depthwise_conv_2d::depthwise_conv_2d_i8`]'s result.
 ///
@@ -77,56 +203,27 @@ pub fn depthwise_conv_2d_i8(
     bias: Option<&[i32]>,
     output: &mut [i8],
 ) {
-    let Some((depth, input_len, filter_len, output_len)) = depthwise_lens(p) else {
+    let Some(depth) = check(p, q, input, filter, bias, output) else {
         return;
     };
-    if p.depth_multiplier != 1
-        || input.len() != input_len
-        || filter.len() != filter_len
-        || output.len() != output_len
-        || bias.is_some_and(|b| b.len() != depth)
-        || !q.multipliers.covers(depth)
-        || !(-128..=128).contains(&q.input_offset)
-    {
-        return;
-    }
     let w: &Window2d = &p.window;
     let [in_h, in_w] = w.input;
     let [f_h, f_w] = w.filter;
     let [out_h, out_w] = w.output;
-    let taps = f_h * f_w;
-    let offset = q.output_offset;
-    let act = q.activation;
-    let bias_of = |c: usize| bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
-    let prepare = |c: usize| -> (Channel, bool) {
-        let (b, m) = (bias_of(c), q.multipliers.get(c));
-        (channel(b, m, offset), fits(b, m, offset, taps, PRODUCT))
-    };
-    // Requantizes channel `c`'s sum (bias included) and clamps it.
-    let finish = |acc: i32, c: usize, ch: &Channel, fast: bool| -> i8 {
-        let scaled = if fast {
-            apply(ch, acc)
-        } else {
-            q.multipliers.get(c).apply(acc).wrapping_add(offset)
-        };
-        act.clamp_i8(scaled)
-    };
+    let clamp = Clamp4::new(q.activation);
     let offset2 = splat16(q.input_offset);
     let groups = depth / 4;
     for n in 0..p.batches {
         for g in 0..groups {
             let c = 4 * g;
-            let prepared = [prepare(c), prepare(c + 1), prepare(c + 2), prepare(c + 3)];
-            let fast = prepared.iter().all(|(_, fits)| *fits);
-            let chs = prepared.map(|(ch, _)| ch);
-            let init = chs.map(|ch| ch[0] as i32);
+            let group = Group::new(q, bias, c, f_h * f_w);
             for oy in 0..out_h {
                 let y0 = w.origin(0, oy);
                 let rows = valid_taps(y0, f_h, w.dilation[0], in_h);
                 for ox in 0..out_w {
                     let x0 = w.origin(1, ox);
                     let cols = valid_taps(x0, f_w, w.dilation[1], in_w);
-                    let mut acc = init;
+                    let mut acc = group.bias;
                     for fy in rows.clone() {
                         let iy = (y0 + (fy * w.dilation[0]) as isize) as usize;
                         let row = (n * in_h + iy) * in_w;
@@ -146,49 +243,130 @@ pub fn depthwise_conv_2d_i8(
                         }
                     }
                     let out = ((n * out_h + oy) * out_w + ox) * depth + c;
-                    let [a0, a1, a2, a3] = acc;
-                    let [ch0, ch1, ch2, ch3] = &chs;
-                    // SAFETY: out + 3 < batches*out_h*out_w*depth == output.len().
-                    unsafe {
-                        set(output, out, finish(a0, c, ch0, fast));
-                        set(output, out + 1, finish(a1, c + 1, ch1, fast));
-                        set(output, out + 2, finish(a2, c + 2, ch2, fast));
-                        set(output, out + 3, finish(a3, c + 3, ch3, fast));
-                    }
-                }
-            }
-        }
-        // The channels past the last group of four, one at a time.
-        for c in 4 * groups..depth {
-            let (ch, fast) = prepare(c);
-            for oy in 0..out_h {
-                let y0 = w.origin(0, oy);
-                let rows = valid_taps(y0, f_h, w.dilation[0], in_h);
-                for ox in 0..out_w {
-                    let x0 = w.origin(1, ox);
-                    let mut acc = ch[0] as i32;
-                    for fy in rows.clone() {
-                        let iy = (y0 + (fy * w.dilation[0]) as isize) as usize;
-                        for fx in valid_taps(x0, f_w, w.dilation[1], in_w) {
-                            let ix = (x0 + (fx * w.dilation[1]) as isize) as usize;
-                            // SAFETY: as above, for one channel c < depth.
-                            let (x, f) = unsafe {
-                                (
-                                    get(input, ((n * in_h + iy) * in_w + ix) * depth + c),
-                                    get(filter, (fy * f_w + fx) * depth + c),
-                                )
-                            };
-                            let x = i32::from(x) + q.input_offset;
-                            acc = acc.wrapping_add(i32::from(f) * x);
-                        }
-                    }
-                    let out = ((n * out_h + oy) * out_w + ox) * depth + c;
-                    // SAFETY: out < output.len(), as above.
-                    unsafe { set(output, out, finish(acc, c, &ch, fast)) };
+                    // SAFETY: out + 4 <= batches*out_h*out_w*depth == output.len().
+                    unsafe { set4(output, out, group.finish(q, &clamp, c, acc)) };
                 }
             }
         }
     }
+    remaining_channels(p, q, input, filter, bias, output, depth, 4 * groups);
+}
+
+/// Words of scratch [`depthwise_conv_2d_3x3_i8`] needs for `p`: three input rows of one
+/// channel group, widened by two padding columns on each side.
+pub fn depthwise_conv_2d_3x3_scratch_words(p: &DepthwiseConv2dParams) -> usize {
+    p.window.input[1].saturating_add(4).saturating_mul(3)
+}
+
+/// [`depthwise_conv_2d_i8`] specialized for 3x3 filters without dilation. For each group
+/// of four channels and each output row, the three input rows it reads are copied into
+/// `scratch` with the padding written out as the input zero point, so every output
+/// pixel takes the same nine unrolled taps; the input offset, whose share of each sum
+/// is then `offset * sum(filter)` whatever the pixel, is added to the bias up front and
+/// the taps unpack with plain `SXTB16`.
+///
+/// Preconditions, beyond [`depthwise_conv_2d_i8`]'s: `p.window.filter == [3, 3]`,
+/// `p.window.dilation == [1, 1]`, every output's window starting at most two columns
+/// left of the input and ending at most two right of it (any window `Window2d` builds),
+/// and `scratch` holding [`depthwise_conv_2d_3x3_scratch_words`] words. Otherwise
+/// nothing is written.
+#[allow(unsafe_code)]
+pub fn depthwise_conv_2d_3x3_i8(
+    p: &DepthwiseConv2dParams,
+    q: &ConvQuant<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    output: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let Some(depth) = check(p, q, input, filter, bias, output) else {
+        return;
+    };
+    let w: &Window2d = &p.window;
+    let [in_h, in_w] = w.input;
+    let [out_h, out_w] = w.output;
+    // Staged row `r` holds input columns -2..in_w + 2 of input row y0 + r.
+    let width = in_w + 4;
+    let first = w.origin(1, 0);
+    let last = w.origin(1, out_w.saturating_sub(1));
+    if w.filter != [3, 3]
+        || w.dilation != [1, 1]
+        || first < -2
+        || last >= in_w as isize
+        || scratch.len() < 3 * width
+    {
+        return;
+    }
+    let Some((row0, rest)) = scratch.split_at_mut_checked(width) else {
+        return;
+    };
+    let Some((row1, row2)) = rest.split_at_mut_checked(width) else {
+        return;
+    };
+    let mut rows = [row0, row1, row2.get_mut(..width).unwrap_or(&mut [])];
+    let clamp = Clamp4::new(q.activation);
+    let offset2 = splat16(q.input_offset);
+    // Padded taps read the zero point, which plus the offset is 0.
+    let pad = splat8(q.input_offset.wrapping_neg() as i8);
+    let groups = depth / 4;
+    for n in 0..p.batches {
+        for g in 0..groups {
+            let c = 4 * g;
+            let group = Group::new(q, bias, c, 9);
+            // The nine filter words, unpacked once for the group.
+            let taps: [[u32; 2]; 9] = core::array::from_fn(|t| {
+                // SAFETY: t < 9 == f_h * f_w and c + 4 <= depth bound the index + 4 by
+                // f_h*f_w*depth == filter.len() (depthwise_lens).
+                let f = word(unsafe { get4(filter, t * depth + c) });
+                [sxtb16(f), sxtb16_ror8(f)]
+            });
+            // Every sum starts at the bias plus the offset's share `offset * sum(f)`.
+            let mut start = group.bias;
+            for [fe, fo] in taps {
+                start = [
+                    smlabb(offset2, fe, start[0]),
+                    smlabb(offset2, fo, start[1]),
+                    smlatt(offset2, fe, start[2]),
+                    smlatt(offset2, fo, start[3]),
+                ];
+            }
+            for oy in 0..out_h {
+                let y0 = w.origin(0, oy);
+                for (r, row) in rows.iter_mut().enumerate() {
+                    let iy = y0.wrapping_add(r as isize);
+                    row.fill(pad);
+                    if iy < 0 || iy as usize >= in_h {
+                        continue;
+                    }
+                    let base = (n * in_h + iy as usize) * in_w * depth + c;
+                    for (ix, slot) in row.iter_mut().skip(2).take(in_w).enumerate() {
+                        // SAFETY: iy < in_h, ix < in_w and c + 4 <= depth bound the index
+                        // + 4 by batches*in_h*in_w*depth == input.len().
+                        *slot = word(unsafe { get4(input, base + ix * depth) });
+                    }
+                }
+                let [r0, r1, r2] = &rows;
+                let (r0, r1, r2): (&[u32], &[u32], &[u32]) = (r0, r1, r2);
+                for ox in 0..out_w {
+                    // 0 <= x0 + 2 and x0 + 2 + 2 < in_w + 4 == width (checked above).
+                    let at = (w.origin(1, ox) + 2) as usize;
+                    let mut acc = start;
+                    for (row, taps) in [r0, r1, r2].into_iter().zip(taps.chunks_exact(3)) {
+                        for (fx, tap) in taps.iter().enumerate() {
+                            // SAFETY: at + fx < width == row.len() (see above).
+                            let x = unsafe { get(row, at + fx) };
+                            acc = smla_4ch::<false>(x, 0, *tap, acc);
+                        }
+                    }
+                    let out = ((n * out_h + oy) * out_w + ox) * depth + c;
+                    // SAFETY: out + 4 <= batches*out_h*out_w*depth == output.len().
+                    unsafe { set4(output, out, group.finish(q, &clamp, c, acc)) };
+                }
+            }
+        }
+    }
+    remaining_channels(p, q, input, filter, bias, output, depth, 4 * groups);
 }
 
 #[cfg(test)]
@@ -197,44 +375,106 @@ mod tests {
     use crate::kernels::dsp::test_util::{arb_multipliers, Case};
     use crate::kernels::reference::depthwise_conv_2d as reference;
     use crate::padding::Padding;
-    use crate::quant::ChannelMultipliers;
+    use crate::quant::{ChannelMultipliers, QuantizedMultiplier};
     use proptest::prelude::*;
+
+    /// A random depthwise conv (depth multiplier 1), 3x3 without dilation if `k3`.
+    fn arb_case(
+        k3: bool,
+    ) -> impl Strategy<
+        Value = (
+            DepthwiseConv2dParams,
+            Case,
+            (Vec<QuantizedMultiplier>, bool),
+        ),
+    > {
+        (
+            (1usize..3, 1usize..10, 1usize..10, 1usize..14),
+            (1usize..5, 1usize..5, 1usize..3, 1usize..3),
+            (1usize..3, 1usize..3, any::<bool>()),
+        )
+            .prop_filter_map(
+                "window",
+                move |((n, h, w, c), (fh, fw, sy, sx), (dy, dx, same))| {
+                    let padding = if same { Padding::Same } else { Padding::Valid };
+                    let (f, d) = if k3 {
+                        ([3, 3], [1, 1])
+                    } else {
+                        ([fh, fw], [dy, dx])
+                    };
+                    DepthwiseConv2dParams::new(
+                        [n, h, w, c],
+                        [1, f[0], f[1], c],
+                        1,
+                        [sy, sx],
+                        d,
+                        padding,
+                    )
+                    .ok()
+                },
+            )
+            .prop_flat_map(|p| {
+                let c = p.output_depth();
+                (
+                    Just(p),
+                    Case::arb(p.input_len(), p.filter_len(), c, 0),
+                    arb_multipliers(c),
+                )
+            })
+    }
+
+    fn check(
+        (p, case, (multipliers, per_channel)): &(
+            DepthwiseConv2dParams,
+            Case,
+            (Vec<QuantizedMultiplier>, bool),
+        ),
+        k3: bool,
+    ) -> Result<(), TestCaseError> {
+        let q = ConvQuant {
+            input_offset: case.input_offset,
+            output_offset: case.output_offset,
+            multipliers: if *per_channel {
+                ChannelMultipliers::PerChannel(multipliers)
+            } else {
+                ChannelMultipliers::PerTensor(multipliers[0])
+            },
+            activation: case.activation,
+        };
+        let bias = case.bias.as_deref();
+        let mut want = vec![0i8; p.output_len()];
+        let mut got = vec![0i8; p.output_len()];
+        reference::depthwise_conv_2d_i8(p, &q, &case.input, &case.filter, bias, &mut want);
+        if k3 {
+            let mut scratch = vec![0u32; depthwise_conv_2d_3x3_scratch_words(p)];
+            depthwise_conv_2d_3x3_i8(
+                p,
+                &q,
+                &case.input,
+                &case.filter,
+                bias,
+                &mut got,
+                &mut scratch,
+            );
+        } else {
+            depthwise_conv_2d_i8(p, &q, &case.input, &case.filter, bias, &mut got);
+        }
+        prop_assert_eq!(got, want);
+        Ok(())
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
 
         #[test]
-        fn matches_the_reference(
-            (p, case, (multipliers, per_channel)) in (
-                (1usize..3, 1usize..10, 1usize..10, 1usize..14),
-                (1usize..5, 1usize..5, 1usize..3, 1usize..3),
-                (1usize..3, 1usize..3, any::<bool>()),
-            )
-                .prop_filter_map("window", |((n, h, w, c), (fh, fw, sy, sx), (dy, dx, same))| {
-                    let padding = if same { Padding::Same } else { Padding::Valid };
-                    DepthwiseConv2dParams::new([n, h, w, c], [1, fh, fw, c], 1, [sy, sx], [dy, dx], padding).ok()
-                })
-                .prop_flat_map(|p| {
-                    let c = p.output_depth();
-                    (Just(p), Case::arb(p.input_len(), p.filter_len(), c, 0), arb_multipliers(c))
-                })
-        ) {
-            let q = ConvQuant {
-                input_offset: case.input_offset,
-                output_offset: case.output_offset,
-                multipliers: if per_channel {
-                    ChannelMultipliers::PerChannel(&multipliers)
-                } else {
-                    ChannelMultipliers::PerTensor(multipliers[0])
-                },
-                activation: case.activation,
-            };
-            let bias = case.bias.as_deref();
-            let mut want = vec![0i8; p.output_len()];
-            let mut got = vec![0i8; p.output_len()];
-            reference::depthwise_conv_2d_i8(&p, &q, &case.input, &case.filter, bias, &mut want);
-            depthwise_conv_2d_i8(&p, &q, &case.input, &case.filter, bias, &mut got);
-            prop_assert_eq!(got, want);
+        fn matches_the_reference(case in arb_case(false)) {
+            check(&case, false)?;
+        }
+
+        #[test]
+        fn three_by_three_matches_the_reference(case in arb_case(true)) {
+            check(&case, true)?;
+            check(&case, false)?;
         }
     }
 

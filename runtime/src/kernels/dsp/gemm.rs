@@ -6,8 +6,9 @@
 //! A column of `k` values `v0, v1, ...` is split into groups of four, each stored as the
 //! two words `[v0, v2]` and `[v1, v3]` (the order `SXTB16` and `SXTB16 ROR #8` unpack a
 //! filter word in); the `k % 4` tail values are stored one per word. The four columns are
-//! interleaved: group `g` is the eight words `[c0 even, c0 odd, c1 even, c1 odd, ...]`
-//! and tail value `t` the four words `[c0, c1, c2, c3]`, so one pointer walks all four.
+//! interleaved: group `g` is the eight words `[c0 even, c1 even, c2 even, c3 even, c0 odd,
+//! c1 odd, c2 odd, c3 odd]` and tail value `t` the four words `[c0, c1, c2, c3]`, so one
+//! pointer walks all four and each half-group loads with one `LDM`.
 
 use super::simd::{pack16, smlad_4x1_run, sxtab16, sxtab16_ror8, word};
 
@@ -34,10 +35,11 @@ pub(crate) fn pack_groups(
         return;
     };
     let (dst, _) = dst.as_chunks_mut::<{ 2 * COLUMNS }>();
-    let at = 2 * (which % COLUMNS);
+    let which = which % COLUMNS;
     for (q, group) in src.iter().zip(dst) {
         let w = word(*q);
-        if let Some([even, odd]) = group.get_mut(at..at + 2) {
+        let (even, odd) = group.split_at_mut(COLUMNS);
+        if let (Some(even), Some(odd)) = (even.get_mut(which), odd.get_mut(which)) {
             *even = sxtab16(offset2, w);
             *odd = sxtab16_ror8(offset2, w);
         }
@@ -51,10 +53,13 @@ pub(crate) fn zero_groups(cols: &mut [u32], which: usize, first: usize, n: usize
         return;
     };
     let (dst, _) = dst.as_chunks_mut::<{ 2 * COLUMNS }>();
-    let at = 2 * (which % COLUMNS);
+    let which = which % COLUMNS;
     for group in dst.iter_mut().take(n) {
-        if let Some(pair) = group.get_mut(at..at + 2) {
-            pair.fill(0);
+        if let Some(even) = group.get_mut(which) {
+            *even = 0;
+        }
+        if let Some(odd) = group.get_mut(COLUMNS + which) {
+            *odd = 0;
         }
     }
 }

@@ -18,7 +18,8 @@
 //! use the reference arithmetic ([`QuantizedMultiplier::apply`]) otherwise, so they are
 //! exact for every input.
 
-use super::simd::smmulr;
+use super::simd::{max8, min8, pack_sat8, smmulr, splat8};
+use crate::activation::ActivationRange;
 use crate::quant::{ChannelMultipliers, QuantizedMultiplier};
 
 /// Largest `|acc << left|` the fast path accepts.
@@ -105,6 +106,43 @@ pub(crate) fn prepare_channels(
     fast
 }
 
+/// A fused-activation clamp applied to four values at once: each saturated to int8
+/// (`SSAT`), packed, then the bytewise signed maximum and minimum with the bounds. The
+/// same result as [`ActivationRange::clamp_i8`] on each value whenever the bounds are
+/// int8 values (always, for prepared params); otherwise it clamps one by one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clamp4 {
+    lo: u32,
+    hi: u32,
+    bytewise: bool,
+    range: ActivationRange,
+}
+
+impl Clamp4 {
+    /// The clamp to `range`.
+    pub(crate) fn new(range: ActivationRange) -> Self {
+        let int8 = -128..=127;
+        Self {
+            lo: splat8(range.min as i8),
+            hi: splat8(range.max as i8),
+            bytewise: int8.contains(&range.min) && int8.contains(&range.max),
+            range,
+        }
+    }
+
+    /// `values.map(|v| range.clamp_i8(v))`.
+    #[inline(always)]
+    pub(crate) fn apply(&self, values: [i32; 4]) -> [i8; 4] {
+        if self.bytewise {
+            min8(max8(pack_sat8(values), self.lo), self.hi)
+                .to_le_bytes()
+                .map(|b| b as i8)
+        } else {
+            values.map(|v| self.range.clamp_i8(v))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +208,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn clamp4_is_clamp_i8(values: [i32; 4], a in -300i32..300, b in -300i32..300, small: [i8; 4]) {
+            for range in [
+                ActivationRange { min: a, max: b },
+                ActivationRange { min: a.clamp(-128, 127), max: b.clamp(-128, 127) },
+            ] {
+                let clamp = Clamp4::new(range);
+                for v in [values, small.map(i32::from)] {
+                    prop_assert_eq!(clamp.apply(v), v.map(|x| range.clamp_i8(x)));
+                }
+            }
+        }
+
         #[test]
         fn random_accumulators_match_the_reference(
             m: i32,

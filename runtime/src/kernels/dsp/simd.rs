@@ -252,74 +252,132 @@ pub fn min8(a: u32, b: u32) -> u32 {
     }
 }
 
-/// One step of a four-column matrix multiply (the DSP conv's inner loop): filter word
-/// `w` (four int8 values) unpacked with `SXTB16`/`SXTB16 ROR #8` into `[w0, w2]` and
-/// `[w1, w3]`, then for each column `i`:
-/// `acc[i] = smlad(x[2i + 1], [w1, w3], smlad(x[2i], [w0, w2], acc[i]))`.
-///
-/// One `asm!` block on DSP targets (1 LDR, 2 SXTB16, 4 LDRD, 8 SMLAD) because LLVM,
-/// left to schedule the loads itself, hoists all eight column words and spills them:
-/// with r7 reserved as frame pointer a Cortex-M keeps only 13 registers.
+/// Four values saturated to int8 (`SSAT #8`) and packed into the bytes of a word, the
+/// first in byte 0 (`BFI`).
 #[inline(always)]
-pub fn smlad_4x1(x: &[u32; 8], w: &[i8; 4], acc: [i32; 4]) -> [i32; 4] {
+pub fn pack_sat8(v: [i32; 4]) -> u32 {
+    #[cfg(kiln_dsp)]
+    {
+        let [a, b, c, d] = v;
+        let r: u32;
+        // SAFETY: register-only instructions (SSAT may set the sticky Q flag, which
+        // nothing reads).
+        unsafe {
+            asm!(
+                "ssat {r}, #8, {a}",
+                "ssat {b}, #8, {b}",
+                "ssat {c}, #8, {c}",
+                "ssat {d}, #8, {d}",
+                "bfi {r}, {b}, #8, #8",
+                "bfi {r}, {c}, #16, #8",
+                "bfi {r}, {d}, #24, #8",
+                r = out(reg) r,
+                a = in(reg) a,
+                b = inout(reg) b => _,
+                c = inout(reg) c => _,
+                d = inout(reg) d => _,
+                options(pure, nomem, nostack),
+            );
+        }
+        r
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        word(v.map(|x| x.clamp(-128, 127) as i8))
+    }
+}
+
+/// One depthwise tap of four channels: the input word `x` (four int8 values) unpacked
+/// into lanes `[0, 2]` and `[1, 3]` (with `SXTAB16`, adding `offset` in both halves of
+/// `offset2`, when `OFFSET`; else `SXTB16`), then multiplied lane by lane with the
+/// filter word already unpacked the same way into `f`:
+/// `acc[c] += (x[c] (+ offset)) * f[c]` (`SMLABB`/`SMLATT`).
+///
+/// One `asm!` block on DSP targets, so the compiler keeps each tap's six instructions
+/// together instead of interleaving taps until the unpacked words spill.
+#[inline(always)]
+pub fn smla_4ch<const OFFSET: bool>(x: u32, offset2: u32, f: [u32; 2], acc: [i32; 4]) -> [i32; 4] {
     #[cfg(kiln_dsp)]
     {
         let [mut a0, mut a1, mut a2, mut a3] = acc;
-        // SAFETY: reads the 32 bytes of `x` (4-aligned, as LDRD needs) and the 4 bytes
-        // of `w` (LDR allows unaligned addresses on ARMv7-M), writes only registers.
+        let [fe, fo] = f;
+        // SAFETY: register-only DSP instructions; the target has the DSP extension.
         unsafe {
-            asm!(
-                "ldr {w}, [{wp}]",
-                "ldrd {x0}, {x1}, [{xp}]",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {w}, {w}, ror #8",
-                "smlad {a0}, {x0}, {we}, {a0}",
-                "smlad {a0}, {x1}, {w}, {a0}",
-                "ldrd {x0}, {x1}, [{xp}, #8]",
-                "smlad {a1}, {x0}, {we}, {a1}",
-                "smlad {a1}, {x1}, {w}, {a1}",
-                "ldrd {x0}, {x1}, [{xp}, #16]",
-                "smlad {a2}, {x0}, {we}, {a2}",
-                "smlad {a2}, {x1}, {w}, {a2}",
-                "ldrd {x0}, {x1}, [{xp}, #24]",
-                "smlad {a3}, {x0}, {we}, {a3}",
-                "smlad {a3}, {x1}, {w}, {a3}",
-                xp = in(reg) x.as_ptr(),
-                wp = in(reg) w.as_ptr(),
-                w = out(reg) _,
-                we = out(reg) _,
-                x0 = out(reg) _,
-                x1 = out(reg) _,
-                a0 = inout(reg) a0,
-                a1 = inout(reg) a1,
-                a2 = inout(reg) a2,
-                a3 = inout(reg) a3,
-                options(pure, readonly, nostack),
-            );
+            if OFFSET {
+                asm!(
+                    "sxtab16 {xe}, {off}, {x}",
+                    "sxtab16 {xo}, {off}, {x}, ror #8",
+                    "smlabb {a0}, {xe}, {fe}, {a0}",
+                    "smlatt {a2}, {xe}, {fe}, {a2}",
+                    "smlabb {a1}, {xo}, {fo}, {a1}",
+                    "smlatt {a3}, {xo}, {fo}, {a3}",
+                    x = in(reg) x, off = in(reg) offset2, fe = in(reg) fe, fo = in(reg) fo,
+                    xe = out(reg) _, xo = out(reg) _,
+                    a0 = inout(reg) a0, a1 = inout(reg) a1, a2 = inout(reg) a2, a3 = inout(reg) a3,
+                    options(pure, nomem, nostack),
+                );
+            } else {
+                asm!(
+                    "sxtb16 {xe}, {x}",
+                    "sxtb16 {xo}, {x}, ror #8",
+                    "smlabb {a0}, {xe}, {fe}, {a0}",
+                    "smlatt {a2}, {xe}, {fe}, {a2}",
+                    "smlabb {a1}, {xo}, {fo}, {a1}",
+                    "smlatt {a3}, {xo}, {fo}, {a3}",
+                    x = in(reg) x, fe = in(reg) fe, fo = in(reg) fo,
+                    xe = out(reg) _, xo = out(reg) _,
+                    a0 = inout(reg) a0, a1 = inout(reg) a1, a2 = inout(reg) a2, a3 = inout(reg) a3,
+                    options(pure, nomem, nostack),
+                );
+            }
         }
         [a0, a1, a2, a3]
     }
     #[cfg(not(kiln_dsp))]
     {
-        let w = word(*w);
-        let (we, wo) = (sxtb16(w), sxtb16_ror8(w));
-        let [x0, x1, x2, x3, x4, x5, x6, x7] = *x;
+        let (xe, xo) = if OFFSET {
+            (sxtab16(offset2, x), sxtab16_ror8(offset2, x))
+        } else {
+            (sxtb16(x), sxtb16_ror8(x))
+        };
+        let [fe, fo] = f;
         let [a0, a1, a2, a3] = acc;
         [
-            smlad(x1, wo, smlad(x0, we, a0)),
-            smlad(x3, wo, smlad(x2, we, a1)),
-            smlad(x5, wo, smlad(x4, we, a2)),
-            smlad(x7, wo, smlad(x6, we, a3)),
+            smlabb(xe, fe, a0),
+            smlabb(xo, fo, a1),
+            smlatt(xe, fe, a2),
+            smlatt(xo, fo, a3),
         ]
     }
 }
 
+/// One step of a four-column matrix multiply (the DSP conv's inner loop): filter word
+/// `w` (four int8 values) unpacked with `SXTB16`/`SXTB16 ROR #8` into `[w0, w2]` and
+/// `[w1, w3]`, `x` holding the even-lane words of columns 0..4 then their odd-lane
+/// words: `acc[i] = smlad(x[4 + i], [w1, w3], smlad(x[i], [w0, w2], acc[i]))`.
+#[inline(always)]
+pub fn smlad_4x1(x: &[u32; 8], w: &[i8; 4], acc: [i32; 4]) -> [i32; 4] {
+    let w = word(*w);
+    let (we, wo) = (sxtb16(w), sxtb16_ror8(w));
+    let [x0, x1, x2, x3, x4, x5, x6, x7] = *x;
+    let [a0, a1, a2, a3] = acc;
+    [
+        smlad(x4, wo, smlad(x0, we, a0)),
+        smlad(x5, wo, smlad(x1, we, a1)),
+        smlad(x6, wo, smlad(x2, we, a2)),
+        smlad(x7, wo, smlad(x3, we, a3)),
+    ]
+}
+
 /// The inner loop of the DSP conv: [`smlad_4x1`] over the groups `cols[g]`, `w[g]` for
-/// every `g` below the shorter length, two groups per iteration.
+/// every `g` below the shorter length.
 ///
-/// One `asm!` loop on DSP targets: with the pointers advanced by the loads themselves,
-/// each group costs its 15 arithmetic instructions plus one for the loop (LLVM, given
-/// the loop, materializes each step's addresses in registers and spills them).
+/// One `asm!` loop on DSP targets, two groups per iteration, 15 instructions per group
+/// (16 MACs): each filter word is loaded and unpacked in place twice (its even lanes,
+/// then its odd lanes), and each half-group of four column words comes in with one
+/// `LDM` into r0-r3, which leaves exactly enough registers (r7 is the frame pointer, r6
+/// LLVM's) for the pointers, the count and the four sums. Left to LLVM, the loop
+/// materializes every address in a register and spills.
 #[inline(always)]
 pub fn smlad_4x1_run(cols: &[[u32; 8]], w: &[[i8; 4]], acc: [i32; 4]) -> [i32; 4] {
     let n = cols.len().min(w.len());
@@ -330,54 +388,53 @@ pub fn smlad_4x1_run(cols: &[[u32; 8]], w: &[[i8; 4]], acc: [i32; 4]) -> [i32; 4
     } else {
         let [mut a0, mut a1, mut a2, mut a3] = acc;
         // SAFETY: reads `2 * pairs <= n` groups of both slices: 32-byte column groups
-        // (4-aligned, as LDRD needs) and 4-byte filter words (LDR allows unaligned
+        // (4-aligned, as LDM needs) and 4-byte filter words (LDR allows unaligned
         // addresses on ARMv7-M); writes only registers (and the flags, for the loop).
         unsafe {
             asm!(
                 "2:",
+                "ldr {w}, [{wp}]",
+                "sxtb16 {w}, {w}",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
+                "smlad {a0}, r0, {w}, {a0}",
+                "smlad {a1}, r1, {w}, {a1}",
+                "smlad {a2}, r2, {w}, {a2}",
+                "smlad {a3}, r3, {w}, {a3}",
                 "ldr {w}, [{wp}], #4",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "sxtb16 {we}, {w}",
                 "sxtb16 {w}, {w}, ror #8",
-                "smlad {a0}, {x0}, {we}, {a0}",
-                "smlad {a0}, {x1}, {w}, {a0}",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "smlad {a1}, {x0}, {we}, {a1}",
-                "smlad {a1}, {x1}, {w}, {a1}",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "smlad {a2}, {x0}, {we}, {a2}",
-                "smlad {a2}, {x1}, {w}, {a2}",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "smlad {a3}, {x0}, {we}, {a3}",
-                "smlad {a3}, {x1}, {w}, {a3}",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
+                "smlad {a0}, r0, {w}, {a0}",
+                "smlad {a1}, r1, {w}, {a1}",
+                "smlad {a2}, r2, {w}, {a2}",
+                "smlad {a3}, r3, {w}, {a3}",
+                "ldr {w}, [{wp}]",
+                "sxtb16 {w}, {w}",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
+                "smlad {a0}, r0, {w}, {a0}",
+                "smlad {a1}, r1, {w}, {a1}",
+                "smlad {a2}, r2, {w}, {a2}",
+                "smlad {a3}, r3, {w}, {a3}",
                 "ldr {w}, [{wp}], #4",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "sxtb16 {we}, {w}",
                 "sxtb16 {w}, {w}, ror #8",
-                "smlad {a0}, {x0}, {we}, {a0}",
-                "smlad {a0}, {x1}, {w}, {a0}",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "smlad {a1}, {x0}, {we}, {a1}",
-                "smlad {a1}, {x1}, {w}, {a1}",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "smlad {a2}, {x0}, {we}, {a2}",
-                "smlad {a2}, {x1}, {w}, {a2}",
-                "ldrd {x0}, {x1}, [{xp}], #8",
-                "smlad {a3}, {x0}, {we}, {a3}",
-                "smlad {a3}, {x1}, {w}, {a3}",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
+                "smlad {a0}, r0, {w}, {a0}",
+                "smlad {a1}, r1, {w}, {a1}",
+                "smlad {a2}, r2, {w}, {a2}",
+                "smlad {a3}, r3, {w}, {a3}",
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 xp = inout(reg) cols.as_ptr() => _,
                 wp = inout(reg) w.as_ptr() => _,
                 n = inout(reg) pairs => _,
                 w = out(reg) _,
-                we = out(reg) _,
-                x0 = out(reg) _,
-                x1 = out(reg) _,
                 a0 = inout(reg) a0,
                 a1 = inout(reg) a1,
                 a2 = inout(reg) a2,
                 a3 = inout(reg) a3,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
                 options(pure, readonly, nostack),
             );
         }
@@ -476,16 +533,35 @@ mod tests {
         }
 
         #[test]
+        fn saturating_pack(v: [i32; 4], small: [i8; 4]) {
+            for v in [v, small.map(i32::from)] {
+                prop_assert_eq!(pack_sat8(v), word(v.map(|x| x.clamp(-128, 127) as i8)));
+            }
+        }
+
+        #[test]
+        fn depthwise_tap(x: [i8; 4], w: [i8; 4], offset in -128i32..=128, acc: [i32; 4]) {
+            let f = word(w);
+            let f = [sxtb16(f), sxtb16_ror8(f)];
+            let want: [i32; 4] = core::array::from_fn(|c| {
+                (i64::from(acc[c]) + (i64::from(x[c]) + i64::from(offset)) * i64::from(w[c])) as i32
+            });
+            prop_assert_eq!(smla_4ch::<true>(word(x), splat16(offset), f, acc), want);
+            let plain: [i32; 4] = core::array::from_fn(|c| {
+                (i64::from(acc[c]) + i64::from(x[c]) * i64::from(w[c])) as i32
+            });
+            prop_assert_eq!(smla_4ch::<false>(word(x), 0, f, acc), plain);
+        }
+
+        #[test]
         fn four_column_step(x: [u32; 8], w: [i8; 4], acc: [i32; 4]) {
             let got = smlad_4x1(&x, &w, acc);
             for i in 0..4 {
-                let mut want = i64::from(acc[i]);
-                for j in 0..4 {
-                    let half = if j % 2 == 0 { lo16(x[2 * i + j / 2]) } else { hi16(x[2 * i + j / 2]) };
-                    // x[2i] holds lanes 0 and 2, x[2i + 1] lanes 1 and 3.
-                    let lane = [0, 2, 1, 3][j];
-                    want += i64::from(half) * i64::from(w[lane]);
-                }
+                // x[i] holds column i's lanes 0 and 2, x[4 + i] its lanes 1 and 3.
+                let lanes = [lo16(x[i]), lo16(x[4 + i]), hi16(x[i]), hi16(x[4 + i])];
+                let want = (0..4).fold(i64::from(acc[i]), |sum, j| {
+                    sum + i64::from(lanes[j]) * i64::from(w[j])
+                });
                 prop_assert_eq!(got[i], want as i32);
             }
         }
