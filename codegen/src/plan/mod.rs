@@ -57,6 +57,13 @@
 //!   its own ([`Reuse::BandBlock`]): ResNet-8's first block holds 16,384 + 1,536 bytes
 //!   instead of 2 x 16,384.
 //!
+//! Both trade speed for memory (their kernels are plain loops; the out-of-place ones
+//! have Cortex-M DSP versions), so with [`PlanOptions::only_where_smaller`] (default)
+//! [`plan`] switches each in-place conv and banded block off in turn and keeps it off
+//! when the arena does not grow ([`PlanOptions::out_of_place`]). KWS needs all eight of
+//! its convs in place (any one out of place brings back 16,000 B); ResNet-8 keeps only
+//! its first block banded.
+//!
 //! `kiln compile models/kws_ref_model/model.tflite --target cortex-m4` (and the same for
 //! `models/pretrainedResnet_quant`) prints the table; measured arenas (= their bounds):
 //!
@@ -160,6 +167,15 @@ pub struct PlanOptions {
     /// intermediate tensor only exists as a ring of rows and the result overwrites `x`.
     /// Default on.
     pub band_blocks: bool,
+    /// Nodes (indices into the graph's nodes) that must run out of place even where
+    /// `in_place_conv` or `band_blocks` would allow otherwise. [`plan`] fills it itself
+    /// when `only_where_smaller` is on.
+    pub out_of_place: Vec<usize>,
+    /// Keep in-place convs and banded blocks only where they lower the arena: they
+    /// trade speed for memory (their kernels are plain loops, slower than the
+    /// out-of-place DSP kernels), so each is switched off in turn and stays off when the
+    /// arena does not grow. Default on.
+    pub only_where_smaller: bool,
     /// Sets of executed nodes the exact order search may visit before it falls back to
     /// a greedy order; 0 keeps the graph's own order. Default 200 000.
     pub max_search_states: usize,
@@ -174,6 +190,8 @@ impl Default for PlanOptions {
             in_place: true,
             in_place_conv: true,
             band_blocks: true,
+            out_of_place: Vec::new(),
+            only_where_smaller: true,
             max_search_states: 200_000,
             max_arena_bytes: None,
         }
@@ -307,6 +325,38 @@ impl Plan {
 /// Plans `graph`: picks the order with the lowest peak of live arena bytes the search
 /// finds, decides aliases and in-place execution, and places every tensor.
 pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<Plan, PlanError> {
+    let mut best = plan_once(graph, options)?;
+    if !options.only_where_smaller {
+        return Ok(best);
+    }
+    // Each in-place conv or banded block, switched off in turn: kept off (the faster
+    // out-of-place kernels run) when the arena does not grow.
+    let mut options = options.clone();
+    for v in 0..graph.nodes.len() {
+        let slow = matches!(best.reuse[v], Reuse::Band { .. } | Reuse::BandBlock { .. })
+            || (matches!(best.reuse[v], Reuse::InPlace { operand: 0 })
+                && matches!(
+                    &graph.nodes[v].op,
+                    crate::ir::Op::Conv2d(a) if a.residual.is_none()
+                )
+                || matches!(best.reuse[v], Reuse::InPlace { operand: 0 })
+                    && matches!(graph.nodes[v].op, crate::ir::Op::DepthwiseConv2d(_)));
+        if !slow || options.out_of_place.contains(&v) {
+            continue;
+        }
+        options.out_of_place.push(v);
+        match plan_once(graph, &options) {
+            Ok(p) if p.arena_bytes <= best.arena_bytes => best = p,
+            _ => {
+                options.out_of_place.pop();
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// [`plan`] with exactly the techniques `options` allows.
+fn plan_once(graph: &Graph, options: &PlanOptions) -> Result<Plan, PlanError> {
     check(graph, options)?;
     let model = Model::new(graph, options);
     check_tensor_sizes(&model, options)?;

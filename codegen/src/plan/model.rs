@@ -96,7 +96,7 @@ impl<'g> Model<'g> {
         model.add_readers_and_sizes(options.alignment);
         let kernels = conv_kernels(graph);
         if options.band_blocks {
-            model.add_bands(&kernels, options.alignment);
+            model.add_bands(&kernels, options);
         }
         model.preds = graph
             .nodes
@@ -113,7 +113,7 @@ impl<'g> Model<'g> {
                 if options.in_place {
                     candidates.extend(model.in_place_candidates(v).into_iter().map(|k| (k, 0)));
                 }
-                if options.in_place_conv {
+                if options.in_place_conv && !options.out_of_place.contains(&v) {
                     candidates.extend(model.conv_in_place(v, &kernels, options.alignment));
                 }
                 candidates
@@ -156,11 +156,15 @@ impl<'g> Model<'g> {
     /// `second(first(x)) + x` (the ADD fused into `second`) that run in row bands: the
     /// first conv's result is read by the second conv only, `x` by the two convs only,
     /// and the runtime's `block_ring_rows` accepts the pair.
-    fn add_bands(&mut self, kernels: &[Option<Prepared>], alignment: usize) {
+    fn add_bands(&mut self, kernels: &[Option<Prepared>], options: &PlanOptions) {
+        let alignment = options.alignment;
         for b in 0..self.nodes() {
             let Some(a) = self.band_pair(b, kernels, alignment) else {
                 continue;
             };
+            if options.out_of_place.contains(&a) || options.out_of_place.contains(&b) {
+                continue;
+            }
             let t = self.graph.nodes[b].inputs[0].0;
             self.home[t] = Home::Band;
             self.size[t] = 0;
