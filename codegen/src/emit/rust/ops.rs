@@ -73,10 +73,7 @@ fn depthwise_3x3(
 ) -> bool {
     let w = &p.window;
     let last = w.origin(1, w.output[1].saturating_sub(1));
-    w.filter == [3, 3]
-        && w.dilation == [1, 1]
-        && w.origin(1, 0) >= -2
-        && last < w.input[1] as isize
+    w.filter == [3, 3] && w.dilation == [1, 1] && w.origin(1, 0) >= -2 && last < w.input[1] as isize
 }
 
 /// The DSP variant of `prepared`'s call, chosen from the shapes: 1x1 convolutions as a
