@@ -88,6 +88,19 @@ fn rust_type(d: DType) -> &'static str {
     }
 }
 
+/// The start of `run` in profiling builds: the declaration of the hook called after each
+/// layer that runs code (aliases and nodes computed inside another node call none) with
+/// the node's index in the planned graph. A crate that includes the generated module and
+/// builds with `--cfg kiln_profile` defines it, e.g. to read a timer:
+/// `#[no_mangle] fn kiln_profile_layer(node: usize) { ... }`. Without that cfg the hook
+/// and its calls are compiled out: the code is exactly that of a normal build.
+const PROFILE_HOOK: &str = "    #[cfg(kiln_profile)]
+    unsafe extern \"Rust\" {
+        /// Called after each layer with its node index (`--cfg kiln_profile` only).
+        fn kiln_profile_layer(node: usize);
+    }
+";
+
 /// Emits the module body for `graph` placed by `plan`. `weights_file` is the file name
 /// (next to the generated source) the weights blob will be written to. `target` picks
 /// the kernels: the DSP variants (`kiln_runtime::kernels::dsp`) where it has the DSP
@@ -176,8 +189,14 @@ pub fn emit(
     )
     .unwrap();
     writeln!(s, "pub const SCRATCH_BYTES: usize = {};\n", 4 * scratch).unwrap();
-    writeln!(s, "#[allow(unused_variables, unused_unsafe, clippy::all)]").unwrap();
+    writeln!(
+        s,
+        "#[allow(unused_variables, unused_unsafe, unexpected_cfgs, clippy::all)]"
+    )
+    .unwrap();
     writeln!(s, "pub fn run(arena: &mut Arena, {}) {{", args.join(", ")).unwrap();
+    // The profiling hook: compiled out unless the including crate sets `kiln_profile`.
+    s.push_str(PROFILE_HOOK);
     writeln!(s, "    let base = arena.0.as_mut_ptr();").unwrap();
     if scratch > 0 {
         writeln!(s, "    let mut scratch = [0u32; SCRATCH_BYTES / 4];").unwrap();
@@ -345,6 +364,8 @@ pub fn emit(
             }
         }
         writeln!(s, "    }}").unwrap();
+        writeln!(s, "    #[cfg(kiln_profile)]").unwrap();
+        writeln!(s, "    unsafe {{ kiln_profile_layer({}) }};", node_id.0).unwrap();
     }
     writeln!(s, "}}").unwrap();
     Ok(RustModel { source: s, weights })
@@ -610,6 +631,39 @@ pub fn write_crate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiling_hook_calls_follow_each_layer_and_compile_out_by_default() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/kws_ref_model/model.tflite");
+        let graph = crate::import::load(&path).unwrap();
+        let options = crate::compile::CompileOptions::default();
+        let planned = crate::compile::optimize_and_plan(graph, &options, "kws").unwrap();
+        let (graph, plan) = (&planned.graph, &planned.plan);
+        let model = emit(graph, plan, "kws", "w.bin", options.target).unwrap();
+        // One section per node in plan order; a node that runs code ends with its hook
+        // call, behind the cfg (so a normal build has none); one with nothing to do has none.
+        let sections: Vec<&str> = model.source.split("\n\n    // ").skip(1).collect();
+        assert_eq!(sections.len(), plan.order.len());
+        let mut calls = 0;
+        for (section, node) in sections.iter().zip(&plan.order) {
+            let call = format!(
+                "    #[cfg(kiln_profile)]\n    unsafe {{ kiln_profile_layer({}) }};",
+                node.0
+            );
+            assert!(section.starts_with(&format!("{}: ", node.0)), "{section}");
+            if section.contains("nothing to do") {
+                assert!(!section.contains("kiln_profile_layer"), "{section}");
+            } else {
+                // The last section also holds the end of `run`.
+                let body = section.trim_end().trim_end_matches('}').trim_end();
+                assert!(body.ends_with(&call), "{section}");
+                calls += 1;
+            }
+        }
+        assert!(calls > 0 && plan.reuse.contains(&Reuse::Alias));
+        assert!(model.source.contains("fn kiln_profile_layer(node: usize);"));
+    }
 
     #[test]
     fn names_cannot_break_out_of_comments_or_toml_strings() {
