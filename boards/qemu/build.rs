@@ -12,6 +12,9 @@
 //!   when `KILN_INPUT` is unset; empty to compare nothing.
 //! - `KILN_SAMPLES`: run at most this many samples.
 //! - `KILN_FAULT=1`: execute an undefined instruction first (tests the HardFault exit).
+//!
+//! Feature `profile` sets `cfg(kiln_profile)`, which turns on the generated code's
+//! per-layer hook (see `src/main.rs`).
 
 use kiln_codegen::exec::TensorData;
 use kiln_codegen::npy;
@@ -59,6 +62,10 @@ fn build() -> Result<(), String> {
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo::rustc-check-cfg=cfg(kiln_timer)");
     println!("cargo::rustc-check-cfg=cfg(kiln_fault)");
+    println!("cargo::rustc-check-cfg=cfg(kiln_profile)");
+    if std::env::var_os("CARGO_FEATURE_PROFILE").is_some() {
+        println!("cargo:rustc-cfg=kiln_profile");
+    }
     if env("KILN_FAULT").is_some_and(|v| v == "1") {
         println!("cargo:rustc-cfg=kiln_fault");
     }

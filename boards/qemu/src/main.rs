@@ -6,6 +6,11 @@
 //! On the mps2 machines the CMSDK TIMER0 (25 MHz) is read around each `run` call; under
 //! `qemu -icount shift=0` one tick is exactly 40 executed instructions. The microbit
 //! uses SysTick (16 MHz, 24 bits: one tick is 62.5 instructions, up to about 10^9).
+//!
+//! With feature `profile` (cfg `kiln_profile`, for `kiln bench`) the generated `run` calls
+//! [`profile::kiln_profile_layer`] after each layer; it records the node and the timer,
+//! and the firmware prints the stamps of sample 0 after that inference, and first how
+//! many ticks the hook itself takes (calibrated over [`profile::CALIBRATION_CALLS`] calls).
 
 #![no_std]
 #![no_main]
@@ -127,6 +132,89 @@ mod timer {
     }
 }
 
+/// Per-layer stamps of profiling builds: the hook the generated `run` calls after each
+/// layer, and the record it fills.
+#[cfg(kiln_profile)]
+mod profile {
+    use super::timer;
+
+    /// Stamps kept per inference (1.5 KiB, small enough for the microbit); further
+    /// calls are only counted, and reported as dropped.
+    pub const CAPACITY: usize = 256;
+    /// Back-to-back hook calls timed to measure the hook's own cost.
+    pub const CALIBRATION_CALLS: usize = 256;
+
+    /// Node index and timer value of each hook call since [`reset`].
+    struct Record {
+        nodes: [u16; CAPACITY],
+        stamps: [u32; CAPACITY],
+        calls: usize,
+    }
+
+    static mut RECORD: Record = Record {
+        nodes: [0; CAPACITY],
+        stamps: [0; CAPACITY],
+        calls: 0,
+    };
+
+    /// Called by the generated `run` after each layer (cfg `kiln_profile`): reads the
+    /// timer first, then records it with the node index. Never inlined, so that its cost
+    /// is the same at every call site and in [`calibrate`].
+    #[no_mangle]
+    #[inline(never)]
+    pub fn kiln_profile_layer(node: usize) {
+        let t = timer::now();
+        // SAFETY: single-threaded, no interrupts use RECORD, and no reference to it is
+        // alive across this call (readers copy out of it between inferences).
+        let r = unsafe { &mut *core::ptr::addr_of_mut!(RECORD) };
+        let n = r.calls;
+        if n < CAPACITY {
+            r.nodes[n] = node as u16;
+            r.stamps[n] = t;
+        }
+        r.calls = n.wrapping_add(1);
+    }
+
+    /// Forgets the stamps recorded so far.
+    pub fn reset() {
+        // SAFETY: as in `kiln_profile_layer`.
+        unsafe { (*core::ptr::addr_of_mut!(RECORD)).calls = 0 };
+    }
+
+    /// Calls: how many stamps were recorded (or dropped) since [`reset`].
+    pub fn calls() -> usize {
+        // SAFETY: as in `kiln_profile_layer`.
+        unsafe { (*core::ptr::addr_of!(RECORD)).calls }
+    }
+
+    /// Stamp `i` (node index, timer value), if it was kept.
+    pub fn stamp(i: usize) -> Option<(u16, u32)> {
+        // SAFETY: as in `kiln_profile_layer`.
+        let r = unsafe { &*core::ptr::addr_of!(RECORD) };
+        Some((*r.nodes.get(i)?, *r.stamps.get(i)?)).filter(|_| i < r.calls)
+    }
+
+    /// Ticks taken by [`CALIBRATION_CALLS`] hook calls in a row (their loop included).
+    pub fn calibrate() -> u32 {
+        let a = timer::now();
+        for i in 0..CALIBRATION_CALLS {
+            kiln_profile_layer(core::hint::black_box(i));
+        }
+        let b = timer::now();
+        reset();
+        a.wrapping_sub(b) & timer::MASK
+    }
+}
+
+/// One inference, never inlined and called with opaque arguments: `run` is compiled on
+/// its own, the same in every variant of this firmware (with or without the profiling
+/// code in `main`, with one sample or many).
+#[cfg(not(feature = "empty"))]
+#[inline(never)]
+fn infer(arena: &mut model::Arena, x: &[i8; model::INPUT_LEN], y: &mut [i8; model::OUTPUT_LEN]) {
+    model::run(arena, x, y);
+}
+
 #[entry]
 fn main() -> ! {
     let Ok(mut out) = hio::hstdout() else { exit(5) };
@@ -158,6 +246,22 @@ fn main() -> ! {
         timer::HZ,
         a.wrapping_sub(b) & timer::MASK
     );
+    let _ = writeln!(
+        out,
+        "model weight-bytes {} macs {} scratch-bytes {}",
+        model::WEIGHT_BYTES,
+        model::MACS,
+        model::SCRATCH_BYTES
+    );
+    #[cfg(kiln_profile)]
+    {
+        let ticks = profile::calibrate();
+        let _ = writeln!(
+            out,
+            "profile-calibration calls {} ticks {ticks}",
+            profile::CALIBRATION_CALLS
+        );
+    }
     #[cfg(not(feature = "empty"))]
     // SAFETY: the only reference to ARENA, taken once before the loop.
     let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
@@ -169,9 +273,17 @@ fn main() -> ! {
         // SAFETY: `chunk` has exactly INPUT_LEN bytes, and i8 has u8's layout.
         let x = unsafe { &*(chunk.as_ptr() as *const [i8; model::INPUT_LEN]) };
         let mut y = [0i8; model::OUTPUT_LEN];
+        #[cfg(kiln_profile)]
+        profile::reset();
         let t0 = timer::now();
         #[cfg(not(feature = "empty"))]
-        model::run(arena, x, &mut y);
+        // Opaque arguments: `run` is not specialized for the samples' addresses, so a
+        // build with one sample runs the same code as one with twenty.
+        infer(
+            core::hint::black_box(&mut *arena),
+            core::hint::black_box(x),
+            core::hint::black_box(&mut y),
+        );
         #[cfg(feature = "empty")]
         core::hint::black_box((x, &mut y));
         let t1 = timer::now();
@@ -181,6 +293,21 @@ fn main() -> ! {
             let _ = write!(out, " {v}");
         }
         let _ = writeln!(out);
+        #[cfg(kiln_profile)]
+        if s == 0 {
+            let calls = profile::calls();
+            let kept = calls.min(profile::CAPACITY);
+            let _ = writeln!(
+                out,
+                "profile start {t0} end {t1} layers {kept} dropped {}",
+                calls - kept
+            );
+            for i in 0..kept {
+                if let Some((node, stamp)) = profile::stamp(i) {
+                    let _ = writeln!(out, "layer {node} stamp {stamp}");
+                }
+            }
+        }
         if COMPARE {
             let want = EXPECT.get(s * model::OUTPUT_LEN..(s + 1) * model::OUTPUT_LEN);
             let same = want.is_some_and(|w| w.iter().zip(&y).all(|(&w, &g)| w as i8 == g));
