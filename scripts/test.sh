@@ -39,7 +39,8 @@ cargo clippy -p kiln-cli --features probe-rs --all-targets --locked -- -D warnin
 # -- QEMU emulation (owner: emulate) -------------------------------------------------
 # `cargo test` runs both shipped models in QEMU on the emulated Cortex-M4 (mps2-an386)
 # and Cortex-M3 (mps2-an385), and a single-op model on the Cortex-M0 (microbit):
-# host-tools/cli/tests/emulate.rs. The firmware boards/qemu is its own workspace.
+# host-tools/cli/tests/emulate.rs; `kiln bench` (per-layer counts of the KWS model) in
+# host-tools/cli/tests/bench.rs. The firmware boards/qemu is its own workspace.
 echo "== QEMU and the Rust targets for the emulation tests"
 rustup target add thumbv7m-none-eabi
 if ! command -v qemu-system-arm >/dev/null; then
@@ -54,9 +55,12 @@ if ! command -v qemu-system-arm >/dev/null; then
 fi
 echo "== firmware boards/qemu (thumbv7em-none-eabihf): fmt, clippy"
 cargo fmt --check --manifest-path boards/qemu/Cargo.toml
-KILN_MODEL="$PWD/models/kws_ref_model/model.tflite" cargo clippy --locked --release \
-  --manifest-path boards/qemu/Cargo.toml --target thumbv7em-none-eabihf \
-  --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/kiln-emulate/target" -- -D warnings
+for features in "" "--features profile"; do
+  # shellcheck disable=SC2086 # $features is zero or two words
+  KILN_MODEL="$PWD/models/kws_ref_model/model.tflite" cargo clippy --locked --release \
+    --manifest-path boards/qemu/Cargo.toml --target thumbv7em-none-eabihf $features \
+    --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/kiln-emulate/target" -- -D warnings
+done
 # -----------------------------------------------------------------------------------
 echo "== cargo test"
 cargo test --workspace --locked

@@ -21,7 +21,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 /// Instructions per second of virtual time under `-icount shift=0`.
-const INSTRUCTIONS_PER_SECOND: u64 = 1_000_000_000;
+pub(crate) const INSTRUCTIONS_PER_SECOND: u64 = 1_000_000_000;
 
 /// A QEMU machine the firmware supports; its memory, core and stack come from the
 /// board table (`kiln_codegen::board`).
@@ -93,206 +93,358 @@ pub struct Args {
 
 /// What one emulation printed, parsed.
 #[derive(Debug, Default)]
-struct Run {
-    ticks: Vec<u64>,
-    outputs: Vec<Vec<i8>>,
-    overhead: u64,
-    hz: u64,
-    mismatches: Vec<usize>,
-    compared: bool,
+pub(crate) struct Run {
+    /// Timer ticks around `run`, per sample.
+    pub ticks: Vec<u64>,
+    /// The outputs, per sample.
+    pub outputs: Vec<Vec<i8>>,
+    /// Ticks of two back-to-back timer reads.
+    pub overhead: u64,
+    /// The timer's frequency (0: no timer).
+    pub hz: u64,
+    /// Samples whose outputs differ from the expected ones.
+    pub mismatches: Vec<usize>,
+    /// Whether outputs were compared.
+    pub compared: bool,
+    /// Everything the firmware printed (`kiln bench` parses its profile lines).
+    pub printed: String,
+}
+
+impl Run {
+    /// Instructions counted by `ticks` timer ticks under `-icount shift=0`.
+    pub fn instructions(&self, ticks: u64) -> u64 {
+        if self.hz == 0 {
+            return 0;
+        }
+        ticks * INSTRUCTIONS_PER_SECOND / self.hz
+    }
+
+    /// Instructions per inference of each sample (the timer-read overhead subtracted).
+    pub fn per_inference(&self) -> Vec<u64> {
+        self.ticks
+            .iter()
+            .map(|t| self.instructions(t.saturating_sub(self.overhead)))
+            .collect()
+    }
+}
+
+/// A model checked for a QEMU machine, with the tools to build and run its firmware
+/// (found by [`Emulation::tools`]).
+pub(crate) struct Emulation {
+    /// The machine.
+    pub machine: &'static Machine,
+    /// Its entry in the board table.
+    pub board: &'static kiln_codegen::board::Board,
+    /// Its Rust target triple.
+    pub triple: &'static str,
+    /// The model file, absolute.
+    pub model: PathBuf,
+    /// The model as given on the command line (for messages).
+    pub model_arg: PathBuf,
+    /// The imported graph.
+    pub graph: kiln_codegen::ir::Graph,
+    /// The optimized graph and its plan, as the firmware's build script compiles them.
+    pub planned: kiln_codegen::compile::Planned,
+    /// The build folder (absolute).
+    pub work: PathBuf,
+    qemu: PathBuf,
+    llvm_size: PathBuf,
+}
+
+/// Input samples written for the firmware's build script, and the expected outputs.
+pub(crate) struct Samples {
+    /// Int8 `.npy` of the inputs, in the build folder; removed on drop.
+    file: PathBuf,
+    /// Expected outputs (`.npy`), if any.
+    expect: Option<PathBuf>,
+}
+
+impl Drop for Samples {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// A firmware ELF (a private copy, removed on drop) and its sizes.
+pub(crate) struct Firmware {
+    elf: PathBuf,
+    /// Its section sizes.
+    pub sections: Sections,
+}
+
+impl Drop for Firmware {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.elf);
+    }
+}
+
+impl Emulation {
+    /// Imports and plans `model` for `machine` (its fit check unless `no_model`), and finds
+    /// or installs the rustup target, QEMU and llvm-size. `target_dir` is the build folder
+    /// (default: the system temp folder's `kiln-emulate/`).
+    pub fn prepare(
+        model_arg: &Path,
+        machine: &str,
+        target_dir: Option<&Path>,
+        no_model: bool,
+    ) -> anyhow::Result<Emulation> {
+        let machine = MACHINES
+            .iter()
+            .find(|m| m.name == machine)
+            .with_context(|| {
+                let names: Vec<&str> = MACHINES.iter().map(|m| m.name).collect();
+                format!(
+                    "unknown machine '{}' (known: {})",
+                    machine,
+                    names.join(", ")
+                )
+            })?;
+        let board = kiln_codegen::board::find(machine.name).map_err(anyhow::Error::msg)?;
+        let triple = board
+            .target
+            .triple()
+            .context("the board table gives this machine no Rust target")?;
+        let model = std::fs::canonicalize(model_arg)
+            .with_context(|| format!("{}: cannot open the model", model_arg.display()))?;
+        let graph = kiln_codegen::import::load(&model)?;
+        let (in_info, out_info) = match (&graph.inputs[..], &graph.outputs[..]) {
+            ([i], [o]) => (graph.info(*i), graph.info(*o)),
+            _ => bail!(
+                "{}: kiln emulate runs models with one input and one output ({} and {} here)",
+                model_arg.display(),
+                graph.inputs.len(),
+                graph.outputs.len()
+            ),
+        };
+        if in_info.dtype != DType::I8 || out_info.dtype != DType::I8 {
+            bail!(
+                "{}: kiln emulate runs int8 models (input {}, output {})",
+                model_arg.display(),
+                in_info.dtype.name(),
+                out_info.dtype.name()
+            );
+        }
+        // The same fit check as `kiln compile --board`, before spending a build on it.
+        let planned = optimize_and_plan(
+            graph.clone(),
+            &CompileOptions {
+                target: board.target,
+                ..Default::default()
+            },
+            &model_arg.display().to_string(),
+        )?;
+        if !no_model {
+            board
+                .check_fit(&Needs {
+                    arena: planned.plan.arena_bytes as u64,
+                    ..Needs::default()
+                })
+                .with_context(|| model_arg.display().to_string())?;
+        }
+        let work = target_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::env::temp_dir().join("kiln-emulate"));
+        std::fs::create_dir_all(&work).with_context(|| format!("{}", work.display()))?;
+        // Absolute: cargo and the build script run in the firmware's folder.
+        let work = std::fs::canonicalize(&work).with_context(|| format!("{}", work.display()))?;
+        Ok(Emulation {
+            machine,
+            board,
+            triple,
+            model,
+            model_arg: model_arg.to_path_buf(),
+            graph,
+            planned,
+            work,
+            qemu: PathBuf::new(),
+            llvm_size: PathBuf::new(),
+        })
+    }
+
+    /// Reads the input samples (default: the model folder's `golden/input_0.npy`) and
+    /// checks the expected outputs (default: `golden/output_0.npy` when `input` is not
+    /// given and the file exists) and writes the inputs as int8 for the build script.
+    pub fn samples(&self, input: Option<&Path>, expect: Option<&Path>) -> anyhow::Result<Samples> {
+        let (in_info, out_info) = (
+            self.graph.info(self.graph.inputs[0]).clone(),
+            self.graph.info(self.graph.outputs[0]).clone(),
+        );
+        // Inputs and expected outputs, checked here so a mismatch is one clear line.
+        let golden = self.model.parent().unwrap_or(Path::new(".")).join("golden");
+        let absolute = |p: &Path| {
+            std::fs::canonicalize(p).with_context(|| format!("{}: cannot open", p.display()))
+        };
+        let (input, expect) = match input {
+            Some(i) => (absolute(i)?, expect.map(absolute).transpose()?),
+            None => {
+                let input = golden.join("input_0.npy");
+                if !input.is_file() {
+                    bail!(
+                        "{}: no golden/input_0.npy next to the model: pass --input X.npy",
+                        self.model_arg.display()
+                    );
+                }
+                let expect = match expect {
+                    Some(e) => Some(absolute(e)?),
+                    None => Some(golden.join("output_0.npy")).filter(|p| p.is_file()),
+                };
+                (input, expect)
+            }
+        };
+        let input_len = in_info.num_elements();
+        let (input_i8, count) = load_samples(&input, input_len, Some(&in_info))?;
+        let file = self.work.join(format!("input-{}.npy", std::process::id()));
+        npy::write(&file, &[count, input_len], &TensorData::I8(input_i8))?;
+        let samples = Samples { file, expect };
+        if let Some(e) = &samples.expect {
+            let (_, n) = load_samples(e, out_info.num_elements(), None)?;
+            if n < count {
+                bail!("{}: {n} expected samples for {count} inputs", e.display());
+            }
+        }
+        Ok(samples)
+    }
+
+    /// Finds the rustup target, QEMU and llvm-size, installing what is missing.
+    pub fn tools(&mut self) -> anyhow::Result<()> {
+        ensure_target(self.triple)?;
+        self.qemu = ensure_qemu()?;
+        self.llvm_size = match llvm_tool("llvm-size") {
+            Ok(t) => t,
+            Err(_) => {
+                eprintln!("note: installing llvm-tools: rustup component add llvm-tools");
+                let _ = Command::new("rustup")
+                    .args(["component", "add", "llvm-tools"])
+                    .status();
+                llvm_tool("llvm-size")?
+            }
+        };
+        Ok(())
+    }
+
+    /// Builds the firmware on `samples` (at most `limit` of them) with the firmware's
+    /// cargo `features` (`empty`: without the model call; `profile`: per-layer stamps),
+    /// copies the ELF and checks it fits the machine.
+    pub fn build(
+        &self,
+        samples: &Samples,
+        limit: Option<usize>,
+        features: &[&str],
+    ) -> anyhow::Result<Firmware> {
+        let (machine, triple) = (self.machine, self.triple);
+        let firmware = firmware_dir()?;
+        let target_dir = self.work.join("target");
+        let samples_env = limit.map(|n| n.to_string()).unwrap_or_default();
+        let expect_env = samples.expect.clone().unwrap_or_default();
+        let features = features.join(",");
+        let mut cargo_args: Vec<&OsStr> = vec![
+            "--locked".as_ref(),
+            "--target-dir".as_ref(),
+            target_dir.as_os_str(),
+        ];
+        if !features.is_empty() {
+            cargo_args.extend([OsStr::new("--features"), OsStr::new(&features)]);
+        }
+        eprintln!(
+            "building the firmware for {} ({}, {}){}",
+            machine.name,
+            machine.core,
+            triple,
+            if features.is_empty() {
+                String::new()
+            } else {
+                format!(" with {features}")
+            }
+        );
+        let started = Instant::now();
+        // Another `kiln emulate` may build a different model into the same folder: hold
+        // the folder from the build until the ELF is copied.
+        let lock = BuildLock::acquire(&self.work)?;
+        cargo_build_release(
+            &firmware,
+            triple,
+            &cargo_args,
+            &[
+                ("KILN_MODEL", self.model.as_os_str()),
+                ("KILN_MACHINE", machine.name.as_ref()),
+                ("KILN_INPUT", samples.file.as_os_str()),
+                ("KILN_EXPECT", expect_env.as_os_str()),
+                ("KILN_SAMPLES", samples_env.as_ref()),
+            ],
+        )
+        .map_err(|e| anyhow::anyhow!("building the QEMU firmware: {}", e.0))?;
+        // A private copy: another build for a different model reuses the same path.
+        let elf = self.work.join(format!(
+            "kiln-qemu-{}-{}{}.elf",
+            machine.name,
+            std::process::id(),
+            if features.is_empty() {
+                String::new()
+            } else {
+                format!("-{}", features.replace(',', "-"))
+            }
+        ));
+        let built = target_dir.join(triple).join("release/kiln-qemu");
+        std::fs::copy(&built, &elf).with_context(|| format!("{}", built.display()))?;
+        drop(lock);
+        eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+
+        let sections = sizes(&self.llvm_size, &elf)?;
+        let (flash, ram) = (sections.flash(), sections.ram());
+        let firmware = Firmware { elf, sections };
+        // Again with what the ELF holds (RAM besides the arena: buffers, formatting state).
+        let arena_in_elf = if features.split(',').any(|f| f == "empty") {
+            0
+        } else {
+            self.planned.plan.arena_bytes as u64
+        };
+        if let Err(e) = self.board.check_fit(&Needs {
+            arena: arena_in_elf,
+            static_ram: ram.saturating_sub(arena_in_elf),
+            code: flash,
+            weights: 0,
+        }) {
+            bail!("{}: {e}", self.model_arg.display());
+        }
+        Ok(firmware)
+    }
+
+    /// Runs `firmware` in QEMU (at most `timeout`) and parses what it printed.
+    pub fn run(&self, firmware: &Firmware, timeout: Duration) -> anyhow::Result<Run> {
+        run_qemu(&self.qemu, self.machine, &firmware.elf, timeout)
+    }
 }
 
 /// Builds the firmware, runs it in QEMU and reports.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let machine = MACHINES
-        .iter()
-        .find(|m| m.name == args.machine)
-        .with_context(|| {
-            let names: Vec<&str> = MACHINES.iter().map(|m| m.name).collect();
-            format!(
-                "unknown machine '{}' (known: {})",
-                args.machine,
-                names.join(", ")
-            )
-        })?;
-    let board = kiln_codegen::board::find(machine.name).map_err(anyhow::Error::msg)?;
-    let triple = board
-        .target
-        .triple()
-        .context("the board table gives this machine no Rust target")?;
-    let model = std::fs::canonicalize(&args.model)
-        .with_context(|| format!("{}: cannot open the model", args.model.display()))?;
-    let graph = kiln_codegen::import::load(&model)?;
-    let (in_info, out_info) = match (&graph.inputs[..], &graph.outputs[..]) {
-        ([i], [o]) => (graph.info(*i), graph.info(*o)),
-        _ => bail!(
-            "{}: kiln emulate runs models with one input and one output ({} and {} here)",
-            args.model.display(),
-            graph.inputs.len(),
-            graph.outputs.len()
-        ),
-    };
-    if in_info.dtype != DType::I8 || out_info.dtype != DType::I8 {
-        bail!(
-            "{}: kiln emulate runs int8 models (input {}, output {})",
-            args.model.display(),
-            in_info.dtype.name(),
-            out_info.dtype.name()
-        );
-    }
-    // The same fit check as `kiln compile --board`, before spending a build on it.
-    let planned = optimize_and_plan(
-        graph.clone(),
-        &CompileOptions {
-            target: board.target,
-            ..Default::default()
-        },
-        &args.model.display().to_string(),
+    let mut emulation = Emulation::prepare(
+        &args.model,
+        &args.machine,
+        args.target_dir.as_deref(),
+        args.no_model,
     )?;
-    let arena = planned.plan.arena_bytes as u64;
-    if !args.no_model {
-        board
-            .check_fit(&Needs {
-                arena,
-                ..Needs::default()
-            })
-            .with_context(|| args.model.display().to_string())?;
-    }
-    let work = args
-        .target_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("kiln-emulate"));
-    std::fs::create_dir_all(&work).with_context(|| format!("{}", work.display()))?;
-    // Absolute: cargo and the build script run in the firmware's folder.
-    let work = std::fs::canonicalize(&work).with_context(|| format!("{}", work.display()))?;
-
-    // Inputs and expected outputs, checked here so a mismatch is one clear line.
-    let golden = model.parent().unwrap_or(Path::new(".")).join("golden");
-    let absolute = |p: &Path| {
-        std::fs::canonicalize(p).with_context(|| format!("{}: cannot open", p.display()))
-    };
-    let (input, expect) = match &args.input {
-        Some(i) => (
-            absolute(i)?,
-            args.expect.as_deref().map(absolute).transpose()?,
-        ),
-        None => {
-            let input = golden.join("input_0.npy");
-            if !input.is_file() {
-                bail!(
-                    "{}: no golden/input_0.npy next to the model: pass --input X.npy",
-                    args.model.display()
-                );
-            }
-            let expect = match args.expect.as_deref() {
-                Some(e) => Some(absolute(e)?),
-                None => Some(golden.join("output_0.npy")).filter(|p| p.is_file()),
-            };
-            (input, expect)
-        }
-    };
-    let input_len = in_info.num_elements();
-    let (input_i8, samples) = load_samples(&input, input_len, Some(in_info))?;
-    let input_file = work.join(format!("input-{}.npy", std::process::id()));
-    npy::write(
-        &input_file,
-        &[samples, input_len],
-        &TensorData::I8(input_i8),
-    )?;
-    if let Some(e) = &expect {
-        let (_, n) = load_samples(e, out_info.num_elements(), None)?;
-        if n < samples {
-            bail!("{}: {n} expected samples for {samples} inputs", e.display());
-        }
-    }
-
-    ensure_target(triple)?;
-    let qemu = ensure_qemu()?;
-    let llvm_size = match llvm_tool("llvm-size") {
-        Ok(t) => t,
-        Err(_) => {
-            eprintln!("note: installing llvm-tools: rustup component add llvm-tools");
-            let _ = Command::new("rustup")
-                .args(["component", "add", "llvm-tools"])
-                .status();
-            llvm_tool("llvm-size")?
-        }
-    };
-
-    // Build the firmware.
-    let firmware = firmware_dir()?;
-    let target_dir = work.join("target");
-    let samples_env = args.samples.map(|n| n.to_string()).unwrap_or_default();
-    let expect_env = expect.clone().unwrap_or_default();
-    let mut cargo_args: Vec<&OsStr> = vec![
-        "--locked".as_ref(),
-        "--target-dir".as_ref(),
-        target_dir.as_os_str(),
-    ];
-    if args.no_model {
-        cargo_args.extend([OsStr::new("--features"), OsStr::new("empty")]);
-    }
-    eprintln!(
-        "building the firmware for {} ({}, {})",
-        machine.name, machine.core, triple
+    let samples = emulation.samples(args.input.as_deref(), args.expect.as_deref())?;
+    emulation.tools()?;
+    let features: &[&str] = if args.no_model { &["empty"] } else { &[] };
+    let firmware = emulation.build(&samples, args.samples, features)?;
+    drop(samples);
+    let run = emulation.run(&firmware, Duration::from_secs(args.timeout))?;
+    let (machine, graph) = (emulation.machine, &emulation.graph);
+    let (flash, ram, sections) = (
+        firmware.sections.flash(),
+        firmware.sections.ram(),
+        firmware.sections.describe(),
     );
-    let started = Instant::now();
-    // Another `kiln emulate` may build a different model into the same folder: hold the
-    // folder from the build until the ELF is copied.
-    let lock = BuildLock::acquire(&work)?;
-    cargo_build_release(
-        &firmware,
-        triple,
-        &cargo_args,
-        &[
-            ("KILN_MODEL", model.as_os_str()),
-            ("KILN_MACHINE", machine.name.as_ref()),
-            ("KILN_INPUT", input_file.as_os_str()),
-            ("KILN_EXPECT", expect_env.as_os_str()),
-            ("KILN_SAMPLES", samples_env.as_ref()),
-        ],
-    )
-    .map_err(|e| anyhow::anyhow!("building the QEMU firmware: {}", e.0))?;
-    // A private copy: another build for a different model reuses the same path.
-    let elf = work.join(format!(
-        "kiln-qemu-{}-{}.elf",
-        machine.name,
-        std::process::id()
-    ));
-    let built = target_dir.join(triple).join("release/kiln-qemu");
-    std::fs::copy(&built, &elf).with_context(|| format!("{}", built.display()))?;
-    drop(lock);
-    let _ = std::fs::remove_file(&input_file);
-    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
-
-    let (flash, ram, sections) = sizes(&llvm_size, &elf)?;
-    // Again with what the ELF holds (RAM besides the arena: buffers, formatting state).
-    let arena_in_elf = if args.no_model { 0 } else { arena };
-    if let Err(e) = board.check_fit(&Needs {
-        arena: arena_in_elf,
-        static_ram: ram.saturating_sub(arena_in_elf),
-        code: flash,
-        weights: 0,
-    }) {
-        let _ = std::fs::remove_file(&elf);
-        bail!("{}: {e}", args.model.display());
-    }
-    let result = run_qemu(&qemu, machine, &elf, Duration::from_secs(args.timeout));
-    let _ = std::fs::remove_file(&elf);
-    let run = result?;
+    drop(firmware);
 
     // Report.
     let n = run.outputs.len();
     for (s, out) in run.outputs.iter().enumerate().take(args.show) {
-        crate::run::print_sample(&graph, s, n, &[TensorData::I8(out.clone())], args.top);
+        crate::run::print_sample(graph, s, n, &[TensorData::I8(out.clone())], args.top);
     }
     println!("machine:        {} ({})", machine.name, machine.core);
     if run.hz > 0 {
-        let per: Vec<u64> = run
-            .ticks
-            .iter()
-            .map(|t| t.saturating_sub(run.overhead) * INSTRUCTIONS_PER_SECOND / run.hz)
-            .collect();
+        let per = run.per_inference();
         let (lo, hi) = (
             per.iter().min().copied().unwrap_or(0),
             per.iter().max().copied().unwrap_or(0),
@@ -481,8 +633,43 @@ fn ensure_qemu() -> anyhow::Result<PathBuf> {
     bail!("qemu-system-arm is not installed: run `sudo apt-get install -y qemu-system-arm` (Debian/Ubuntu)")
 }
 
-/// Flash (loaded sections) and static RAM of the ELF, and the sections in words.
-fn sizes(llvm_size: &Path, elf: &Path) -> anyhow::Result<(u64, u64, String)> {
+/// Section sizes of a firmware ELF, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sections {
+    /// `.vector_table`.
+    pub vectors: u64,
+    /// `.text`.
+    pub text: u64,
+    /// `.rodata`.
+    pub rodata: u64,
+    /// `.data` (in flash and in RAM).
+    pub data: u64,
+    /// `.bss` + `.uninit`.
+    pub zeroed: u64,
+}
+
+impl Sections {
+    /// Loaded into flash: vector table + `.text` + `.rodata` + `.data`.
+    pub fn flash(&self) -> u64 {
+        self.vectors + self.text + self.rodata + self.data
+    }
+
+    /// Static RAM: `.data` + `.bss` + `.uninit`.
+    pub fn ram(&self) -> u64 {
+        self.data + self.zeroed
+    }
+
+    /// The flash sections in words.
+    pub fn describe(&self) -> String {
+        format!(
+            ".vector_table {} + .text {} + .rodata {} + .data {}",
+            self.vectors, self.text, self.rodata, self.data
+        )
+    }
+}
+
+/// The section sizes of the ELF (`llvm-size -A`).
+fn sizes(llvm_size: &Path, elf: &Path) -> anyhow::Result<Sections> {
     let out = Command::new(llvm_size)
         .arg("-A")
         .arg(elf)
@@ -504,19 +691,13 @@ fn sizes(llvm_size: &Path, elf: &Path) -> anyhow::Result<(u64, u64, String)> {
             })
             .sum()
     };
-    let (vectors, code, rodata, data, bss, uninit) = (
-        section(".vector_table"),
-        section(".text"),
-        section(".rodata"),
-        section(".data"),
-        section(".bss"),
-        section(".uninit"),
-    );
-    Ok((
-        vectors + code + rodata + data,
-        data + bss + uninit,
-        format!(".vector_table {vectors} + .text {code} + .rodata {rodata} + .data {data}"),
-    ))
+    Ok(Sections {
+        vectors: section(".vector_table"),
+        text: section(".text"),
+        rodata: section(".rodata"),
+        data: section(".data"),
+        zeroed: section(".bss") + section(".uninit"),
+    })
 }
 
 /// Runs the firmware under QEMU and parses what it printed.
@@ -601,6 +782,7 @@ fn run_qemu(qemu: &Path, machine: &Machine, elf: &Path, timeout: Duration) -> an
     if run.outputs.is_empty() {
         bail!("the firmware printed no results: {}", last_line(&printed));
     }
+    run.printed = printed;
     if status.code() == Some(2) && run.mismatches.is_empty() {
         bail!("the firmware reported a failure without naming a sample");
     }

@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; errors surface here as one line with
 //! context and a non-zero exit status.
 
+mod bench;
 mod check;
 mod compile;
 mod emulate;
@@ -43,6 +44,9 @@ enum Command {
     /// Build QEMU firmware with the model, run it on an emulated Cortex-M and report
     /// outputs, pass/fail, instructions per inference, flash and RAM.
     Emulate(emulate::Args),
+    /// Instructions per layer and per inference on an emulated Cortex-M (QEMU), with
+    /// arena, flash and RAM; --compare FILE.json puts another runtime's figures beside.
+    Bench(bench::Args),
     /// Build a board's firmware with the model, flash it with probe-rs and stream its
     /// defmt log (--dry-run: only check it fits and print the memory map).
     Flash(flash::Args),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Emulate(args) => emulate::main(args),
+        Command::Bench(args) => bench::main(args),
         Command::Flash(args) => flash::main(args),
         Command::Train(args) => train::main(args),
     };
