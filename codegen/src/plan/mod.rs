@@ -333,14 +333,14 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<Plan, PlanError> {
     // out-of-place kernels run) when the arena does not grow.
     let mut options = options.clone();
     for v in 0..graph.nodes.len() {
-        let slow = matches!(best.reuse[v], Reuse::Band { .. } | Reuse::BandBlock { .. })
-            || (matches!(best.reuse[v], Reuse::InPlace { operand: 0 })
-                && matches!(
-                    &graph.nodes[v].op,
-                    crate::ir::Op::Conv2d(a) if a.residual.is_none()
-                )
-                || matches!(best.reuse[v], Reuse::InPlace { operand: 0 })
-                    && matches!(graph.nodes[v].op, crate::ir::Op::DepthwiseConv2d(_)));
+        let conv_in_place = matches!(best.reuse[v], Reuse::InPlace { operand: 0 })
+            && match &graph.nodes[v].op {
+                crate::ir::Op::Conv2d(a) => a.residual.is_none(),
+                crate::ir::Op::DepthwiseConv2d(_) => true,
+                _ => false,
+            };
+        let banded = matches!(best.reuse[v], Reuse::Band { .. } | Reuse::BandBlock { .. });
+        let slow = conv_in_place || banded;
         if !slow || options.out_of_place.contains(&v) {
             continue;
         }

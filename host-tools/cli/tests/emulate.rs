@@ -143,7 +143,11 @@ fn the_cortex_m0_machine_runs_a_single_op_model_and_refuses_one_too_large() {
     let (code, text) = emulate(
         // KWS fits the micro:bit's 16 KiB since its convs run in place (8,448 B
         // arena); ResNet-8's 25,152 B do not.
-        &["models/pretrainedResnet_quant/model.tflite", "--machine", "microbit"],
+        &[
+            "models/pretrainedResnet_quant/model.tflite",
+            "--machine",
+            "microbit",
+        ],
         &[],
     );
     assert_eq!(code, Some(1), "{text}");
