@@ -222,27 +222,34 @@ pub(super) fn convert(
     }
 }
 
+/// `f(value, scale, zero_point)` for every element of `c`, with the parameters of the
+/// element's channel along `quant.axis` (or the one pair of a per-tensor `quant`).
+fn per_channel<T>(c: &Const, quant: &QDomain, f: impl Fn(f32, f32, i32) -> T) -> Vec<T> {
+    let per = quant.scale.len();
+    let inner: usize = c
+        .shape
+        .get(quant.axis + 1..)
+        .map(|s| s.iter().product())
+        .unwrap_or(1)
+        .max(1);
+    c.to_f32()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = if per == 1 { 0 } else { (i / inner) % per };
+            f(v, quant.scale[ch], quant.zero_point[ch])
+        })
+        .collect()
+}
+
 /// QuantizeLinear of `x` to `quant` (per tensor for run-time values).
 fn quantize(imp: &mut Importer<'_>, x: &Value, quant: &QDomain) -> Result<Value> {
     match x {
         Value::Const(c) => {
-            let f = c.to_f32();
-            let per = quant.scale.len();
-            let inner: usize = c
-                .shape
-                .get(quant.axis + 1..)
-                .map(|s| s.iter().product())
-                .unwrap_or(1);
-            let q: Vec<i8> = f
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let ch = if per == 1 { 0 } else { (i / inner) % per };
-                    let r = (v / quant.scale[ch]).round_ties_even() as i64
-                        + quant.zero_point[ch] as i64;
-                    r.clamp(-128, 127) as i8
-                })
-                .collect();
+            let q: Vec<i8> = per_channel(c, quant, |v, scale, zp| {
+                let r = (v / scale).round_ties_even() as i64 + zp as i64;
+                r.clamp(-128, 127) as i8
+            });
             Ok(Value::Const(Rc::new(Const::new(
                 c.shape.clone(),
                 ConstData::I8(q),
@@ -286,21 +293,7 @@ pub(super) fn dequantize(imp: &mut Importer<'_>, v: &Value) -> Result<Value> {
     };
     match &**q {
         Value::Const(c) => {
-            let data = c.to_f32();
-            let per = quant.scale.len();
-            let inner: usize = c
-                .shape
-                .get(quant.axis + 1..)
-                .map(|s| s.iter().product())
-                .unwrap_or(1);
-            let f: Vec<f32> = data
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| {
-                    let ch = if per == 1 { 0 } else { (i / inner) % per };
-                    (x - quant.zero_point[ch] as f32) * quant.scale[ch]
-                })
-                .collect();
+            let f: Vec<f32> = per_channel(c, quant, |x, scale, zp| (x - zp as f32) * scale);
             Ok(Value::Const(Rc::new(Const::new(
                 c.shape.clone(),
                 ConstData::F32(f),
