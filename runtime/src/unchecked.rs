@@ -66,3 +66,20 @@ pub(crate) unsafe fn set4(s: &mut [i8], i: usize, v: [i8; 4]) {
     // SAFETY: the caller guarantees `i + 4 <= s.len()`; [i8; 4] has alignment 1.
     unsafe { s.as_mut_ptr().add(i).cast::<[i8; 4]>().write(v) }
 }
+
+/// The three elements `s[i..i + 3]` as an array reference, without a bounds check.
+///
+/// # Safety
+///
+/// `i + 3 <= s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn get3<T>(s: &[T], i: usize) -> &[T; 3] {
+    debug_assert!(
+        i + 3 <= s.len(),
+        "elements {i}..{} out of bounds ({})",
+        i + 3,
+        s.len()
+    );
+    // SAFETY: the caller guarantees `i + 3 <= s.len()`; [T; 3] has T's alignment.
+    unsafe { &*s.as_ptr().add(i).cast::<[T; 3]>() }
+}

@@ -246,6 +246,14 @@ entry_points! {
         => dsp::depthwise_conv_2d::depthwise_conv_2d_i8(p, q, x, w, b, y);
     kiln_dsp_depthwise_conv_2d_3x3_i8(p: &DepthwiseConv2dParams, q: &ConvQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8], s: &mut [u32])
         => dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_i8(p, q, x, w, b, y, s);
+    kiln_dsp_depthwise_conv_2d_3x3_i8_in_place(p: &DepthwiseConv2dParams, q: &ConvQuant<'_>, w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [u32])
+        => dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_i8_in_place(p, q, w, b, xy, s);
+    kiln_dsp_conv_2d_i8_in_place(p: &Conv2dParams, q: &ConvQuant<'_>, w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_i8_in_place(p, q, w, b, xy, s);
+    kiln_dsp_conv_2d_1x1_i8_in_place(p: &Conv2dParams, q: &ConvQuant<'_>, w: &[i8], b: Option<&[i32]>, xy: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_2d_1x1_i8_in_place(p, q, w, b, xy, s);
+    kiln_dsp_conv_block_i8_in_place(a: &Conv2dParams, qa: &ConvQuant<'_>, wa: &[i8], ba: Option<&[i32]>, b: &Conv2dParams, qb: &ConvQuant<'_>, r: &ResidualAdd, wb: &[i8], bb: Option<&[i32]>, xy: &mut [i8], ring: &mut [i8], s: &mut [u32])
+        => dsp::conv_2d::conv_block_i8_in_place(a, qa, wa, ba, b, qb, r, wb, bb, xy, ring, s);
     kiln_dsp_fully_connected_i8(p: &FullyConnectedParams, q: &FullyConnectedQuant<'_>, x: &[i8], w: &[i8], b: Option<&[i32]>, y: &mut [i8])
         => dsp::fully_connected::fully_connected_i8(p, q, x, w, b, y);
     kiln_dsp_average_pool_2d_i8(p: &Pool2dParams, a: ActivationRange, x: &[i8], y: &mut [i8])

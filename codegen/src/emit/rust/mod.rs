@@ -180,7 +180,18 @@ pub fn emit(
     let scratch = plan
         .order
         .iter()
-        .map(|n| ops::scratch_words(&kernels[n.0].0, kernel_family))
+        .map(|n| {
+            let prepared = &kernels[n.0].0;
+            match plan.reuse[n.0] {
+                Reuse::BandBlock { first } => {
+                    ops::band_block_scratch_words(&kernels[first.0].0, prepared, kernel_family)
+                }
+                reuse if in_place::is_conv(prepared, reuse) => {
+                    ops::in_place_scratch_words(prepared, kernel_family)
+                }
+                _ => ops::scratch_words(prepared, kernel_family),
+            }
+        })
         .max()
         .unwrap_or(0);
     writeln!(
@@ -279,14 +290,25 @@ pub fn emit(
                     in_place::scratch_view("ring", ty, in_place::scratch_of(plan, node_id.0))
                 )
                 .unwrap();
-                let call = in_place::band_block_call(
+                let call = ops::dsp_band_block_call(
                     &kernels[first.0].0,
                     prepared,
                     &first_names,
                     &names,
                     "y",
                     "ring",
+                    kernel_family,
                 )
+                .or_else(|| {
+                    in_place::band_block_call(
+                        &kernels[first.0].0,
+                        prepared,
+                        &first_names,
+                        &names,
+                        "y",
+                        "ring",
+                    )
+                })
                 .ok_or_else(|| EmitError::Tensor {
                     index: out.0,
                     name: graph.tensor(out).name.clone(),
@@ -314,7 +336,9 @@ pub fn emit(
                     in_place::scratch_view("ring", ty, in_place::scratch_of(plan, node_id.0))
                 )
                 .unwrap();
-                let call = in_place::conv_call(prepared, &names, "y", "ring").unwrap_or_default();
+                let call = ops::dsp_in_place_conv_call(prepared, &names, "y", kernel_family)
+                    .or_else(|| in_place::conv_call(prepared, &names, "y", "ring"))
+                    .unwrap_or_default();
                 for line in call.lines() {
                     writeln!(s, "        {line}").unwrap();
                 }

@@ -65,6 +65,136 @@ pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
     }
 }
 
+/// Words of `run`'s scratch buffer the DSP call of an in-place conv
+/// ([`dsp_in_place_conv_call`]) needs; 0 when it has none.
+pub(super) fn in_place_scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
+    match (kernels, prepared) {
+        (Kernels::Dsp, Prepared::Conv2dI8(p, _)) if in_place_1x1(p) => {
+            kiln_runtime::kernels::dsp::conv_2d::conv_2d_1x1_in_place_scratch_words(p)
+        }
+        (Kernels::Dsp, Prepared::Conv2dI8(p, _)) if in_place_conv(p) => {
+            kiln_runtime::kernels::dsp::conv_2d::conv_2d_in_place_scratch_words(p)
+        }
+        (Kernels::Dsp, Prepared::DepthwiseI8(p, _)) if in_place_depthwise_3x3(p) => {
+            kiln_runtime::kernels::dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_scratch_words(p)
+        }
+        _ => 0,
+    }
+}
+
+/// Words of `run`'s scratch buffer the DSP call of a banded block
+/// ([`dsp_band_block_call`]) needs; 0 when it has none.
+pub(super) fn band_block_scratch_words(
+    first: &Prepared,
+    second: &Prepared,
+    kernels: Kernels,
+) -> usize {
+    match (kernels, first, second) {
+        (Kernels::Dsp, Prepared::Conv2dI8(a, _), Prepared::Conv2dAddI8(b, ..)) => {
+            kiln_runtime::kernels::dsp::conv_2d::conv_block_scratch_words(a, b)
+        }
+        _ => 0,
+    }
+}
+
+/// Whether a conv can run in place through the DSP kernels: stride 1, a result of the
+/// input's shape.
+fn in_place_conv(p: &kiln_runtime::kernels::reference::conv_2d::Conv2dParams) -> bool {
+    let w = &p.window;
+    w.stride == [1, 1] && w.output == w.input && p.output_depth == p.input_depth
+}
+
+/// Whether an in-place conv takes the DSP in-place 1x1 kernel (chunks of pixels).
+fn in_place_1x1(p: &kiln_runtime::kernels::reference::conv_2d::Conv2dParams) -> bool {
+    in_place_conv(p) && p.window.filter == [1, 1] && p.window.pad == [0, 0]
+}
+
+/// Whether an in-place depthwise conv takes the DSP in-place 3x3 kernel (whole groups of
+/// four channels, stride 1, result as large as the input).
+fn in_place_depthwise_3x3(
+    p: &kiln_runtime::kernels::reference::depthwise_conv_2d::DepthwiseConv2dParams,
+) -> bool {
+    let w = &p.window;
+    p.depth_multiplier == 1
+        && depthwise_3x3(p)
+        && w.stride == [1, 1]
+        && w.output == w.input
+        && p.input_depth.is_multiple_of(4)
+}
+
+/// The DSP call of a conv the plan runs in place over its operand 0 (`y`): convs row by
+/// row (1x1 ones in chunks of pixels) and 3x3 depthwise convs, with `run`'s scratch
+/// instead of the arena ring (the ring the plan reserved stays unused). `None` keeps
+/// the in-place reference kernel.
+pub(super) fn dsp_in_place_conv_call(
+    prepared: &Prepared,
+    inputs: &[String],
+    y: &str,
+    kernels: Kernels,
+) -> Option<String> {
+    if kernels != Kernels::Dsp {
+        return None;
+    }
+    let filter = inputs.get(1)?;
+    let bias = inputs
+        .get(2)
+        .map_or("None".to_string(), |b| format!("Some({b})"));
+    Some(match prepared {
+        Prepared::Conv2dI8(p, q) if in_place_conv(p) => format!(
+            "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\n{DSP}::conv_2d::{}(&P, &Q, {filter}, {bias}, {y}, {SCRATCH});",
+            literal(p),
+            quant(q),
+            if in_place_1x1(p) {
+                "conv_2d_1x1_i8_in_place"
+            } else {
+                "conv_2d_i8_in_place"
+            }
+        ),
+        Prepared::DepthwiseI8(p, q) if in_place_depthwise_3x3(p) => format!(
+            "const P: DepthwiseConv2dParams = {};\nconst Q: ConvQuant<'static> = {};\n{DSP}::depthwise_conv_2d::depthwise_conv_2d_3x3_i8_in_place(&P, &Q, {filter}, {bias}, {y}, {SCRATCH});",
+            literal(p),
+            quant(q)
+        ),
+        _ => return None,
+    })
+}
+
+/// The DSP call of a banded residual block (see `in_place::band_block_call` for the
+/// arguments): each row of both convs through the DSP kernels, the plan's ring holding
+/// the rows of the first conv's result. `None` keeps the reference block kernel.
+pub(super) fn dsp_band_block_call(
+    first: &Prepared,
+    second: &Prepared,
+    first_inputs: &[String],
+    second_inputs: &[String],
+    y: &str,
+    ring: &str,
+    kernels: Kernels,
+) -> Option<String> {
+    let (Kernels::Dsp, Prepared::Conv2dI8(pa, qa), Prepared::Conv2dAddI8(pb, qb, r)) =
+        (kernels, first, second)
+    else {
+        return None;
+    };
+    let bias = |inputs: &[String]| {
+        inputs
+            .get(2)
+            .map_or("None".to_string(), |b| format!("Some({b})"))
+    };
+    Some(format!(
+        "const PA: Conv2dParams = {};\nconst QA: ConvQuant<'static> = {};\nconst PB: Conv2dParams = {};\nconst QB: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\n{DSP}::conv_2d::conv_block_i8_in_place(&PA, &QA, {}, {}, &PB, &QB, &R, {}, {}, {y}, {ring}, {SCRATCH});",
+        literal(pa),
+        quant(qa),
+        literal(pb),
+        quant(qb),
+        literal(r),
+        first_inputs.get(1)?,
+        bias(first_inputs),
+        second_inputs.get(1)?,
+        bias(second_inputs),
+    ))
+}
+
 /// Whether a depthwise convolution takes the DSP 3x3 kernel: a 3x3 filter without
 /// dilation, whose windows reach at most two columns past the input on either side
 /// (every window kiln builds).

@@ -176,6 +176,344 @@ pub fn conv_2d_1x1_i8_add_in_place(
     });
 }
 
+/// Pixels the in-place 1x1 conv copies to scratch at a time.
+const CHUNK_PIXELS: usize = 32;
+
+/// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
+/// ([`conv_2d_scratch_words`]) and a copy of [`CHUNK_PIXELS`] input pixels.
+pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams) -> usize {
+    conv_2d_scratch_words(p).saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
+}
+
+/// Copies `src` into the start of `dst` (as far as `dst` reaches), four bytes at a time.
+#[inline]
+fn copy_into(dst: &mut [i8], src: &[i8]) {
+    let (s4, s_tail) = src.as_chunks::<4>();
+    let (d4, _) = dst.as_chunks_mut::<4>();
+    d4.iter_mut().zip(s4).for_each(|(d, s)| *d = *s);
+    if let Some(rest) = dst.get_mut(4 * s4.len()..) {
+        rest.iter_mut().zip(s_tail).for_each(|(d, s)| *d = *s);
+    }
+}
+
+/// A 1x1 conv writing its result over its input `inout` (stride 1, as many output as
+/// input channels), in the role of
+/// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
+/// with its own scratch ([`conv_2d_1x1_in_place_scratch_words`]) instead of a ring:
+/// [`CHUNK_PIXELS`] pixels at a time are copied to scratch and convolved from there
+/// with [`conv_2d_1x1_i8`] back into their own bytes. Writes nothing unless `p` is such
+/// a conv and the lengths match.
+pub fn conv_2d_1x1_i8_in_place(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    inout: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let w = &p.window;
+    let c = p.input_depth;
+    let Some((_, len, _, _)) = conv_lens(p) else {
+        return;
+    };
+    if w.filter != [1, 1]
+        || w.stride != [1, 1]
+        || w.pad != [0, 0]
+        || w.output != w.input
+        || p.output_depth != c
+        || inout.len() != len
+    {
+        return;
+    }
+    let Some((conv_scratch, copy)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
+        return;
+    };
+    let Some(copy) = bytes_mut(copy).get_mut(..CHUNK_PIXELS * c) else {
+        return;
+    };
+    let pixels = len.checked_div(c).unwrap_or(0);
+    let mut start = 0;
+    while start < pixels {
+        let count = (pixels - start).min(CHUNK_PIXELS);
+        let chunk = Conv2dParams {
+            batches: 1,
+            window: crate::padding::Window2d {
+                input: [1, count],
+                output: [1, count],
+                ..*w
+            },
+            ..*p
+        };
+        let range = start * c..(start + count) * c;
+        let (Some(src), Some(dst)) = (inout.get(range.clone()), copy.get_mut(..count * c)) else {
+            return;
+        };
+        copy_into(dst, src);
+        if let Some(out) = inout.get_mut(range) {
+            conv_2d_1x1_i8(&chunk, q, dst, filter, bias, out, conv_scratch);
+        }
+        start += count;
+    }
+}
+
+/// Words of scratch [`conv_2d_i8_in_place`] needs for `p`: the conv's own
+/// ([`conv_2d_scratch_words`]), the input rows one output row reads, and copies of the
+/// input rows above the current one that later rows still read.
+pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams) -> usize {
+    let w = &p.window;
+    let row = w.input[1].saturating_mul(p.input_depth);
+    let span = w.filter[0]
+        .saturating_sub(1)
+        .saturating_mul(w.dilation[0])
+        .saturating_add(1);
+    let saved = w.pad[0].saturating_add(1);
+    conv_2d_scratch_words(p)
+        .saturating_add(span.saturating_add(saved).saturating_mul(row).div_ceil(4))
+}
+
+/// CONV_2D writing its result over its input `inout` (stride 1, result shape equal to
+/// the input shape), in the role of
+/// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
+/// with its own scratch ([`conv_2d_in_place_scratch_words`]) instead of a ring of
+/// pixels: row by row, the input rows an output row reads are gathered into scratch
+/// (from `inout` for rows not overwritten yet, from saved copies for the ones above),
+/// the row's own input is saved for the rows below that still read it, and the row is
+/// computed by [`conv_2d_i8`] from the gathered rows into its own bytes. Writes nothing
+/// unless `p` is such a conv and the lengths match.
+pub fn conv_2d_i8_in_place(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    inout: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let w = &p.window;
+    let Some((_, len, _, _)) = conv_lens(p) else {
+        return;
+    };
+    if w.stride != [1, 1]
+        || w.output != w.input
+        || p.output_depth != p.input_depth
+        || inout.len() != len
+    {
+        return;
+    }
+    let [h, width] = w.input;
+    let row = width * p.input_depth;
+    let span = w.filter[0].saturating_sub(1) * w.dilation[0] + 1;
+    // Rows above the current one that it or a later row reads: at most pad[0].
+    let saved_rows = w.pad[0] + 1;
+    let Some((conv_scratch, rows)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
+        return;
+    };
+    let Some((gather, saved)) = bytes_mut(rows).split_at_mut_checked(span * row) else {
+        return;
+    };
+    let Some(saved) = saved.get_mut(..saved_rows * row) else {
+        return;
+    };
+    let one_by_one = w.filter == [1, 1];
+    for n in 0..p.batches {
+        let Some(image) = inout.get_mut(n * h * row..(n + 1) * h * row) else {
+            return;
+        };
+        for oy in 0..h {
+            let Some((origin, first, last)) = rows_read(p, oy) else {
+                continue;
+            };
+            // Gather input rows first..=last: saved copies above oy, intact rows below.
+            for (i, j) in (first..=last).enumerate() {
+                let src = if j < oy {
+                    let slot = j.checked_rem(saved_rows).unwrap_or(0) * row;
+                    saved.get(slot..slot + row)
+                } else {
+                    image.get(j * row..(j + 1) * row)
+                };
+                if let (Some(src), Some(dst)) = (src, gather.get_mut(i * row..)) {
+                    copy_into(dst, src);
+                }
+            }
+            // Row oy's input, for the rows below that read it once it is overwritten.
+            let slot = oy.checked_rem(saved_rows).unwrap_or(0) * row;
+            if let (Some(src), Some(dst)) =
+                (image.get(oy * row..(oy + 1) * row), saved.get_mut(slot..))
+            {
+                copy_into(dst, src);
+            }
+            let (Some(x), Some(y)) = (
+                gather.get(..(last + 1 - first) * row),
+                image.get_mut(oy * row..(oy + 1) * row),
+            ) else {
+                continue;
+            };
+            let pr = row_conv(p, origin, first, last);
+            if one_by_one {
+                conv_2d_1x1_i8(&pr, q, x, filter, bias, y, conv_scratch);
+            } else {
+                conv_2d_i8(&pr, q, x, filter, bias, y, conv_scratch);
+            }
+        }
+    }
+}
+
+/// Words of scratch [`conv_block_i8_in_place`] needs for the block `(a, b)`: the larger
+/// conv's own ([`conv_2d_scratch_words`]) and room for the rows of `t` one output row
+/// reads, gathered from the ring.
+pub fn conv_block_scratch_words(a: &Conv2dParams, b: &Conv2dParams) -> usize {
+    let span_b = b.window.filter[0]
+        .saturating_sub(1)
+        .saturating_mul(b.window.dilation[0])
+        .saturating_add(1);
+    let rows = span_b
+        .saturating_mul(b.window.input[1])
+        .saturating_mul(b.input_depth);
+    conv_2d_scratch_words(a)
+        .max(conv_2d_scratch_words(b))
+        .saturating_add(rows.div_ceil(4))
+}
+
+/// A one-output-row slice of conv `p` over the input rows `first..=last` (all inside
+/// the image) that output row `oy` reads: the same window with the rows above `first`
+/// as padding.
+fn row_conv(p: &Conv2dParams, origin: isize, first: usize, last: usize) -> Conv2dParams {
+    let w = &p.window;
+    Conv2dParams {
+        batches: 1,
+        window: crate::padding::Window2d {
+            input: [last + 1 - first, w.input[1]],
+            pad: [(first as isize - origin) as usize, w.pad[1]],
+            output: [1, w.output[1]],
+            ..*w
+        },
+        ..*p
+    }
+}
+
+/// The input rows output row `oy` of `p` reads, clipped to the image: `(origin, first,
+/// last)`, or `None` when none lies inside.
+fn rows_read(p: &Conv2dParams, oy: usize) -> Option<(isize, usize, usize)> {
+    let w = &p.window;
+    let origin = w.origin(0, oy);
+    let span = (w.filter[0].checked_sub(1)? * w.dilation[0]) as isize;
+    let first = origin.max(0);
+    let last = (origin + span).min(w.input[0] as isize - 1);
+    (first <= last).then_some((origin, first as usize, last as usize))
+}
+
+/// The residual block `y = conv_b(conv_a(x)) + x` of
+/// [`in_place::block::conv_block_i8_in_place`] (same arguments, same ring of rows of
+/// `t = conv_a(x)`, same schedule and result), each row of `t` and of `y` computed by
+/// the DSP kernels as a one-row conv over the input rows it reads: the rows of `t` from
+/// the still intact rows of `x`, a row of `y` from the rows of `t` (copied out of the
+/// ring into `scratch`, [`conv_block_scratch_words`] words) with the residual ADD
+/// written over its row of `x`. Writes nothing unless the reference kernel's
+/// preconditions hold and `scratch` is large enough.
+///
+/// [`in_place::block::conv_block_i8_in_place`]: crate::kernels::in_place::block::conv_block_i8_in_place
+#[allow(clippy::too_many_arguments)]
+pub fn conv_block_i8_in_place(
+    a: &Conv2dParams,
+    qa: &ConvQuant<'_>,
+    filter_a: &[i8],
+    bias_a: Option<&[i32]>,
+    b: &Conv2dParams,
+    qb: &ConvQuant<'_>,
+    r: &ResidualAdd,
+    filter_b: &[i8],
+    bias_b: Option<&[i32]>,
+    inout: &mut [i8],
+    ring: &mut [i8],
+    scratch: &mut [u32],
+) {
+    use crate::kernels::in_place::block::{block_ring_len, block_ring_rows};
+    let (Some(ring_rows), Some(ring_len), Some(lens_a), Some(lens_b)) = (
+        block_ring_rows(a, b),
+        block_ring_len(a, b),
+        conv_lens(a),
+        conv_lens(b),
+    ) else {
+        return;
+    };
+    let [h, width] = a.window.input;
+    let (c, ct) = (a.input_depth, a.output_depth);
+    if inout.len() != lens_a.1
+        || ring.len() < ring_len
+        || filter_a.len() != lens_a.2
+        || filter_b.len() != lens_b.2
+        || bias_a.is_some_and(|v| v.len() != ct)
+        || bias_b.is_some_and(|v| v.len() != c)
+        || ring_rows == 0
+    {
+        return;
+    }
+    let Some((conv_scratch, rows)) =
+        scratch.split_at_mut_checked(conv_2d_scratch_words(a).max(conv_2d_scratch_words(b)))
+    else {
+        return;
+    };
+    let rows = bytes_mut(rows);
+    let (row_x, row_t) = (width * c, width * ct);
+    // Rows of t below its output row that conv_b reads (block_ring_rows checked it).
+    let below_b = (b.window.filter[0].saturating_sub(1) * b.window.dilation[0])
+        .saturating_sub(b.window.pad[0]);
+    let one_by_one = |p: &Conv2dParams| p.window.filter == [1, 1];
+    for n in 0..a.batches {
+        let Some(image) = inout.get_mut(n * h * row_x..(n + 1) * h * row_x) else {
+            return;
+        };
+        let mut next_t = 0;
+        for oy in 0..h {
+            // Every row of t up to oy + below_b, from rows of x not overwritten yet.
+            let last_t = (oy + below_b).min(h - 1);
+            while next_t <= last_t {
+                let j = next_t;
+                next_t += 1;
+                let slot = j.checked_rem(ring_rows).unwrap_or(0) * row_t;
+                let (Some((origin, first, last)), Some(t)) =
+                    (rows_read(a, j), ring.get_mut(slot..slot + row_t))
+                else {
+                    continue;
+                };
+                let Some(x) = image.get(first * row_x..(last + 1) * row_x) else {
+                    continue;
+                };
+                let pa = row_conv(a, origin, first, last);
+                if one_by_one(a) {
+                    conv_2d_1x1_i8(&pa, qa, x, filter_a, bias_a, t, conv_scratch);
+                } else {
+                    conv_2d_i8(&pa, qa, x, filter_a, bias_a, t, conv_scratch);
+                }
+            }
+            // Row oy of y: the rows of t it reads, gathered, then conv_b with the
+            // residual ADD over row oy of x.
+            let Some((origin, first, last)) = rows_read(b, oy) else {
+                continue;
+            };
+            for (i, j) in (first..=last).enumerate() {
+                let slot = j.checked_rem(ring_rows).unwrap_or(0) * row_t;
+                if let (Some(src), Some(dst)) =
+                    (ring.get(slot..slot + row_t), rows.get_mut(i * row_t..))
+                {
+                    copy_into(dst, src);
+                }
+            }
+            let (Some(t), Some(y)) = (
+                rows.get(..(last + 1 - first) * row_t),
+                image.get_mut(oy * row_x..(oy + 1) * row_x),
+            ) else {
+                continue;
+            };
+            let pb = row_conv(b, origin, first, last);
+            if one_by_one(b) {
+                conv_2d_1x1_i8_add_in_place(&pb, qb, r, t, filter_b, bias_b, y, conv_scratch);
+            } else {
+                conv_2d_i8_add_in_place(&pb, qb, r, t, filter_b, bias_b, y, conv_scratch);
+            }
+        }
+    }
+}
+
 /// The bytes of `words` (any bit pattern is a valid `i8`), to gather im2col bytes in.
 #[allow(unsafe_code)]
 fn bytes_mut(words: &mut [u32]) -> &mut [i8] {
@@ -414,7 +752,7 @@ mod tests {
     use crate::kernels::reference::add::AddParams;
     use crate::kernels::reference::conv_2d as reference;
     use crate::padding::{Padding, Window2d};
-    use crate::quant::{ChannelMultipliers, TensorQuant};
+    use crate::quant::{ChannelMultipliers, QuantizedMultiplier, TensorQuant};
     use proptest::prelude::*;
 
     /// A random conv: shapes, window, groups, quantization and data.
@@ -580,6 +918,138 @@ mod tests {
         #[test]
         fn one_by_one_conv_matches_the_reference(case in arb_case(true)) {
             case.check(true)?;
+        }
+    }
+
+    /// A conv of `cin -> cout` channels over `h x w`, stride 1, "same" padding.
+    fn same_conv(
+        n: usize,
+        [h, w]: [usize; 2],
+        cin: usize,
+        cout: usize,
+        f: [usize; 2],
+        d: [usize; 2],
+    ) -> Option<Conv2dParams> {
+        Conv2dParams::new(
+            [n, h, w, cin],
+            [cout, f[0], f[1], cin],
+            [1, 1],
+            d,
+            Padding::Same,
+        )
+        .ok()
+    }
+
+    fn quant_of<'a>(
+        case: &Case,
+        multipliers: &'a [QuantizedMultiplier],
+        per_channel: bool,
+    ) -> ConvQuant<'a> {
+        ConvQuant {
+            input_offset: case.input_offset,
+            output_offset: case.output_offset,
+            multipliers: if per_channel {
+                ChannelMultipliers::PerChannel(multipliers)
+            } else {
+                ChannelMultipliers::PerTensor(multipliers[0])
+            },
+            activation: case.activation,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn one_by_one_in_place_matches_the_reference(
+            (p, case, (m, per_channel)) in (1usize..3, 1usize..9, 1usize..12, 1usize..10)
+                .prop_map(|(n, h, w, c)| same_conv(n, [h, w], c, c, [1, 1], [1, 1]).unwrap())
+                .prop_flat_map(|p| {
+                    let c = p.output_depth;
+                    (Just(p), Case::arb(p.input_len(), p.filter_len(), c, c), arb_multipliers(c))
+                })
+        ) {
+            let q = quant_of(&case, &m, per_channel);
+            let bias = case.bias.as_deref();
+            let mut want = vec![0i8; p.output_len()];
+            reference::conv_2d_i8(&p, &q, &case.input, &case.filter, bias, &mut want);
+            let mut inout = case.input.clone();
+            let mut scratch = vec![0u32; conv_2d_1x1_in_place_scratch_words(&p)];
+            conv_2d_1x1_i8_in_place(&p, &q, &case.filter, bias, &mut inout, &mut scratch);
+            prop_assert_eq!(inout, want);
+        }
+
+        #[test]
+        fn in_place_matches_the_reference(
+            (p, case, (m, per_channel)) in (
+                (1usize..3, 1usize..8, 1usize..8, 1usize..9),
+                prop_oneof![Just([1usize, 1]), Just([3, 3]), Just([3, 1]), Just([2, 3]), Just([5, 5])],
+                1usize..3,
+            )
+                .prop_filter_map("window", |((n, h, w, c), f, d)| same_conv(n, [h, w], c, c, f, [d, d]))
+                .prop_flat_map(|p| {
+                    let c = p.output_depth;
+                    (Just(p), Case::arb(p.input_len(), p.filter_len(), c, c), arb_multipliers(c))
+                })
+        ) {
+            let q = quant_of(&case, &m, per_channel);
+            let bias = case.bias.as_deref();
+            let mut want = vec![0i8; p.output_len()];
+            reference::conv_2d_i8(&p, &q, &case.input, &case.filter, bias, &mut want);
+            let mut inout = case.input.clone();
+            let mut scratch = vec![0u32; conv_2d_in_place_scratch_words(&p)];
+            conv_2d_i8_in_place(&p, &q, &case.filter, bias, &mut inout, &mut scratch);
+            prop_assert_eq!(inout, want);
+        }
+
+        #[test]
+        fn banded_block_matches_conv_then_conv_add(
+            (a, b, x, ca, cb, (ma, pca), (mb, pcb), conv_is_first) in (
+                (1usize..3, 1usize..9, 1usize..9, 1usize..7, 1usize..7),
+                (prop_oneof![Just([1usize, 1]), Just([3, 3]), Just([3, 1]), Just([1, 3])], 1usize..3),
+                (prop_oneof![Just([1usize, 1]), Just([3, 3]), Just([2, 2])], 1usize..3),
+            )
+                .prop_filter_map("block", |((n, h, w, c, ct), (fa, da), (fb, db))| {
+                    let a = same_conv(n, [h, w], c, ct, fa, [da, 1])?;
+                    let b = same_conv(n, [h, w], ct, c, fb, [db, 1])?;
+                    crate::kernels::in_place::block::block_ring_rows(&a, &b)?;
+                    Some((a, b))
+                })
+                .prop_flat_map(|(a, b)| {
+                    let (c, ct) = (a.input_depth, a.output_depth);
+                    (
+                        Just(a),
+                        Just(b),
+                        bytes(a.input_len()),
+                        Case::arb(0, a.filter_len(), ct, 0),
+                        Case::arb(0, b.filter_len(), c, 0),
+                        arb_multipliers(ct),
+                        arb_multipliers(c),
+                        any::<bool>(),
+                    )
+                })
+        ) {
+            let (qa, qb) = (quant_of(&ca, &ma, pca), quant_of(&cb, &mb, pcb));
+            let r = ResidualAdd {
+                add: AddParams::prepare(
+                    TensorQuant::new(0.05, -3),
+                    TensorQuant::new(0.07, 11),
+                    TensorQuant::new(0.09, 2),
+                    FusedActivation::Relu,
+                )
+                .unwrap(),
+                conv_is_first,
+            };
+            let (ba, bb) = (ca.bias.as_deref(), cb.bias.as_deref());
+            let mut t = vec![0i8; a.output_len()];
+            reference::conv_2d_i8(&a, &qa, &x, &ca.filter, ba, &mut t);
+            let mut want = vec![0i8; b.output_len()];
+            reference::conv_2d_i8_add(&b, &qb, &r, &t, &cb.filter, bb, &x, &mut want);
+            let mut inout = x.clone();
+            let mut ring = vec![0i8; crate::kernels::in_place::block::block_ring_len(&a, &b).unwrap()];
+            let mut scratch = vec![0u32; conv_block_scratch_words(&a, &b)];
+            conv_block_i8_in_place(&a, &qa, &ca.filter, ba, &b, &qb, &r, &cb.filter, bb, &mut inout, &mut ring, &mut scratch);
+            prop_assert_eq!(inout, want);
         }
     }
 

@@ -11,11 +11,13 @@
 //! [`reference::depthwise_conv_2d`]: crate::kernels::reference::depthwise_conv_2d
 
 use super::requant::{apply, channel, fits, Channel, Clamp4};
-use super::simd::{smla_4ch, smlabb, smlatt, splat16, splat8, sxtb16, sxtb16_ror8, word};
+use super::simd::{
+    smla_4ch, smla_4ch_row3, smlabb, smlatt, splat16, splat8, sxtb16, sxtb16_ror8, word,
+};
 use crate::kernels::reference::conv_2d::ConvQuant;
 use crate::kernels::reference::depthwise_conv_2d::{depthwise_lens, DepthwiseConv2dParams};
 use crate::padding::Window2d;
-use crate::unchecked::{get, get4, set, set4};
+use crate::unchecked::{get, get3, get4, set, set4};
 use core::ops::Range;
 
 /// Largest `|filter * (input + input_offset)|`: 128 * 256.
@@ -259,18 +261,18 @@ pub fn depthwise_conv_2d_3x3_scratch_words(p: &DepthwiseConv2dParams) -> usize {
 }
 
 /// [`depthwise_conv_2d_i8`] specialized for 3x3 filters without dilation. For each group
-/// of four channels and each output row, the three input rows it reads are copied into
-/// `scratch` with the padding written out as the input zero point, so every output
-/// pixel takes the same nine unrolled taps; the input offset, whose share of each sum
-/// is then `offset * sum(filter)` whatever the pixel, is added to the bias up front and
-/// the taps unpack with plain `SXTB16`.
+/// of four channels, the input rows each output row reads are copied into `scratch`
+/// (three row buffers, rolled from one output row to the next so each input row is
+/// copied once for stride 1) with the padding written out as the input zero point, so
+/// every output pixel takes the same nine unrolled taps; the input offset, whose share
+/// of each sum is then `offset * sum(filter)` whatever the pixel, is added to the bias
+/// up front and the taps unpack with plain `SXTB16`.
 ///
 /// Preconditions, beyond [`depthwise_conv_2d_i8`]'s: `p.window.filter == [3, 3]`,
 /// `p.window.dilation == [1, 1]`, every output's window starting at most two columns
 /// left of the input and ending at most two right of it (any window `Window2d` builds),
 /// and `scratch` holding [`depthwise_conv_2d_3x3_scratch_words`] words. Otherwise
 /// nothing is written.
-#[allow(unsafe_code)]
 pub fn depthwise_conv_2d_3x3_i8(
     p: &DepthwiseConv2dParams,
     q: &ConvQuant<'_>,
@@ -280,13 +282,52 @@ pub fn depthwise_conv_2d_3x3_i8(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    let Some(depth) = check(p, q, input, filter, bias, output) else {
+    depthwise_3x3(p, q, Some(input), filter, bias, output, scratch);
+}
+
+/// [`depthwise_conv_2d_3x3_i8`] writing its result over its input `inout`, in the role
+/// of [`in_place::depthwise_conv_2d::depthwise_conv_2d_i8_in_place`] (with this
+/// kernel's scratch instead of a ring): an input row is overwritten only after the
+/// rolling row buffers hold it. Writes nothing unless, beyond the preconditions of
+/// [`depthwise_conv_2d_3x3_i8`], the stride is 1, the result has the input's size and
+/// the channel count is a multiple of 4.
+///
+/// [`in_place::depthwise_conv_2d::depthwise_conv_2d_i8_in_place`]: crate::kernels::in_place::depthwise_conv_2d::depthwise_conv_2d_i8_in_place
+pub fn depthwise_conv_2d_3x3_i8_in_place(
+    p: &DepthwiseConv2dParams,
+    q: &ConvQuant<'_>,
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    inout: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let w = &p.window;
+    if w.stride != [1, 1] || w.output != w.input || !p.input_depth.is_multiple_of(4) {
+        return;
+    }
+    depthwise_3x3(p, q, None, filter, bias, inout, scratch);
+}
+
+/// The 3x3 kernel, reading `input` or, when it is `None`, `output` itself (then the
+/// caller guarantees stride 1, a same-size result and whole channel groups, so every
+/// input row is copied into the row buffers before its channels are overwritten).
+#[allow(unsafe_code)]
+fn depthwise_3x3(
+    p: &DepthwiseConv2dParams,
+    q: &ConvQuant<'_>,
+    input: Option<&[i8]>,
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    output: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let Some(depth) = check(p, q, input.unwrap_or(output), filter, bias, output) else {
         return;
     };
     let w: &Window2d = &p.window;
     let [in_h, in_w] = w.input;
     let [out_h, out_w] = w.output;
-    // Staged row `r` holds input columns -2..in_w + 2 of input row y0 + r.
+    // Row buffer `r` holds input columns -2..in_w + 2 of input row y0 + r.
     let width = in_w + 4;
     let first = w.origin(1, 0);
     let last = w.origin(1, out_w.saturating_sub(1));
@@ -331,9 +372,32 @@ pub fn depthwise_conv_2d_3x3_i8(
                     smlatt(offset2, fo, start[3]),
                 ];
             }
+            let taps3 = taps.as_chunks::<3>().0;
+            // The input row the first buffer holds, once rows are staged.
+            let mut staged: Option<isize> = None;
             for oy in 0..out_h {
                 let y0 = w.origin(0, oy);
-                for (r, row) in rows.iter_mut().enumerate() {
+                // Buffers still holding rows this output row reads move up; the rest
+                // are copied from the input.
+                let kept = match staged {
+                    Some(s) if y0 > s && y0 - s < 3 => 3 - (y0 - s) as usize,
+                    _ => 0,
+                };
+                // rotate_left(3 - kept), by swaps (no length assertion to prove).
+                match kept {
+                    1 => {
+                        rows.swap(0, 2);
+                        rows.swap(1, 2);
+                    }
+                    2 => {
+                        rows.swap(0, 1);
+                        rows.swap(1, 2);
+                    }
+                    _ => {}
+                }
+                staged = Some(y0);
+                let src: &[i8] = input.unwrap_or(output);
+                for (r, row) in rows.iter_mut().enumerate().skip(kept) {
                     let iy = y0.wrapping_add(r as isize);
                     row.fill(pad);
                     if iy < 0 || iy as usize >= in_h {
@@ -342,8 +406,8 @@ pub fn depthwise_conv_2d_3x3_i8(
                     let base = (n * in_h + iy as usize) * in_w * depth + c;
                     for (ix, slot) in row.iter_mut().skip(2).take(in_w).enumerate() {
                         // SAFETY: iy < in_h, ix < in_w and c + 4 <= depth bound the index
-                        // + 4 by batches*in_h*in_w*depth == input.len().
-                        *slot = word(unsafe { get4(input, base + ix * depth) });
+                        // + 4 by batches*in_h*in_w*depth == src.len() (check).
+                        *slot = word(unsafe { get4(src, base + ix * depth) });
                     }
                 }
                 let [r0, r1, r2] = &rows;
@@ -352,12 +416,10 @@ pub fn depthwise_conv_2d_3x3_i8(
                     // 0 <= x0 + 2 and x0 + 2 + 2 < in_w + 4 == width (checked above).
                     let at = (w.origin(1, ox) + 2) as usize;
                     let mut acc = start;
-                    for (row, taps) in [r0, r1, r2].into_iter().zip(taps.chunks_exact(3)) {
-                        for (fx, tap) in taps.iter().enumerate() {
-                            // SAFETY: at + fx < width == row.len() (see above).
-                            let x = unsafe { get(row, at + fx) };
-                            acc = smla_4ch::<false>(x, 0, *tap, acc);
-                        }
+                    for (row, taps) in [r0, r1, r2].into_iter().zip(taps3) {
+                        // SAFETY: at + 3 <= width == row.len() (see above).
+                        let x = unsafe { get3(row, at) };
+                        acc = smla_4ch_row3(x, taps, acc);
                     }
                     let out = ((n * out_h + oy) * out_w + ox) * depth + c;
                     // SAFETY: out + 4 <= batches*out_h*out_w*depth == output.len().
@@ -366,7 +428,9 @@ pub fn depthwise_conv_2d_3x3_i8(
             }
         }
     }
-    remaining_channels(p, q, input, filter, bias, output, depth, 4 * groups);
+    if let Some(input) = input {
+        remaining_channels(p, q, input, filter, bias, output, depth, 4 * groups);
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +511,19 @@ mod tests {
         reference::depthwise_conv_2d_i8(p, &q, &case.input, &case.filter, bias, &mut want);
         if k3 {
             let mut scratch = vec![0u32; depthwise_conv_2d_3x3_scratch_words(p)];
+            let w = &p.window;
+            if w.stride == [1, 1] && w.output == w.input && p.input_depth.is_multiple_of(4) {
+                let mut inout = case.input.clone();
+                depthwise_conv_2d_3x3_i8_in_place(
+                    p,
+                    &q,
+                    &case.filter,
+                    bias,
+                    &mut inout,
+                    &mut scratch,
+                );
+                prop_assert_eq!(&inout, &want, "in place");
+            }
             depthwise_conv_2d_3x3_i8(
                 p,
                 &q,
@@ -469,6 +546,21 @@ mod tests {
         #[test]
         fn matches_the_reference(case in arb_case(false)) {
             check(&case, false)?;
+        }
+
+        #[test]
+        fn three_by_three_in_place_matches_the_reference(
+            (p, case, m) in (1usize..3, 1usize..9, 1usize..9, 1usize..4)
+                .prop_map(|(n, h, w, g)| {
+                    DepthwiseConv2dParams::new([n, h, w, 4 * g], [1, 3, 3, 4 * g], 1, [1, 1], [1, 1], Padding::Same)
+                        .unwrap()
+                })
+                .prop_flat_map(|p| {
+                    let c = p.output_depth();
+                    (Just(p), Case::arb(p.input_len(), p.filter_len(), c, 0), arb_multipliers(c))
+                })
+        ) {
+            check(&(p, case, m), true)?;
         }
 
         #[test]

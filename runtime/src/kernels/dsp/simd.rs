@@ -351,6 +351,69 @@ pub fn smla_4ch<const OFFSET: bool>(x: u32, offset2: u32, f: [u32; 2], acc: [i32
     }
 }
 
+/// Three depthwise taps of four channels along one input row (a 3-wide filter row):
+/// [`smla_4ch`] without offset for `x[t]` and `f[t]`, `t = 0, 1, 2`.
+///
+/// One `asm!` block on DSP targets that also loads the three input words and the three
+/// unpacked filter pairs with immediate offsets (`LDR`, `LDRD`): 24 instructions for 12
+/// MACs, where separate taps leave the compiler to spill and reload the filter pairs
+/// one word at a time.
+#[inline(always)]
+pub fn smla_4ch_row3(x: &[u32; 3], f: &[[u32; 2]; 3], acc: [i32; 4]) -> [i32; 4] {
+    #[cfg(kiln_dsp)]
+    {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: reads the 12 bytes of `x` and the 24 bytes of `f` (both 4-aligned, as
+        // LDRD needs); writes only registers.
+        unsafe {
+            asm!(
+                "ldr {x}, [{xp}]",
+                "ldrd {fe}, {fo}, [{fp}]",
+                "sxtb16 {xe}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlabb {a0}, {xe}, {fe}, {a0}",
+                "smlatt {a2}, {xe}, {fe}, {a2}",
+                "smlabb {a1}, {x}, {fo}, {a1}",
+                "smlatt {a3}, {x}, {fo}, {a3}",
+                "ldr {x}, [{xp}, #4]",
+                "ldrd {fe}, {fo}, [{fp}, #8]",
+                "sxtb16 {xe}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlabb {a0}, {xe}, {fe}, {a0}",
+                "smlatt {a2}, {xe}, {fe}, {a2}",
+                "smlabb {a1}, {x}, {fo}, {a1}",
+                "smlatt {a3}, {x}, {fo}, {a3}",
+                "ldr {x}, [{xp}, #8]",
+                "ldrd {fe}, {fo}, [{fp}, #16]",
+                "sxtb16 {xe}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlabb {a0}, {xe}, {fe}, {a0}",
+                "smlatt {a2}, {xe}, {fe}, {a2}",
+                "smlabb {a1}, {x}, {fo}, {a1}",
+                "smlatt {a3}, {x}, {fo}, {a3}",
+                xp = in(reg) x.as_ptr(),
+                fp = in(reg) f.as_ptr(),
+                x = out(reg) _,
+                xe = out(reg) _,
+                fe = out(reg) _,
+                fo = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                options(pure, readonly, nostack),
+            );
+        }
+        [a0, a1, a2, a3]
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        x.iter()
+            .zip(f)
+            .fold(acc, |acc, (&x, &f)| smla_4ch::<false>(x, 0, f, acc))
+    }
+}
+
 /// One step of a four-column matrix multiply (the DSP conv's inner loop): filter word
 /// `w` (four int8 values) unpacked with `SXTB16`/`SXTB16 ROR #8` into `[w0, w2]` and
 /// `[w1, w3]`, `x` holding the even-lane words of columns 0..4 then their odd-lane
@@ -530,6 +593,12 @@ mod tests {
         ) {
             let steps = x.iter().zip(&w).fold(acc, |acc, (x, w)| smlad_4x1(x, w, acc));
             prop_assert_eq!(smlad_4x1_run(&x, &w, acc), steps);
+        }
+
+        #[test]
+        fn depthwise_row_is_three_taps(x: [u32; 3], f: [[u32; 2]; 3], acc: [i32; 4]) {
+            let taps = (0..3).fold(acc, |acc, t| smla_4ch::<false>(x[t], 0, f[t], acc));
+            prop_assert_eq!(smla_4ch_row3(&x, &f, acc), taps);
         }
 
         #[test]
