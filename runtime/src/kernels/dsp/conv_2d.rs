@@ -177,7 +177,7 @@ pub fn conv_2d_1x1_i8_add_in_place(
 }
 
 /// Pixels the in-place 1x1 conv copies to scratch at a time.
-const CHUNK_PIXELS: usize = 32;
+const CHUNK_PIXELS: usize = 64;
 
 /// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
 /// ([`conv_2d_scratch_words`]) and a copy of [`CHUNK_PIXELS`] input pixels.
@@ -619,8 +619,19 @@ fn fill_column<const ONE_BY_ONE: bool>(
     // Any other channel count: gather bytes, then pack.
     let pad = offset.wrapping_neg() as i8;
     let mut at = 0;
+    let row_len = f_w * fin;
     for fy in 0..f_h {
         let iy = y0.wrapping_add((fy * dy) as isize);
+        // A filter row wholly inside the input: one copy of its contiguous bytes.
+        if contiguous && lo == 0 && hi == f_w {
+            if let (Some(dst), Some(src)) =
+                (stage.get_mut(at..at + row_len), pixels(iy, x0, row_len))
+            {
+                copy_into(dst, src);
+                at += row_len;
+                continue;
+            }
+        }
         for fx in 0..f_w {
             let ix = x0.wrapping_add((fx * dx) as isize);
             let Some(tap) = stage.get_mut(at..at + fin) else {

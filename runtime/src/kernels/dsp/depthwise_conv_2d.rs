@@ -10,7 +10,7 @@
 //!
 //! [`reference::depthwise_conv_2d`]: crate::kernels::reference::depthwise_conv_2d
 
-use super::requant::{apply, channel, fits, Channel, Clamp4};
+use super::requant::{apply, channel, fits, Channels4, Clamp4};
 use super::simd::{
     smla_4ch, smla_4ch_row3, smlabb, smlatt, splat16, splat8, sxtb16, sxtb16_ror8, word,
 };
@@ -82,7 +82,7 @@ fn check(
 /// Four channels `c..c + 4` prepared for requantization: their [`Channel`]s, whether
 /// all of them take the fast path, and their biases (where sums start).
 struct Group {
-    channels: [Channel; 4],
+    channels: Channels4,
     fast: bool,
     bias: [i32; 4],
 }
@@ -101,7 +101,7 @@ impl Group {
         let prepared = [one(c), one(c + 1), one(c + 2), one(c + 3)];
         let channels = prepared.map(|(ch, _)| ch);
         Self {
-            channels,
+            channels: Channels4::new(&channels),
             fast: prepared.iter().all(|(_, fits)| *fits),
             bias: channels.map(|ch| ch[0] as i32),
         }
@@ -111,14 +111,8 @@ impl Group {
     #[inline(always)]
     fn finish(&self, q: &ConvQuant<'_>, clamp: &Clamp4, c: usize, acc: [i32; 4]) -> [i8; 4] {
         let [a0, a1, a2, a3] = acc;
-        let [ch0, ch1, ch2, ch3] = &self.channels;
         let values = if self.fast {
-            [
-                apply(ch0, a0),
-                apply(ch1, a1),
-                apply(ch2, a2),
-                apply(ch3, a3),
-            ]
+            self.channels.apply(acc)
         } else {
             let slow =
                 |a: i32, c: usize| q.multipliers.get(c).apply(a).wrapping_add(q.output_offset);

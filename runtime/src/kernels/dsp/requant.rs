@@ -18,7 +18,7 @@
 //! use the reference arithmetic ([`QuantizedMultiplier::apply`]) otherwise, so they are
 //! exact for every input.
 
-use super::simd::{max8, min8, pack_sat8, smmulr, splat8};
+use super::simd::{max8, min8, pack_sat8, requant4, smmulr, splat8};
 use crate::activation::ActivationRange;
 use crate::quant::{ChannelMultipliers, QuantizedMultiplier};
 
@@ -83,6 +83,24 @@ pub(crate) fn apply(ch: &Channel, acc: i32) -> i32 {
     let x = smmulr(acc.wrapping_mul(scale as i32), multiplier as i32);
     let negative = (x as u32 >> 31) as i32;
     ((x << 1).wrapping_add(rounding as i32) - negative) >> (right1 & 31)
+}
+
+/// Four channels' [`Channel`]s without their biases, `[multiplier, scale, right + 1,
+/// rounding]` each: what [`requant4`] applies to a pixel's four channels at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Channels4([[u32; 4]; 4]);
+
+impl Channels4 {
+    /// The four channels `chs`.
+    pub(crate) fn new(chs: &[Channel; 4]) -> Self {
+        Self(chs.map(|[_, m, scale, right1, rounding]| [m, scale, right1, rounding]))
+    }
+
+    /// [`apply`] of each channel to its sum.
+    #[inline(always)]
+    pub(crate) fn apply(&self, acc: [i32; 4]) -> [i32; 4] {
+        requant4(acc, &self.0)
+    }
 }
 
 /// Fills `table` (one [`Channel`] per output channel) and says whether every channel
@@ -208,6 +226,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn four_channels_at_once(m: [i32; 4], shifts in proptest::array::uniform4(-20i32..=2), raw: [i32; 4], offset in -128i32..=128) {
+            let chs: [Channel; 4] = core::array::from_fn(|i| channel(0, qm(m[i], shifts[i]), offset));
+            let acc: [i32; 4] = core::array::from_fn(|i| raw[i] >> 8);
+            let want: [i32; 4] = core::array::from_fn(|i| apply(&chs[i], acc[i]));
+            prop_assert_eq!(Channels4::new(&chs).apply(acc), want);
+        }
+
         #[test]
         fn clamp4_is_clamp_i8(values: [i32; 4], a in -300i32..300, b in -300i32..300, small: [i8; 4]) {
             for range in [

@@ -351,6 +351,77 @@ pub fn smla_4ch<const OFFSET: bool>(x: u32, offset2: u32, f: [u32; 2], acc: [i32
     }
 }
 
+/// The fast requantization of four sums at once (see `requant`), channel `i` with the
+/// words `params[i] = [multiplier, scale, right + 1, rounding]`:
+/// `((2x + rounding + (x >> 31)) >> (right + 1))` with `x = SMMULR(acc[i] * scale,
+/// multiplier)`, the final shift taken like ARM's `ASR` by register (amounts of 32 and
+/// more fill with the sign).
+///
+/// One `asm!` block on DSP targets, each channel's four words in with one `LDM`: six
+/// instructions per channel.
+#[inline(always)]
+pub fn requant4(acc: [i32; 4], params: &[[u32; 4]; 4]) -> [i32; 4] {
+    #[cfg(kiln_dsp)]
+    {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: reads the 64 bytes of `params` (4-aligned, as LDM needs); writes only
+        // registers.
+        unsafe {
+            asm!(
+                "ldm {p}!, {{r0, r1, r2, r3}}",
+                "mul {a0}, {a0}, r1",
+                "smmulr {a0}, {a0}, r0",
+                "add r3, r3, {a0}, lsl #1",
+                "add r3, r3, {a0}, asr #31",
+                "asr {a0}, r3, r2",
+                "ldm {p}!, {{r0, r1, r2, r3}}",
+                "mul {a1}, {a1}, r1",
+                "smmulr {a1}, {a1}, r0",
+                "add r3, r3, {a1}, lsl #1",
+                "add r3, r3, {a1}, asr #31",
+                "asr {a1}, r3, r2",
+                "ldm {p}!, {{r0, r1, r2, r3}}",
+                "mul {a2}, {a2}, r1",
+                "smmulr {a2}, {a2}, r0",
+                "add r3, r3, {a2}, lsl #1",
+                "add r3, r3, {a2}, asr #31",
+                "asr {a2}, r3, r2",
+                "ldm {p}!, {{r0, r1, r2, r3}}",
+                "mul {a3}, {a3}, r1",
+                "smmulr {a3}, {a3}, r0",
+                "add r3, r3, {a3}, lsl #1",
+                "add r3, r3, {a3}, asr #31",
+                "asr {a3}, r3, r2",
+                p = inout(reg) params.as_ptr() => _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        [a0, a1, a2, a3]
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        let one = |a: i32, [m, scale, right1, rounding]: [u32; 4]| {
+            let x = smmulr(a.wrapping_mul(scale as i32), m as i32);
+            let t = (rounding as i32)
+                .wrapping_add(x.wrapping_shl(1))
+                .wrapping_add(x >> 31);
+            // ASR by register: the low byte of the amount, 32 and more fill with the sign.
+            t >> (right1 & 0xFF).min(31)
+        };
+        let [a0, a1, a2, a3] = acc;
+        let [p0, p1, p2, p3] = *params;
+        [one(a0, p0), one(a1, p1), one(a2, p2), one(a3, p3)]
+    }
+}
+
 /// Three depthwise taps of four channels along one input row (a 3-wide filter row):
 /// [`smla_4ch`] without offset for `x[t]` and `f[t]`, `t = 0, 1, 2`.
 ///
@@ -593,6 +664,17 @@ mod tests {
         ) {
             let steps = x.iter().zip(&w).fold(acc, |acc, (x, w)| smlad_4x1(x, w, acc));
             prop_assert_eq!(smlad_4x1_run(&x, &w, acc), steps);
+        }
+
+        #[test]
+        fn four_requantizations(acc: [i32; 4], params: [[u32; 4]; 4]) {
+            let want: [i32; 4] = core::array::from_fn(|i| {
+                let [m, scale, right1, rounding] = params[i];
+                let x = ((i64::from(acc[i].wrapping_mul(scale as i32)) * i64::from(m as i32) + (1 << 31)) >> 32) as i32;
+                let t = (rounding as i32).wrapping_add(x.wrapping_mul(2)).wrapping_add(if x < 0 { -1 } else { 0 });
+                (i64::from(t) >> (right1 & 0xFF).min(63)) as i32
+            });
+            prop_assert_eq!(requant4(acc, &params), want);
         }
 
         #[test]
