@@ -31,6 +31,26 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+impl Default for TrainConfig {
+    /// One epoch of Adam at 1e-3, batch 32, constant rate, seed 1; set the fields you
+    /// need and take the rest with `..TrainConfig::default()`.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 1,
+            batch: 32,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            schedule: Schedule::Constant,
+            seed: 1,
+        }
+    }
+}
+
 /// Progress after one step, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
