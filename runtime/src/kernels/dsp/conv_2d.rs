@@ -13,28 +13,40 @@
 //! [`reference::conv_2d`]: crate::kernels::reference::conv_2d
 
 use super::add::FastAdd;
-use super::gemm::{
-    columns_words, pack_column, pack_groups, pack_groups4, zero_groups, Columns, COLUMNS,
-};
+use super::gemm::{columns_words, pack_column, pack_groups, pack_groups4, zero_groups, COLUMNS};
 use super::requant::{prepare_channels, Channel, Clamp4, CHANNEL_WORDS};
-use super::simd::{conv_block4, requant_store4, splat16};
+use super::simd::{conv_block4, smlad_4x1, splat16};
 use crate::kernels::reference::conv_2d::{conv_lens, Conv2dParams, ConvQuant, ResidualAdd};
 
 /// Largest `|filter * (input + input_offset)|`: 128 * 256.
 pub(crate) const PRODUCT: u32 = 128 * 256;
 
 /// Words of scratch the DSP conv kernels need for `p`: four packed columns of
-/// `k = filter_h * filter_w * filter_input_depth` values, `k` bytes to gather a column
-/// in, and the prepared requantization of every output channel (saturating on absurd
-/// shapes).
+/// `kp` values (`k = filter_h * filter_w * filter_input_depth` rounded up to a multiple
+/// of 8, [`padded`]), `kp` bytes to gather a column in, the prepared requantization of
+/// every output channel and, when `kp > k`, a copy of the filter with each row
+/// zero-padded to `kp` (saturating on absurd shapes).
 pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
     let k = p.window.filter[0]
         .saturating_mul(p.window.filter[1])
         .saturating_mul(p.filter_input_depth);
-    let k = k.min(usize::MAX / 16);
-    columns_words(k)
-        .saturating_add(k.div_ceil(4))
+    let kp = padded(k.min(usize::MAX / 16));
+    let copy = if kp == k {
+        0
+    } else {
+        p.output_depth.saturating_mul(kp / 4)
+    };
+    columns_words(kp)
+        .saturating_add(kp / 4)
         .saturating_add(p.output_depth.saturating_mul(CHANNEL_WORDS))
+        .saturating_add(copy)
+}
+
+/// `k` rounded up to a multiple of 8: the filter length the dot products run over, so
+/// that every block takes [`conv_block4`]'s two-group loop (the padding's filter values
+/// are zero, its column values anything).
+const fn padded(k: usize) -> usize {
+    k.div_ceil(8) * 8
 }
 
 /// int8 CONV_2D: [`reference::conv_2d::conv_2d_i8`]'s result for any filter size.
@@ -651,7 +663,9 @@ fn bytes_mut(words: &mut [u32]) -> &mut [i8] {
 /// filter group `group`: every tap's `filter_input_depth` channels plus the input
 /// offset, zeros for padded taps. With whole groups of four channels per tap the words
 /// are packed straight from the input; otherwise the column is first gathered as bytes
-/// into `stage` (`k` bytes, padded taps holding the zero point `-offset`).
+/// into `stage` (padded taps holding the zero point `-offset`) and its `kp` bytes packed
+/// (the `kp - k` after the column's own meet zero filter values). Groups past `k` are
+/// left as they are, for the same reason.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn fill_column(
@@ -659,7 +673,7 @@ fn fill_column(
     stage: &mut [i8],
     which: usize,
     p: &Conv2dParams,
-    k: usize,
+    kp: usize,
     offset: i32,
     input: &[i8],
     n: usize,
@@ -754,7 +768,7 @@ fn fill_column(
             }
         }
     }
-    pack_column(cols, which, k, stage, offset);
+    pack_column(cols, which, kp, stage, offset);
 }
 
 /// Fills columns `0..count` with the im2col columns of `count` consecutive output pixels
@@ -765,7 +779,7 @@ fn fill_columns(
     cols: &mut [u32],
     stage: &mut [i8],
     p: &Conv2dParams,
-    (k, offset): (usize, i32),
+    (kp, offset): (usize, i32),
     input: &[i8],
     n: usize,
     (mut oy, mut ox): (usize, usize),
@@ -799,7 +813,7 @@ fn fill_columns(
         return (oy, ox);
     }
     for which in 0..count.min(COLUMNS) {
-        fill_column(cols, stage, which, p, k, offset, input, n, (oy, ox), group);
+        fill_column(cols, stage, which, p, kp, offset, input, n, (oy, ox), group);
         ox += 1;
         if ox == out_w {
             (oy, ox) = (oy + 1, 0);
@@ -823,55 +837,64 @@ fn slow_output(q: &ConvQuant<'_>, oc: usize, acc: i32) -> i8 {
 }
 
 /// The results of a block of `count` (1..=4) pixels for the output channels `chs`
-/// (filter rows `rows`, `k` values each; channel `j` is the conv's channel `first + j`
-/// of `q`): channel `j` of pixel `which` goes to `out[which * stride + j]`. `bounds` is
-/// the bytewise clamp when the channels take the fast requantization, `None` for the
-/// reference one. Out of line, over plain slices, so its loops get the registers to
-/// themselves; a partial block (the last of a row) runs the same dot products and
-/// stores only its `count` pixels.
+/// (filter rows `rows`, `k = 8 * pairs` values each; channel `j` is the conv's channel
+/// `first + j` of `q`): channel `j` of pixel `which` goes to `out[which * stride + j]`.
+/// `bounds` is the bytewise clamp when the channels take the fast requantization, `None`
+/// for the reference one. Out of line, over plain slices, so its loops get the
+/// registers to themselves; a partial block (the last of a row) runs the same dot
+/// products and stores only its `count` pixels.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn block_channels(
     cols: &[u32],
     rows: &[i8],
     chs: &[Channel],
-    k: usize,
+    pairs: usize,
     bounds: Option<(u32, u32)>,
     (q, first): (&ConvQuant<'_>, usize),
     out: &mut [i8],
     (stride, count): (usize, usize),
 ) {
+    let k = pairs.wrapping_mul(8);
     if k == 0 || stride < chs.len() {
         return;
     }
     let full = count >= COLUMNS;
-    if let (true, true, Some(bounds)) = (k.is_multiple_of(8), full, bounds) {
-        // The whole channel loop in one block.
-        let groups = cols.as_chunks::<8>().0;
-        let groups = groups.get(..k / 4).unwrap_or(groups);
-        conv_block4(groups, rows.as_chunks::<4>().0, chs, bounds, out, stride);
-        return;
-    }
-    // Other filter lengths, partial blocks and the reference requantization: channel by
-    // channel, through a four-byte buffer whose first `count` pixels are copied out
-    // unless the block is full and fast.
-    let cols = Columns::new(cols, k);
-    for (j, ch) in chs.iter().enumerate() {
-        let Some(f) = rows.get(j * k..(j + 1) * k) else {
-            break;
-        };
-        let acc = cols.dot(f, ch[0] as i32);
-        let mut v = [0i8; COLUMNS];
-        let Some(bounds) = bounds else {
-            v = acc.map(|a| slow_output(q, first + j, a));
+    let groups = cols.as_chunks::<8>().0;
+    let groups = groups.get(..k / 4).unwrap_or(groups);
+    let words = rows.as_chunks::<4>().0;
+    let g = k / 4;
+    let Some(bounds) = bounds else {
+        // The reference requantization (cold: no shipped model needs it).
+        for (j, ch) in chs.iter().enumerate() {
+            let Some(f) = words.get(j * g..(j + 1) * g) else {
+                break;
+            };
+            let init = [ch[0] as i32; 4];
+            let acc = groups
+                .iter()
+                .zip(f)
+                .fold(init, |acc, (x, w)| smlad_4x1(x, w, acc));
+            let v = acc.map(|a| slow_output(q, first + j, a));
             store_count(out, &v, j, stride, count);
-            continue;
+        }
+        return;
+    };
+    // A full block: the whole channel loop in one [`conv_block4`]. A partial one (the
+    // last of a row): channel by channel into a four-byte buffer, whose first `count`
+    // pixels are copied out. One call site, so one copy of the block.
+    let calls = if full { 1 } else { chs.len() };
+    for j in 0..calls {
+        let mut v = [0i8; COLUMNS];
+        let (c, f, o, s) = if full {
+            (chs, words, &mut *out, stride)
+        } else {
+            let (Some(c), Some(f)) = (chs.get(j..=j), words.get(j * g..)) else {
+                break;
+            };
+            (c, f, &mut v[..], 1)
         };
-        let (dst, s) = match out.get_mut(j..) {
-            Some(o) if full => (o, stride),
-            _ => (&mut v[..], 1),
-        };
-        requant_store4(acc, ch, bounds, dst, s);
+        conv_block4(groups, f, c, bounds, o, s);
         if !full {
             store_count(out, &v, j, stride, count);
         }
@@ -923,16 +946,37 @@ fn conv(
     ) else {
         return None;
     };
-    let (cols, rest) = scratch.split_at_mut_checked(columns_words(k))?;
-    let (stage, table) = rest.split_at_mut_checked(k.div_ceil(4))?;
+    let kp = padded(k);
+    let (cols, rest) = scratch.split_at_mut_checked(columns_words(kp))?;
+    let (stage, rest) = rest.split_at_mut_checked(kp / 4)?;
     let stage = bytes_mut(stage);
-    let stage = stage.get_mut(..k).unwrap_or(&mut []);
-    let table = table.as_chunks_mut::<CHANNEL_WORDS>().0.get_mut(..out_c)?;
+    let (table, copy) = rest.split_at_mut_checked(out_c * CHANNEL_WORDS)?;
+    let table = table.as_chunks_mut::<CHANNEL_WORDS>().0;
+    // The filter rows the blocks read: the filter itself, or its copy with each row
+    // zero-padded to `kp` values.
+    let copy = bytes_mut(copy).get_mut(..if kp == k { 0 } else { out_c * kp })?;
     let offset = q.output_offset;
     let fast = match prepared {
         Some(fast) => fast,
-        None => prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT),
+        None => {
+            if kp != k {
+                for oc in 0..out_c {
+                    let (Some(dst), Some(src)) = (
+                        copy.get_mut(oc * kp..(oc + 1) * kp),
+                        filter.get(oc * k..(oc + 1) * k),
+                    ) else {
+                        break;
+                    };
+                    if let Some((head, tail)) = dst.split_at_mut_checked(k) {
+                        copy_into(head, src);
+                        tail.fill(0);
+                    }
+                }
+            }
+            prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT)
+        }
     };
+    let filter: &[i8] = if kp == k { filter } else { copy };
     let table: &[Channel] = table;
     let act = q.activation;
     let bounds = Clamp4::new(act).bytewise();
@@ -949,7 +993,7 @@ fn conv(
                     cols,
                     stage,
                     p,
-                    (k, q.input_offset),
+                    (kp, q.input_offset),
                     input,
                     n,
                     (oy, ox),
@@ -959,7 +1003,7 @@ fn conv(
                 let base = (n * pixels + pix) * out_c;
                 let channels = group * per_group..(group + 1) * per_group;
                 let (Some(rows), Some(chs)) = (
-                    filter.get(channels.start * k..channels.end * k),
+                    filter.get(channels.start * kp..channels.end * kp),
                     table.get(channels.clone()),
                 ) else {
                     break;
@@ -967,7 +1011,17 @@ fn conv(
                 if let Some(out) = output.get_mut(base + channels.start..) {
                     let bounds = bounds.filter(|_| fast);
                     let (q, first) = (q, channels.start);
-                    block_channels(cols, rows, chs, k, bounds, (q, first), out, (out_c, count));
+                    let pairs = kp / 8;
+                    block_channels(
+                        cols,
+                        rows,
+                        chs,
+                        pairs,
+                        bounds,
+                        (q, first),
+                        out,
+                        (out_c, count),
+                    );
                 }
                 pix += count;
             }

@@ -10,7 +10,7 @@
 //! c1 odd, c2 odd, c3 odd]` and tail value `t` the four words `[c0, c1, c2, c3]`, so one
 //! pointer walks all four and each half-group loads with one `LDM`.
 
-use super::simd::{pack16, smlad_4x1_run, sxtab16, sxtab16_ror8, word};
+use super::simd::{pack16, sxtab16, sxtab16_ror8, word};
 
 /// Columns processed together.
 pub(crate) const COLUMNS: usize = 4;
@@ -104,46 +104,22 @@ pub(crate) fn pack_column(cols: &mut [u32], which: usize, k: usize, src: &[i8], 
     }
 }
 
-/// Four interleaved columns of `k` values, split once into their whole groups and their
-/// tail so that each filter row's dot products ([`Columns::dot`]) start straight away.
-pub(crate) struct Columns<'a> {
-    groups: &'a [[u32; 8]],
-    tail: &'a [[u32; 4]],
-}
-
-impl<'a> Columns<'a> {
-    /// The columns in `cols` ([`columns_words`]`(k)` words; missing words count as
-    /// absent groups).
-    #[inline(always)]
-    pub(crate) fn new(cols: &'a [u32], k: usize) -> Self {
-        let (main, tail) = cols.split_at(cols.len().min(k / 4 * 8));
-        Self {
-            groups: main.as_chunks::<8>().0,
-            tail: tail.as_chunks::<4>().0,
-        }
-    }
-
-    /// `init` plus the dot products of the four columns with filter row `f` (`k` int8
-    /// values), wrapping like the reference's `i32` sums.
-    #[inline(always)]
-    pub(crate) fn dot(&self, f: &[i8], init: i32) -> [i32; 4] {
-        let (fm, ft) = f.as_chunks::<4>();
-        let mut acc = smlad_4x1_run(self.groups, fm, [init; 4]);
-        for (x, &w) in self.tail.iter().zip(ft) {
-            for (a, &v) in acc.iter_mut().zip(x) {
-                *a = a.wrapping_add((v as i32).wrapping_mul(i32::from(w)));
-            }
-        }
-        acc
-    }
-}
-
 /// `init` plus the dot products of the four interleaved columns `cols`
 /// ([`columns_words`]`(k)` words) with filter row `f` (`k` int8 values), wrapping like
-/// the reference's `i32` sums (the tests' entry to [`Columns::dot`]).
+/// the reference's `i32` sums: the groups through [`smlad_4x1_run`], then the tail
+/// values. The conv kernel pads `k` to a multiple of 8 and runs the groups only; this
+/// pins the layout, tails included.
 #[cfg(test)]
 pub(crate) fn dot_4x1(cols: &[u32], f: &[i8], k: usize, init: i32) -> [i32; 4] {
-    Columns::new(cols, k).dot(f.get(..k).unwrap_or(f), init)
+    let (main, tail) = cols.split_at(cols.len().min(k / 4 * 8));
+    let (fm, ft) = f.get(..k).unwrap_or(f).as_chunks::<4>();
+    let mut acc = super::simd::smlad_4x1_run(main.as_chunks::<8>().0, fm, [init; 4]);
+    for (x, &w) in tail.as_chunks::<4>().0.iter().zip(ft) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a = a.wrapping_add((v as i32).wrapping_mul(i32::from(w)));
+        }
+    }
+    acc
 }
 
 #[cfg(test)]

@@ -695,8 +695,9 @@ pub fn smlad_4x1_run(cols: &[[u32; 8]], w: &[[i8; 4]], acc: [i32; 4]) -> [i32; 4
 /// constants live in nine words pushed on the stack (one `LDM` restores the five the
 /// dot products need), so all twelve free registers go to the inner loop of
 /// [`smlad_4x1_run`] and the requantization and stores take 57 instructions per channel
-/// where the compiled loop around separate blocks took about 85.
-#[inline(always)]
+/// where the compiled loop around separate blocks took about 85. Out of line: one copy
+/// of the block serves every conv (it is called once per four pixels).
+#[inline(never)]
 pub fn conv_block4(
     cols: &[[u32; 8]],
     rows: &[[i8; 4]],
@@ -735,7 +736,40 @@ pub fn conv_block4(
                 "mov r11, r10",
                 "mov r12, r10",
                 "mov lr, r10",
+                // Four groups per iteration; an odd number of pairs enters at the
+                // second two.
+                "lsrs r8, r8, #1",
+                "bcs 5f",
                 "3:",
+                "ldr r9, [r5]",
+                "sxtb16 r9, r9",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5], #4",
+                "sxtb16 r9, r9, ror #8",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5]",
+                "sxtb16 r9, r9",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5], #4",
+                "sxtb16 r9, r9, ror #8",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "4:",
                 "ldr r9, [r5]",
                 "sxtb16 r9, r9",
                 "ldm r4!, {{r0, r1, r2, r3}}",
@@ -766,6 +800,11 @@ pub fn conv_block4(
                 "smlad lr, r3, r9, lr",
                 "subs r8, r8, #1",
                 "bne 3b",
+                "b 6f",
+                "5:",
+                "adds r8, r8, #1",
+                "b 4b",
+                "6:",
                 // The next channel's filter row starts where this one ended.
                 "str r5, [sp, #12]",
                 "ldrd r1, r2, [sp]",
