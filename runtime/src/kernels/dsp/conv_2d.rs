@@ -23,7 +23,7 @@ pub(crate) const PRODUCT: u32 = 128 * 256;
 
 /// Words of scratch the DSP conv kernels need for `p`: four packed columns of
 /// `kp` values (`k = filter_h * filter_w * filter_input_depth` rounded up to a multiple
-/// of 8, [`padded`]), `kp` bytes to gather a column in, the prepared requantization of
+/// of 8), `kp` bytes to gather a column in, the prepared requantization of
 /// every output channel and, when `kp > k`, a copy of the filter with each row
 /// zero-padded to `kp` (saturating on absurd shapes).
 pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
@@ -321,7 +321,7 @@ fn conv_add(
 const CHUNK_PIXELS: usize = 64;
 
 /// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]) and a copy of [`CHUNK_PIXELS`] input pixels.
+/// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (64) input pixels.
 pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams) -> usize {
     conv_2d_scratch_words(p).saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
 }
@@ -341,7 +341,7 @@ fn copy_into(dst: &mut [i8], src: &[i8]) {
 /// input channels), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_1x1_in_place_scratch_words`]) instead of a ring:
-/// [`CHUNK_PIXELS`] pixels at a time are copied to scratch and convolved from there
+/// `CHUNK_PIXELS` (64) pixels at a time are copied to scratch and convolved from there
 /// with [`conv_2d_1x1_i8`] back into their own bytes. Writes nothing unless `p` is such
 /// a conv and the lengths match.
 pub fn conv_2d_1x1_i8_in_place(
