@@ -63,10 +63,15 @@
 //! - [`padding`]: SAME/VALID padding and 2-D window geometry.
 //! - [`shape`]: fixed-capacity shapes and broadcasting.
 //! - [`kernels::reference`]: one module per op.
+//! - [`kernels::dsp`]: the same int8 kernels for Cortex-M cores with the DSP extension
+//!   (SMLAD/SXTB16 through `asm!`, portable twins on the host), bit-exact with the
+//!   reference ones.
+//! - [`kernels::in_place`]: kernels that write their result over their input.
 //! - [`error`]: the `Copy` error enum of params constructors.
 #![cfg_attr(not(test), no_std)]
-// Unsafe code is limited to `unchecked` (indexing without bounds checks) and the kernel
-// loops that call it, each with a SAFETY comment that bounds its indices.
+// Unsafe code is limited to `unchecked` (indexing without bounds checks), the kernel
+// loops that call it, each with a SAFETY comment that bounds its indices, and the `asm!`
+// blocks of `kernels::dsp::simd`, each with a SAFETY comment on what it reads and writes.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -55,8 +55,9 @@ pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
         return 0;
     }
     match prepared {
-        Prepared::Conv2dI8(p, _) | Prepared::Conv2dAddI8(p, ..) => {
-            kiln_runtime::kernels::dsp::conv_2d::conv_2d_scratch_words(p)
+        Prepared::Conv2dI8(p, _) => kiln_runtime::kernels::dsp::conv_2d::conv_2d_scratch_words(p),
+        Prepared::Conv2dAddI8(p, ..) => {
+            kiln_runtime::kernels::dsp::conv_2d::conv_2d_add_scratch_words(p)
         }
         Prepared::DepthwiseI8(p, _) if p.depth_multiplier == 1 && depthwise_3x3(p) => {
             kiln_runtime::kernels::dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_scratch_words(p)

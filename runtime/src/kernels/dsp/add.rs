@@ -99,13 +99,31 @@ impl FastAdd {
         })
     }
 
-    /// `r.apply(conv, skip)` for the `r` this was prepared from.
-    #[inline(always)]
+    /// `r.apply(conv, skip)` for the `r` this was prepared from (the tests' entry to the
+    /// three steps below).
+    #[cfg(test)]
     pub(crate) fn apply(&self, conv: i8, skip: i8) -> i8 {
-        let a = self.conv.apply(i32::from(conv) + self.conv_offset);
-        let b = self.skip.apply(i32::from(skip) + self.skip_offset);
-        let sum = self.output.apply(a + b) + self.output_offset;
-        self.activation.clamp_i8(sum)
+        self.finish(self.conv_term(conv) + self.skip_term(skip))
+    }
+
+    /// The conv result's scaled operand of the sum (a function of 256 values: kernels
+    /// tabulate it).
+    #[inline(always)]
+    pub(crate) fn conv_term(&self, conv: i8) -> i32 {
+        self.conv.apply(i32::from(conv) + self.conv_offset)
+    }
+
+    /// The skip value's scaled operand of the sum.
+    #[inline(always)]
+    pub(crate) fn skip_term(&self, skip: i8) -> i32 {
+        self.skip.apply(i32::from(skip) + self.skip_offset)
+    }
+
+    /// The output of the sum of both terms: rescaled, offset and clamped.
+    #[inline(always)]
+    pub(crate) fn finish(&self, sum: i32) -> i8 {
+        self.activation
+            .clamp_i8(self.output.apply(sum) + self.output_offset)
     }
 }
 

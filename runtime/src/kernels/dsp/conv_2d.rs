@@ -1,7 +1,7 @@
 //! int8 CONV_2D for DSP cores, bit-exact with [`reference::conv_2d`]: four output
 //! pixels at a time are unpacked into 16-bit columns (im2col for filters larger than
 //! 1x1, a straight copy of each pixel's channels for 1x1), then every filter row is
-//! multiplied with all four ([`dot_4x1`]) and each result requantized with TFLM's
+//! multiplied with all four ([`conv_block4`]) and each result requantized with TFLM's
 //! rounding.
 //!
 //! Each function takes the reference kernel's arguments plus `scratch`, which must hold
@@ -13,35 +13,45 @@
 //! [`reference::conv_2d`]: crate::kernels::reference::conv_2d
 
 use super::add::FastAdd;
-use super::gemm::{
-    columns_words, dot_4x1, pack_column, pack_groups, zero_column, zero_groups, COLUMNS,
-};
-use super::requant::{apply, prepare_channels, Channel, Clamp4, CHANNEL_WORDS};
-use super::simd::splat16;
+use super::gemm::{columns_words, pack_column, pack_groups, pack_groups4, zero_groups, COLUMNS};
+use super::requant::{prepare_channels, Channel, Clamp4, CHANNEL_WORDS};
+use super::simd::{conv_block4, smlad_4x1, splat16};
 use crate::kernels::reference::conv_2d::{conv_lens, Conv2dParams, ConvQuant, ResidualAdd};
-use crate::unchecked::{get, set};
 
 /// Largest `|filter * (input + input_offset)|`: 128 * 256.
 pub(crate) const PRODUCT: u32 = 128 * 256;
 
 /// Words of scratch the DSP conv kernels need for `p`: four packed columns of
-/// `k = filter_h * filter_w * filter_input_depth` values, `k` bytes to gather a column
-/// in, and the prepared requantization of every output channel (saturating on absurd
-/// shapes).
+/// `kp` values (`k = filter_h * filter_w * filter_input_depth` rounded up to a multiple
+/// of 8), `kp` bytes to gather a column in, the prepared requantization of
+/// every output channel and, when `kp > k`, a copy of the filter with each row
+/// zero-padded to `kp` (saturating on absurd shapes).
 pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
     let k = p.window.filter[0]
         .saturating_mul(p.window.filter[1])
         .saturating_mul(p.filter_input_depth);
-    let k = k.min(usize::MAX / 16);
-    columns_words(k)
-        .saturating_add(k.div_ceil(4))
+    let kp = padded(k.min(usize::MAX / 16));
+    let copy = if kp == k {
+        0
+    } else {
+        p.output_depth.saturating_mul(kp / 4)
+    };
+    columns_words(kp)
+        .saturating_add(kp / 4)
         .saturating_add(p.output_depth.saturating_mul(CHANNEL_WORDS))
+        .saturating_add(copy)
+}
+
+/// `k` rounded up to a multiple of 8: the filter length the dot products run over, so
+/// that every block takes [`conv_block4`]'s two-group loop (the padding's filter values
+/// are zero, its column values anything).
+const fn padded(k: usize) -> usize {
+    k.div_ceil(8) * 8
 }
 
 /// int8 CONV_2D: [`reference::conv_2d::conv_2d_i8`]'s result for any filter size.
 ///
 /// [`reference::conv_2d::conv_2d_i8`]: crate::kernels::reference::conv_2d::conv_2d_i8
-#[allow(unsafe_code)]
 pub fn conv_2d_i8(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -51,18 +61,29 @@ pub fn conv_2d_i8(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    let len = output.len();
-    // SAFETY: `conv` calls `store` only with indices below the output length it was
-    // given, which is output.len().
-    conv::<false>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(output, i, v)
-    });
+    conv_2d_i8_with(p, q, input, filter, bias, output, scratch, None);
+}
+
+/// [`conv_2d_i8`] with the `prepared` state of [`conv`] passed through: the one copy of
+/// the loop nest, which every DSP conv kernel calls.
+#[allow(clippy::too_many_arguments)]
+fn conv_2d_i8_with(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    output: &mut [i8],
+    scratch: &mut [u32],
+    prepared: Option<bool>,
+) -> Option<bool> {
+    conv(p, q, input, filter, bias, scratch, output, prepared)
 }
 
 /// int8 CONV_2D + residual ADD: [`reference::conv_2d::conv_2d_i8_add`]'s result.
 ///
 /// [`reference::conv_2d::conv_2d_i8_add`]: crate::kernels::reference::conv_2d::conv_2d_i8_add
-#[allow(unsafe_code, clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub fn conv_2d_i8_add(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -74,23 +95,25 @@ pub fn conv_2d_i8_add(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    if skip.len() != output.len() {
-        return;
-    }
-    let fast = FastAdd::new(r);
-    let fast = fast.as_ref();
-    let len = output.len();
-    // SAFETY: indices are below output.len() == skip.len() (see conv_2d_i8).
-    conv::<false>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(output, i, residual(fast, r, v, get(skip, i)))
-    });
+    conv_add(
+        p,
+        q,
+        r,
+        input,
+        filter,
+        bias,
+        Some(skip),
+        output,
+        scratch,
+        None,
+    );
 }
 
 /// [`conv_2d_i8_add`] writing over the skip tensor `inout`:
 /// [`reference::conv_2d::conv_2d_i8_add_in_place`]'s result.
 ///
 /// [`reference::conv_2d::conv_2d_i8_add_in_place`]: crate::kernels::reference::conv_2d::conv_2d_i8_add_in_place
-#[allow(unsafe_code, clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub fn conv_2d_i8_add_in_place(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -101,18 +124,11 @@ pub fn conv_2d_i8_add_in_place(
     inout: &mut [i8],
     scratch: &mut [u32],
 ) {
-    let fast = FastAdd::new(r);
-    let fast = fast.as_ref();
-    let len = inout.len();
-    // SAFETY: indices are below inout.len() (see conv_2d_i8).
-    conv::<false>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(inout, i, residual(fast, r, v, get(inout, i)))
-    });
+    conv_add(p, q, r, input, filter, bias, None, inout, scratch, None);
 }
 
 /// [`conv_2d_i8`] for 1x1 filters (a plain matrix multiply, no im2col): writes nothing
 /// unless `p.window.filter == [1, 1]`.
-#[allow(unsafe_code)]
 pub fn conv_2d_1x1_i8(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -122,15 +138,13 @@ pub fn conv_2d_1x1_i8(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    let len = output.len();
-    // SAFETY: as in conv_2d_i8.
-    conv::<true>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(output, i, v)
-    });
+    if p.window.filter == [1, 1] {
+        conv_2d_i8(p, q, input, filter, bias, output, scratch);
+    }
 }
 
 /// [`conv_2d_i8_add`] for 1x1 filters; writes nothing unless `p.window.filter == [1, 1]`.
-#[allow(unsafe_code, clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub fn conv_2d_1x1_i8_add(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -142,21 +156,25 @@ pub fn conv_2d_1x1_i8_add(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    if skip.len() != output.len() {
-        return;
+    if p.window.filter == [1, 1] {
+        conv_add(
+            p,
+            q,
+            r,
+            input,
+            filter,
+            bias,
+            Some(skip),
+            output,
+            scratch,
+            None,
+        );
     }
-    let fast = FastAdd::new(r);
-    let fast = fast.as_ref();
-    let len = output.len();
-    // SAFETY: as in conv_2d_i8_add.
-    conv::<true>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(output, i, residual(fast, r, v, get(skip, i)))
-    });
 }
 
 /// [`conv_2d_i8_add_in_place`] for 1x1 filters; writes nothing unless
 /// `p.window.filter == [1, 1]`.
-#[allow(unsafe_code, clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub fn conv_2d_1x1_i8_add_in_place(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -167,20 +185,143 @@ pub fn conv_2d_1x1_i8_add_in_place(
     inout: &mut [i8],
     scratch: &mut [u32],
 ) {
+    if p.window.filter == [1, 1] {
+        conv_add(p, q, r, input, filter, bias, None, inout, scratch, None);
+    }
+}
+
+/// Words of scratch the DSP conv + residual ADD kernels need for `p`: the conv's own
+/// ([`conv_2d_scratch_words`]), one output row, and the two 256-entry tables of the
+/// ADD's scaled operands.
+pub fn conv_2d_add_scratch_words(p: &Conv2dParams) -> usize {
+    let row = p.window.output[1].saturating_mul(p.output_depth);
+    conv_2d_scratch_words(p)
+        .saturating_add(row.div_ceil(4))
+        .saturating_add(2 * 256)
+}
+
+/// The reference residual ADD, out of line (cold: prepared params always take the fast
+/// form).
+#[cold]
+#[inline(never)]
+fn reference_add(r: &ResidualAdd, conv: i8, skip: i8) -> i8 {
+    r.apply(conv, skip)
+}
+
+/// Conv + residual ADD, one output row at a time: the row computed by the plain conv
+/// (a one-row window over the input rows it reads) into scratch, then added to its skip
+/// values (`skip`, or `output`'s own values when `None`) over `output`. Row by row, so
+/// the loop nest exists once in flash for plain and residual convs alike.
+#[allow(clippy::too_many_arguments)]
+fn conv_add(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    r: &ResidualAdd,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    skip: Option<&[i8]>,
+    output: &mut [i8],
+    scratch: &mut [u32],
+    mut prepared: Option<bool>,
+) -> Option<bool> {
+    let Some((_, input_len, _, output_len)) = conv_lens(p) else {
+        return prepared;
+    };
+    if input.len() != input_len
+        || output.len() != output_len
+        || skip.is_some_and(|s| s.len() != output_len)
+    {
+        return prepared;
+    }
+    let Some((conv_scratch, row)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
+        return prepared;
+    };
+    let [in_h, in_w] = p.window.input;
+    let [out_h, out_w] = p.window.output;
+    let (in_row, out_row) = (in_w * p.input_depth, out_w * p.output_depth);
+    let Some((row, luts)) = row.split_at_mut_checked(out_row.div_ceil(4)) else {
+        return prepared;
+    };
+    let Some(row) = bytes_mut(row).get_mut(..out_row) else {
+        return prepared;
+    };
+    let [conv_lut, skip_lut, ..] = luts.as_chunks_mut::<256>().0 else {
+        return prepared;
+    };
     let fast = FastAdd::new(r);
-    let fast = fast.as_ref();
-    let len = inout.len();
-    // SAFETY: as in conv_2d_i8_add_in_place.
-    conv::<true>(p, q, input, filter, bias, len, scratch, |i, v| unsafe {
-        set(inout, i, residual(fast, r, v, get(inout, i)))
-    });
+    // The ADD's scaled operands of every int8 value, once per kernel (a previous row's
+    // call left them when `prepared` is set).
+    if let (Some(f), None) = (&fast, prepared) {
+        for (i, (c, k)) in conv_lut.iter_mut().zip(skip_lut.iter_mut()).enumerate() {
+            let v = i as u8 as i8;
+            *c = f.conv_term(v) as u32;
+            *k = f.skip_term(v) as u32;
+        }
+    }
+    let (conv_lut, skip_lut): (&[u32; 256], &[u32; 256]) = (conv_lut, skip_lut);
+    let add = |f: &Option<FastAdd>, conv: i8, skip: i8| -> i8 {
+        match f {
+            Some(f) => {
+                let sum = conv_lut[conv as u8 as usize].wrapping_add(skip_lut[skip as u8 as usize]);
+                f.finish(sum as i32)
+            }
+            None => reference_add(r, conv, skip),
+        }
+    };
+    for n in 0..p.batches {
+        for oy in 0..out_h {
+            // The input rows output row oy reads (none: an empty input, all padding).
+            let (pr, rows) = match rows_read(p, oy) {
+                Some((origin, first, last)) => (
+                    row_conv(p, origin, first, last),
+                    input.get((n * in_h + first) * in_row..(n * in_h + last + 1) * in_row),
+                ),
+                None => (
+                    Conv2dParams {
+                        batches: 1,
+                        window: crate::padding::Window2d {
+                            input: [0, in_w],
+                            output: [1, out_w],
+                            ..p.window
+                        },
+                        ..*p
+                    },
+                    Some(&[][..]),
+                ),
+            };
+            let Some(rows) = rows else {
+                continue;
+            };
+            let ran = conv_2d_i8_with(&pr, q, rows, filter, bias, row, conv_scratch, prepared);
+            prepared = ran.or(prepared);
+            let at = (n * out_h + oy) * out_row;
+            let Some(out) = output.get_mut(at..at + out_row) else {
+                continue;
+            };
+            // The skip values: the separate skip tensor's row, or the output row itself.
+            if let Some(s) = skip {
+                let Some(s) = s.get(at..at + out_row) else {
+                    continue;
+                };
+                for ((o, &v), &k) in out.iter_mut().zip(row.iter()).zip(s) {
+                    *o = add(&fast, v, k);
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(row.iter()) {
+                    *o = add(&fast, v, *o);
+                }
+            }
+        }
+    }
+    prepared
 }
 
 /// Pixels the in-place 1x1 conv copies to scratch at a time.
 const CHUNK_PIXELS: usize = 64;
 
 /// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]) and a copy of [`CHUNK_PIXELS`] input pixels.
+/// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (64) input pixels.
 pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams) -> usize {
     conv_2d_scratch_words(p).saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
 }
@@ -200,7 +341,7 @@ fn copy_into(dst: &mut [i8], src: &[i8]) {
 /// input channels), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_1x1_in_place_scratch_words`]) instead of a ring:
-/// [`CHUNK_PIXELS`] pixels at a time are copied to scratch and convolved from there
+/// `CHUNK_PIXELS` (64) pixels at a time are copied to scratch and convolved from there
 /// with [`conv_2d_1x1_i8`] back into their own bytes. Writes nothing unless `p` is such
 /// a conv and the lengths match.
 pub fn conv_2d_1x1_i8_in_place(
@@ -233,6 +374,7 @@ pub fn conv_2d_1x1_i8_in_place(
     };
     let pixels = len.checked_div(c).unwrap_or(0);
     let mut start = 0;
+    let mut prepared = None;
     while start < pixels {
         let count = (pixels - start).min(CHUNK_PIXELS);
         let chunk = Conv2dParams {
@@ -250,7 +392,8 @@ pub fn conv_2d_1x1_i8_in_place(
         };
         copy_into(dst, src);
         if let Some(out) = inout.get_mut(range) {
-            conv_2d_1x1_i8(&chunk, q, dst, filter, bias, out, conv_scratch);
+            let ran = conv_2d_i8_with(&chunk, q, dst, filter, bias, out, conv_scratch, prepared);
+            prepared = ran.or(prepared);
         }
         start += count;
     }
@@ -313,7 +456,7 @@ pub fn conv_2d_i8_in_place(
     let Some(saved) = saved.get_mut(..saved_rows * row) else {
         return;
     };
-    let one_by_one = w.filter == [1, 1];
+    let mut prepared = None;
     for n in 0..p.batches {
         let Some(image) = inout.get_mut(n * h * row..(n + 1) * h * row) else {
             return;
@@ -348,18 +491,16 @@ pub fn conv_2d_i8_in_place(
                 continue;
             };
             let pr = row_conv(p, origin, first, last);
-            if one_by_one {
-                conv_2d_1x1_i8(&pr, q, x, filter, bias, y, conv_scratch);
-            } else {
-                conv_2d_i8(&pr, q, x, filter, bias, y, conv_scratch);
-            }
+            prepared =
+                conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared).or(prepared);
         }
     }
 }
 
-/// Words of scratch [`conv_block_i8_in_place`] needs for the block `(a, b)`: the larger
-/// conv's own ([`conv_2d_scratch_words`]) and room for the rows of `t` one output row
-/// reads, gathered from the ring.
+/// Words of scratch [`conv_block_i8_in_place`] needs for the block `(a, b)`: each conv's
+/// own ([`conv_2d_scratch_words`], [`conv_2d_add_scratch_words`]), kept apart so each
+/// prepares its channels once, and room for the rows of `t` one output row reads,
+/// gathered from the ring.
 pub fn conv_block_scratch_words(a: &Conv2dParams, b: &Conv2dParams) -> usize {
     let span_b = b.window.filter[0]
         .saturating_sub(1)
@@ -369,7 +510,7 @@ pub fn conv_block_scratch_words(a: &Conv2dParams, b: &Conv2dParams) -> usize {
         .saturating_mul(b.window.input[1])
         .saturating_mul(b.input_depth);
     conv_2d_scratch_words(a)
-        .max(conv_2d_scratch_words(b))
+        .saturating_add(conv_2d_add_scratch_words(b))
         .saturating_add(rows.div_ceil(4))
 }
 
@@ -447,9 +588,10 @@ pub fn conv_block_i8_in_place(
     {
         return;
     }
-    let Some((conv_scratch, rows)) =
-        scratch.split_at_mut_checked(conv_2d_scratch_words(a).max(conv_2d_scratch_words(b)))
-    else {
+    let Some((scratch_a, rest)) = scratch.split_at_mut_checked(conv_2d_scratch_words(a)) else {
+        return;
+    };
+    let Some((scratch_b, rows)) = rest.split_at_mut_checked(conv_2d_add_scratch_words(b)) else {
         return;
     };
     let rows = bytes_mut(rows);
@@ -457,7 +599,7 @@ pub fn conv_block_i8_in_place(
     // Rows of t below its output row that conv_b reads (block_ring_rows checked it).
     let below_b = (b.window.filter[0].saturating_sub(1) * b.window.dilation[0])
         .saturating_sub(b.window.pad[0]);
-    let one_by_one = |p: &Conv2dParams| p.window.filter == [1, 1];
+    let (mut prepared_a, mut prepared_b) = (None, None);
     for n in 0..a.batches {
         let Some(image) = inout.get_mut(n * h * row_x..(n + 1) * h * row_x) else {
             return;
@@ -479,11 +621,8 @@ pub fn conv_block_i8_in_place(
                     continue;
                 };
                 let pa = row_conv(a, origin, first, last);
-                if one_by_one(a) {
-                    conv_2d_1x1_i8(&pa, qa, x, filter_a, bias_a, t, conv_scratch);
-                } else {
-                    conv_2d_i8(&pa, qa, x, filter_a, bias_a, t, conv_scratch);
-                }
+                let ran = conv_2d_i8_with(&pa, qa, x, filter_a, bias_a, t, scratch_a, prepared_a);
+                prepared_a = ran.or(prepared_a);
             }
             // Row oy of y: the rows of t it reads, gathered, then conv_b with the
             // residual ADD over row oy of x.
@@ -505,11 +644,9 @@ pub fn conv_block_i8_in_place(
                 continue;
             };
             let pb = row_conv(b, origin, first, last);
-            if one_by_one(b) {
-                conv_2d_1x1_i8_add_in_place(&pb, qb, r, t, filter_b, bias_b, y, conv_scratch);
-            } else {
-                conv_2d_i8_add_in_place(&pb, qb, r, t, filter_b, bias_b, y, conv_scratch);
-            }
+            prepared_b = conv_add(
+                &pb, qb, r, t, filter_b, bias_b, None, y, scratch_b, prepared_b,
+            );
         }
     }
 }
@@ -522,28 +659,21 @@ fn bytes_mut(words: &mut [u32]) -> &mut [i8] {
     unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i8>(), words.len() * 4) }
 }
 
-/// The residual ADD of a conv result and its skip value, the fast way when it applies.
-#[inline(always)]
-fn residual(fast: Option<&FastAdd>, r: &ResidualAdd, conv: i8, skip: i8) -> i8 {
-    match fast {
-        Some(f) => f.apply(conv, skip),
-        None => r.apply(conv, skip),
-    }
-}
-
 /// Fills column `which` of `cols` with the im2col column of output pixel `(n, oy, ox)`,
 /// filter group `group`: every tap's `filter_input_depth` channels plus the input
 /// offset, zeros for padded taps. With whole groups of four channels per tap the words
 /// are packed straight from the input; otherwise the column is first gathered as bytes
-/// into `stage` (`k` bytes, padded taps holding the zero point `-offset`).
+/// into `stage` (padded taps holding the zero point `-offset`) and its `kp` bytes packed
+/// (the `kp - k` after the column's own meet zero filter values). Groups past `k` are
+/// left as they are, for the same reason.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fill_column<const ONE_BY_ONE: bool>(
+fn fill_column(
     cols: &mut [u32],
     stage: &mut [i8],
     which: usize,
     p: &Conv2dParams,
-    k: usize,
+    kp: usize,
     offset: i32,
     input: &[i8],
     n: usize,
@@ -564,13 +694,6 @@ fn fill_column<const ONE_BY_ONE: bool>(
         let start = ((n * in_h + iy as usize) * in_w + ix as usize) * p.input_depth + group * fin;
         input.get(start..start + len)
     };
-    if ONE_BY_ONE {
-        match pixels(y0, x0, fin) {
-            Some(src) => pack_column(cols, which, k, src, offset),
-            None => zero_column(cols, which, k),
-        }
-        return;
-    }
     let [f_h, f_w] = w.filter;
     let [dy, dx] = w.dilation;
     // With unit dilation and no groups, the valid taps of a filter row are contiguous.
@@ -618,83 +741,245 @@ fn fill_column<const ONE_BY_ONE: bool>(
     }
     // Any other channel count: gather bytes, then pack.
     let pad = offset.wrapping_neg() as i8;
-    let mut at = 0;
     let row_len = f_w * fin;
-    for fy in 0..f_h {
+    for (fy, dst) in stage.chunks_exact_mut(row_len.max(1)).take(f_h).enumerate() {
         let iy = y0.wrapping_add((fy * dy) as isize);
-        // A filter row wholly inside the input: one copy of its contiguous bytes.
-        if contiguous && lo == 0 && hi == f_w {
-            if let (Some(dst), Some(src)) =
-                (stage.get_mut(at..at + row_len), pixels(iy, x0, row_len))
-            {
-                copy_into(dst, src);
-                at += row_len;
+        if contiguous {
+            // Padding, the taps inside the input (one copy), padding.
+            let Some((left, rest)) = dst.split_at_mut_checked(lo * fin) else {
                 continue;
-            }
-        }
-        for fx in 0..f_w {
-            let ix = x0.wrapping_add((fx * dx) as isize);
-            let Some(tap) = stage.get_mut(at..at + fin) else {
-                break;
             };
+            let Some((mid, right)) = rest.split_at_mut_checked((hi - lo) * fin) else {
+                continue;
+            };
+            left.fill(pad);
+            right.fill(pad);
+            match pixels(iy, x0 + lo as isize, mid.len()) {
+                Some(src) => copy_into(mid, src),
+                None => mid.fill(pad),
+            }
+            continue;
+        }
+        for (fx, tap) in dst.chunks_exact_mut(fin.max(1)).enumerate() {
+            let ix = x0.wrapping_add((fx * dx) as isize);
             match pixels(iy, ix, fin) {
                 Some(src) => tap.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
                 None => tap.fill(pad),
             }
-            at += fin;
         }
     }
-    pack_column(cols, which, k, stage, offset);
+    pack_column(cols, which, kp, stage, offset);
 }
 
-/// The loop nest shared by every DSP conv: `store(index, value)` receives each output
-/// element, once, in NHWC order, with `index < out_len`.
+/// Fills columns `0..count` with the im2col columns of `count` consecutive output pixels
+/// from `(oy, ox)` on (see [`fill_column`]) and returns the pixel after them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn conv<const ONE_BY_ONE: bool>(
+fn fill_columns(
+    cols: &mut [u32],
+    stage: &mut [i8],
+    p: &Conv2dParams,
+    (kp, offset): (usize, i32),
+    input: &[i8],
+    n: usize,
+    (mut oy, mut ox): (usize, usize),
+    (group, count): (usize, usize),
+) -> (usize, usize) {
+    let w = &p.window;
+    let out_w = w.output[1];
+    let fin = p.filter_input_depth;
+    if w.filter == [1, 1] && w.pad == [0, 0] && fin == p.input_depth && fin.is_multiple_of(4) {
+        // 1x1 unpadded, ungrouped, whole groups: each column is one input pixel's
+        // channels, and the four are packed together.
+        let [in_h, in_w] = w.input;
+        let [sy, sx] = w.stride;
+        let mut src: [&[[i8; 4]]; COLUMNS] = [&[]; COLUMNS];
+        for which in 0..COLUMNS {
+            if which < count {
+                let start = ((n * in_h + oy * sy) * in_w + ox * sx) * fin;
+                src[which] = input
+                    .get(start..start + fin)
+                    .map_or(&[], |s| s.as_chunks().0);
+                ox += 1;
+                if ox == out_w {
+                    (oy, ox) = (oy + 1, 0);
+                }
+            } else {
+                // Columns past `count` are computed and dropped: any values will do.
+                src[which] = src[0];
+            }
+        }
+        pack_groups4(cols, src, splat16(offset));
+        return (oy, ox);
+    }
+    for which in 0..count.min(COLUMNS) {
+        fill_column(cols, stage, which, p, kp, offset, input, n, (oy, ox), group);
+        ox += 1;
+        if ox == out_w {
+            (oy, ox) = (oy + 1, 0);
+        }
+    }
+    (oy, ox)
+}
+
+/// One output of a conv whose channels need the reference requantization (a multiplier
+/// the fast path cannot take): sum `acc` of channel `oc` requantized and clamped. Out of
+/// line and cold: one copy for every conv variant.
+#[cold]
+#[inline(never)]
+fn slow_output(q: &ConvQuant<'_>, oc: usize, acc: i32) -> i8 {
+    let scaled = q
+        .multipliers
+        .get(oc)
+        .apply(acc)
+        .wrapping_add(q.output_offset);
+    q.activation.clamp_i8(scaled)
+}
+
+/// The results of a block of `count` (1..=4) pixels for the output channels `chs`
+/// (filter rows `rows`, `k = 8 * pairs` values each; channel `j` is the conv's channel
+/// `first + j` of `q`): channel `j` of pixel `which` goes to `out[which * stride + j]`.
+/// `bounds` is the bytewise clamp when the channels take the fast requantization, `None`
+/// for the reference one. Out of line, over plain slices, so its loops get the
+/// registers to themselves; a partial block (the last of a row) runs the same dot
+/// products and stores only its `count` pixels.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn block_channels(
+    cols: &[u32],
+    rows: &[i8],
+    chs: &[Channel],
+    pairs: usize,
+    bounds: Option<(u32, u32)>,
+    (q, first): (&ConvQuant<'_>, usize),
+    out: &mut [i8],
+    (stride, count): (usize, usize),
+) {
+    let k = pairs.wrapping_mul(8);
+    if k == 0 || stride < chs.len() {
+        return;
+    }
+    let full = count >= COLUMNS;
+    let groups = cols.as_chunks::<8>().0;
+    let groups = groups.get(..k / 4).unwrap_or(groups);
+    let words = rows.as_chunks::<4>().0;
+    let g = k / 4;
+    let Some(bounds) = bounds else {
+        // The reference requantization (cold: no shipped model needs it).
+        for (j, ch) in chs.iter().enumerate() {
+            let Some(f) = words.get(j * g..(j + 1) * g) else {
+                break;
+            };
+            let init = [ch[0] as i32; 4];
+            let acc = groups
+                .iter()
+                .zip(f)
+                .fold(init, |acc, (x, w)| smlad_4x1(x, w, acc));
+            let v = acc.map(|a| slow_output(q, first + j, a));
+            store_count(out, &v, j, stride, count);
+        }
+        return;
+    };
+    // A full block: the whole channel loop in one [`conv_block4`]. A partial one (the
+    // last of a row): channel by channel into a four-byte buffer, whose first `count`
+    // pixels are copied out. One call site, so one copy of the block.
+    let calls = if full { 1 } else { chs.len() };
+    for j in 0..calls {
+        let mut v = [0i8; COLUMNS];
+        let (c, f, o, s) = if full {
+            (chs, words, &mut *out, stride)
+        } else {
+            let (Some(c), Some(f)) = (chs.get(j..=j), words.get(j * g..)) else {
+                break;
+            };
+            (c, f, &mut v[..], 1)
+        };
+        conv_block4(groups, f, c, bounds, o, s);
+        if !full {
+            store_count(out, &v, j, stride, count);
+        }
+    }
+}
+
+/// Stores the first `count` of the four values `v` at `out[j + which * stride]`.
+#[inline(always)]
+fn store_count(out: &mut [i8], v: &[i8; COLUMNS], j: usize, stride: usize, count: usize) {
+    for (which, &x) in v.iter().enumerate().take(count) {
+        if let Some(slot) = out.get_mut(which * stride + j) {
+            *slot = x;
+        }
+    }
+}
+
+/// The loop nest shared by every DSP conv: each output element, once, in NHWC order,
+/// into `output`. `prepared` is `None` to fill the channel table in scratch, or the
+/// fast-path flag a previous call with the same quantization, bias and filter returned
+/// (the table still in scratch): convs run row by row prepare once. Returns that flag,
+/// `None` when nothing ran.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn conv(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
     input: &[i8],
     filter: &[i8],
     bias: Option<&[i32]>,
-    out_len: usize,
     scratch: &mut [u32],
-    mut store: impl FnMut(usize, i8),
-) {
-    let Some((groups, input_len, filter_len, output_len)) = conv_lens(p) else {
-        return;
-    };
+    output: &mut [i8],
+    prepared: Option<bool>,
+) -> Option<bool> {
+    let (groups, input_len, filter_len, output_len) = conv_lens(p)?;
     let out_c = p.output_depth;
     if input.len() != input_len
         || filter.len() != filter_len
-        || out_len != output_len
+        || output.len() != output_len
         || bias.is_some_and(|b| b.len() != out_c)
         || !q.multipliers.covers(out_c)
         || !(-127..=128).contains(&q.input_offset)
-        || (ONE_BY_ONE && p.window.filter != [1, 1])
     {
-        return;
+        return None;
     }
-    let (Some(k), Some(per_group)) = (filter_len.checked_div(out_c), out_c.checked_div(groups))
-    else {
-        return;
+    // k >= 1: a filter without taps (never built by `Window2d`) is not run.
+    let (Some(k), Some(per_group)) = (
+        filter_len.checked_div(out_c).filter(|&k| k > 0),
+        out_c.checked_div(groups),
+    ) else {
+        return None;
     };
-    let Some((cols, rest)) = scratch.split_at_mut_checked(columns_words(k)) else {
-        return;
-    };
-    let Some((stage, table)) = rest.split_at_mut_checked(k.div_ceil(4)) else {
-        return;
-    };
+    let kp = padded(k);
+    let (cols, rest) = scratch.split_at_mut_checked(columns_words(kp))?;
+    let (stage, rest) = rest.split_at_mut_checked(kp / 4)?;
     let stage = bytes_mut(stage);
-    let stage = stage.get_mut(..k).unwrap_or(&mut []);
-    let Some(table) = table.as_chunks_mut::<CHANNEL_WORDS>().0.get_mut(..out_c) else {
-        return;
-    };
+    let (table, copy) = rest.split_at_mut_checked(out_c * CHANNEL_WORDS)?;
+    let table = table.as_chunks_mut::<CHANNEL_WORDS>().0;
+    // The filter rows the blocks read: the filter itself, or its copy with each row
+    // zero-padded to `kp` values.
+    let copy = bytes_mut(copy).get_mut(..if kp == k { 0 } else { out_c * kp })?;
     let offset = q.output_offset;
-    let fast = prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT);
+    let fast = match prepared {
+        Some(fast) => fast,
+        None => {
+            if kp != k {
+                for oc in 0..out_c {
+                    let (Some(dst), Some(src)) = (
+                        copy.get_mut(oc * kp..(oc + 1) * kp),
+                        filter.get(oc * k..(oc + 1) * k),
+                    ) else {
+                        break;
+                    };
+                    if let Some((head, tail)) = dst.split_at_mut_checked(k) {
+                        copy_into(head, src);
+                        tail.fill(0);
+                    }
+                }
+            }
+            prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT)
+        }
+    };
+    let filter: &[i8] = if kp == k { filter } else { copy };
     let table: &[Channel] = table;
     let act = q.activation;
-    let clamp = Clamp4::new(act);
+    let bounds = Clamp4::new(act).bytewise();
     let [out_h, out_w] = p.window.output;
     let pixels = out_h * out_w;
     for n in 0..p.batches {
@@ -704,55 +989,45 @@ fn conv<const ONE_BY_ONE: bool>(
             while pix < pixels {
                 // Columns `count..` keep stale values; their sums are computed and dropped.
                 let count = (pixels - pix).min(COLUMNS);
-                for which in 0..count {
-                    fill_column::<ONE_BY_ONE>(
-                        cols,
-                        stage,
-                        which,
-                        p,
-                        k,
-                        q.input_offset,
-                        input,
-                        n,
-                        (oy, ox),
-                        group,
-                    );
-                    ox += 1;
-                    if ox == out_w {
-                        (oy, ox) = (oy + 1, 0);
-                    }
-                }
+                (oy, ox) = fill_columns(
+                    cols,
+                    stage,
+                    p,
+                    (kp, q.input_offset),
+                    input,
+                    n,
+                    (oy, ox),
+                    (group, count),
+                );
                 // Output index of the first pixel's channel 0; the others follow.
                 let base = (n * pixels + pix) * out_c;
-                for oc in group * per_group..(group + 1) * per_group {
-                    let Some(ch) = table.get(oc) else {
-                        break;
-                    };
-                    let f = filter.get(oc * k..oc * k + k).unwrap_or(&[]);
-                    let acc = dot_4x1(cols, f, k, ch[0] as i32);
-                    let out = base + oc;
-                    if fast && count == COLUMNS {
-                        let [v0, v1, v2, v3] = clamp.apply(acc.map(|a| apply(ch, a)));
-                        store(out, v0);
-                        store(out + out_c, v1);
-                        store(out + 2 * out_c, v2);
-                        store(out + 3 * out_c, v3);
-                    } else {
-                        let m = q.multipliers.get(oc);
-                        for (which, &acc) in acc.iter().enumerate().take(count) {
-                            let scaled = if fast {
-                                apply(ch, acc)
-                            } else {
-                                m.apply(acc).wrapping_add(offset)
-                            };
-                            store(out + which * out_c, act.clamp_i8(scaled));
-                        }
-                    }
+                let channels = group * per_group..(group + 1) * per_group;
+                let (Some(rows), Some(chs)) = (
+                    filter.get(channels.start * kp..channels.end * kp),
+                    table.get(channels.clone()),
+                ) else {
+                    break;
+                };
+                if let Some(out) = output.get_mut(base + channels.start..) {
+                    let bounds = bounds.filter(|_| fast);
+                    let (q, first) = (q, channels.start);
+                    let pairs = kp / 8;
+                    block_channels(
+                        cols,
+                        rows,
+                        chs,
+                        pairs,
+                        bounds,
+                        (q, first),
+                        out,
+                        (out_c, count),
+                    );
                 }
                 pix += count;
             }
         }
     }
+    Some(fast)
 }
 
 #[cfg(test)]
@@ -867,7 +1142,7 @@ mod tests {
             let (p, q, r) = (&self.p, self.quant(), self.residual());
             let bias = self.bias.as_deref();
             let (input, filter) = (&self.input[..], &self.filter[..]);
-            let mut scratch = vec![0u32; conv_2d_scratch_words(p)];
+            let mut scratch = vec![0u32; conv_2d_add_scratch_words(p)];
             let n = p.output_len();
             let (mut want, mut got) = (vec![0i8; n], vec![0i8; n]);
             reference::conv_2d_i8(p, &q, input, filter, bias, &mut want);

@@ -1,7 +1,7 @@
 //! int8 DEPTHWISE_CONV_2D (depth multiplier 1) for DSP cores, bit-exact with
 //! [`reference::depthwise_conv_2d`]: four channels at a time, each tap one word of input
 //! and one of filter unpacked with `SXTAB16`/`SXTB16` and multiplied lane by lane with
-//! `SMLABB`/`SMLATT` ([`mac_4ch`]); only the taps inside the input are visited.
+//! `SMLABB`/`SMLATT` (`mac_4ch`); only the taps inside the input are visited.
 //!
 //! The channel group is the outer loop, so its four multipliers are prepared once per
 //! call rather than once per pixel. Preconditions are the reference's plus

@@ -10,7 +10,7 @@
 //! c1 odd, c2 odd, c3 odd]` and tail value `t` the four words `[c0, c1, c2, c3]`, so one
 //! pointer walks all four and each half-group loads with one `LDM`.
 
-use super::simd::{pack16, smlad_4x1_run, sxtab16, sxtab16_ror8, word};
+use super::simd::{pack16, sxtab16, sxtab16_ror8, word};
 
 /// Columns processed together.
 pub(crate) const COLUMNS: usize = 4;
@@ -46,6 +46,28 @@ pub(crate) fn pack_groups(
     }
 }
 
+/// Writes all four columns of `cols` from the whole groups of four int8 values in
+/// `src` (column `c` from `src[c]`, each value plus the offset held in both halves of
+/// `offset2`): a 1x1 conv's four pixels, each word loaded and unpacked once.
+#[inline]
+pub(crate) fn pack_groups4(cols: &mut [u32], src: [&[[i8; 4]]; COLUMNS], offset2: u32) {
+    let (dst, _) = cols.as_chunks_mut::<{ 2 * COLUMNS }>();
+    let [s0, s1, s2, s3] = src;
+    for ((((g, a), b), c), d) in dst.iter_mut().zip(s0).zip(s1).zip(s2).zip(s3) {
+        let w = [word(*a), word(*b), word(*c), word(*d)];
+        *g = [
+            sxtab16(offset2, w[0]),
+            sxtab16(offset2, w[1]),
+            sxtab16(offset2, w[2]),
+            sxtab16(offset2, w[3]),
+            sxtab16_ror8(offset2, w[0]),
+            sxtab16_ror8(offset2, w[1]),
+            sxtab16_ror8(offset2, w[2]),
+            sxtab16_ror8(offset2, w[3]),
+        ];
+    }
+}
+
 /// Zeros groups `first..first + n` of column `which` (padded taps contribute nothing).
 #[inline]
 pub(crate) fn zero_groups(cols: &mut [u32], which: usize, first: usize, n: usize) {
@@ -60,19 +82,6 @@ pub(crate) fn zero_groups(cols: &mut [u32], which: usize, first: usize, n: usize
         }
         if let Some(odd) = group.get_mut(COLUMNS + which) {
             *odd = 0;
-        }
-    }
-}
-
-/// Zeros the whole column `which` of `k` values.
-#[inline]
-pub(crate) fn zero_column(cols: &mut [u32], which: usize, k: usize) {
-    zero_groups(cols, which, 0, k / 4);
-    if let Some(dst) = cols.get_mut(k / 4 * 2 * COLUMNS..) {
-        for row in dst.as_chunks_mut::<COLUMNS>().0.iter_mut().take(k % 4) {
-            if let Some(slot) = row.get_mut(which % COLUMNS) {
-                *slot = 0;
-            }
         }
     }
 }
@@ -97,22 +106,15 @@ pub(crate) fn pack_column(cols: &mut [u32], which: usize, k: usize, src: &[i8], 
 
 /// `init` plus the dot products of the four interleaved columns `cols`
 /// ([`columns_words`]`(k)` words) with filter row `f` (`k` int8 values), wrapping like
-/// the reference's `i32` sums. Slices shorter than that (never passed by the kernels)
-/// give `init`.
-#[inline]
+/// the reference's `i32` sums: the groups through [`smlad_4x1_run`], then the tail
+/// values. The conv kernel pads `k` to a multiple of 8 and runs the groups only; this
+/// pins the layout, tails included.
+#[cfg(test)]
 pub(crate) fn dot_4x1(cols: &[u32], f: &[i8], k: usize, init: i32) -> [i32; 4] {
-    let mut acc = [init; 4];
-    let (Some((cm, ct)), Some((fm, ft))) = (
-        cols.split_at_checked(k / 4 * 8),
-        f.split_at_checked(k / 4 * 4),
-    ) else {
-        return acc;
-    };
-    let (cm, _) = cm.as_chunks::<8>();
-    let (fm, _) = fm.as_chunks::<4>();
-    acc = smlad_4x1_run(cm, fm, acc);
-    let (ct, _) = ct.as_chunks::<4>();
-    for ((x, &w), _) in ct.iter().zip(ft).zip(0..k % 4) {
+    let (main, tail) = cols.split_at(cols.len().min(k / 4 * 8));
+    let (fm, ft) = f.get(..k).unwrap_or(f).as_chunks::<4>();
+    let mut acc = super::simd::smlad_4x1_run(main.as_chunks::<8>().0, fm, [init; 4]);
+    for (x, &w) in tail.as_chunks::<4>().0.iter().zip(ft) {
         for (a, &v) in acc.iter_mut().zip(x) {
             *a = a.wrapping_add((v as i32).wrapping_mul(i32::from(w)));
         }

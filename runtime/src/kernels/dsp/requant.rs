@@ -116,12 +116,26 @@ pub(crate) fn prepare_channels(
 ) -> bool {
     let mut fast = true;
     for (c, slot) in table.iter_mut().enumerate() {
-        let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
-        let m = multipliers.get(c);
-        fast &= fits(b, m, offset, terms, product);
-        *slot = channel(b, m, offset);
+        let (ch, fits) = prepare_channel(bias, multipliers, c, offset, (terms, product));
+        fast &= fits;
+        *slot = ch;
     }
     fast
+}
+
+/// Channel `c`'s [`Channel`] and whether it [`fits`]. Out of line, so the compiler does not
+/// copy the loop above once per kind of bias and multiplier table (flash is scarce).
+#[inline(never)]
+fn prepare_channel(
+    bias: Option<&[i32]>,
+    multipliers: &ChannelMultipliers<'_>,
+    c: usize,
+    offset: i32,
+    (terms, product): (usize, u32),
+) -> (Channel, bool) {
+    let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0);
+    let m = multipliers.get(c);
+    (channel(b, m, offset), fits(b, m, offset, terms, product))
 }
 
 /// A fused-activation clamp applied to four values at once: each saturated to int8
@@ -146,6 +160,12 @@ impl Clamp4 {
             bytewise: int8.contains(&range.min) && int8.contains(&range.max),
             range,
         }
+    }
+
+    /// The bytewise bounds `(lo, hi)` (each bound in all four bytes) when the clamp is
+    /// bytewise, for [`requant_store4`](super::simd::requant_store4).
+    pub(crate) fn bytewise(&self) -> Option<(u32, u32)> {
+        self.bytewise.then_some((self.lo, self.hi))
     }
 
     /// `values.map(|v| range.clamp_i8(v))`.

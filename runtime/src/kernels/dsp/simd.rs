@@ -422,6 +422,102 @@ pub fn requant4(acc: [i32; 4], params: &[[u32; 4]; 4]) -> [i32; 4] {
     }
 }
 
+/// One channel's four sums requantized, clamped and stored: `acc[i]` through the
+/// channel words `ch = [_, multiplier, scale, right + 1, rounding]` (the arithmetic of
+/// [`requant4`]), saturated to int8 ([`pack_sat8`]), clamped bytewise to `[lo, hi]`
+/// ([`max8`], [`min8`]) and written to `out[i * stride]`, four pixels of one output
+/// channel. Writes nothing unless `out` reaches index `3 * stride`.
+///
+/// One `asm!` block on DSP targets (41 instructions with the stores): left to LLVM the
+/// four output addresses and the channel words spill around the conv's inner loop.
+#[inline(always)]
+pub fn requant_store4(
+    acc: [i32; 4],
+    ch: &[u32; 5],
+    (lo, hi): (u32, u32),
+    out: &mut [i8],
+    stride: usize,
+) {
+    if stride > usize::MAX / 4 || out.len() <= 3 * stride {
+        return;
+    }
+    #[cfg(kiln_dsp)]
+    {
+        let [a0, a1, a2, a3] = acc;
+        // SAFETY: reads the five words of `ch` (4-aligned, as LDRD needs); writes the
+        // bytes at offsets 0, stride, 2 * stride and 3 * stride of `out`, all below
+        // `out.len()` (checked above); clobbers the flags (SSUB8 sets GE for SEL).
+        unsafe {
+            asm!(
+                "ldrd {t0}, {t1}, [{p}, #4]",
+                "mul {a0}, {a0}, {t1}",
+                "smmulr {a0}, {a0}, {t0}",
+                "mul {a1}, {a1}, {t1}",
+                "smmulr {a1}, {a1}, {t0}",
+                "mul {a2}, {a2}, {t1}",
+                "smmulr {a2}, {a2}, {t0}",
+                "mul {a3}, {a3}, {t1}",
+                "smmulr {a3}, {a3}, {t0}",
+                "ldrd {t0}, {t1}, [{p}, #12]",
+                "add {p}, {t1}, {a0}, lsl #1",
+                "add {p}, {p}, {a0}, asr #31",
+                "asr {a0}, {p}, {t0}",
+                "add {p}, {t1}, {a1}, lsl #1",
+                "add {p}, {p}, {a1}, asr #31",
+                "asr {a1}, {p}, {t0}",
+                "add {p}, {t1}, {a2}, lsl #1",
+                "add {p}, {p}, {a2}, asr #31",
+                "asr {a2}, {p}, {t0}",
+                "add {p}, {t1}, {a3}, lsl #1",
+                "add {p}, {p}, {a3}, asr #31",
+                "asr {a3}, {p}, {t0}",
+                "ssat {a0}, #8, {a0}",
+                "ssat {a1}, #8, {a1}",
+                "ssat {a2}, #8, {a2}",
+                "ssat {a3}, #8, {a3}",
+                "bfi {a0}, {a1}, #8, #8",
+                "bfi {a0}, {a2}, #16, #8",
+                "bfi {a0}, {a3}, #24, #8",
+                "ssub8 {p}, {a0}, {lo}",
+                "sel {a0}, {a0}, {lo}",
+                "ssub8 {p}, {a0}, {hi}",
+                "sel {a0}, {hi}, {a0}",
+                "strb {a0}, [{out}]",
+                "lsrs {p}, {a0}, #8",
+                "strb {p}, [{out}, {s}]",
+                "add {out}, {out}, {s}, lsl #1",
+                "lsrs {p}, {a0}, #16",
+                "strb {p}, [{out}]",
+                "lsrs {p}, {a0}, #24",
+                "strb {p}, [{out}, {s}]",
+                p = inout(reg) ch.as_ptr() => _,
+                a0 = inout(reg) a0 => _,
+                a1 = inout(reg) a1 => _,
+                a2 = inout(reg) a2 => _,
+                a3 = inout(reg) a3 => _,
+                lo = in(reg) lo,
+                hi = in(reg) hi,
+                out = inout(reg) out.as_mut_ptr() => _,
+                s = in(reg) stride,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(kiln_dsp))]
+    {
+        let [_, m, scale, right1, rounding] = *ch;
+        let v = requant4(acc, &[[m, scale, right1, rounding]; 4]);
+        let bytes = min8(max8(pack_sat8(v), lo), hi).to_le_bytes();
+        for (i, b) in bytes.into_iter().enumerate() {
+            if let Some(slot) = out.get_mut(i * stride) {
+                *slot = b as i8;
+            }
+        }
+    }
+}
+
 /// Three depthwise taps of four channels along one input row (a 3-wide filter row):
 /// [`smla_4ch`] without offset for `x[t]` and `f[t]`, `t = 0, 1, 2`.
 ///
@@ -587,6 +683,211 @@ pub fn smlad_4x1_run(cols: &[[u32; 8]], w: &[[i8; 4]], acc: [i32; 4]) -> [i32; 4
     }
 }
 
+/// A block of the DSP conv, four pixels by `n` output channels: for each channel `j`
+/// below `n = min(rows.len() / cols.len(), chs.len())`, the dot products of its filter
+/// row `rows[j * g..(j + 1) * g]` (`g = cols.len()` filter words) with the four
+/// interleaved columns `cols` ([`smlad_4x1`] over the groups) from the bias `chs[j][0]`
+/// on, then [`requant_store4`] of the four sums with channel `chs[j]` into
+/// `out[j..]` at `stride`. Writes nothing unless `g` is even and at least 2 and `out`
+/// holds `3 * stride + n` bytes.
+///
+/// One `asm!` block on DSP targets for the whole channel loop: the pointers and
+/// constants live in nine words pushed on the stack (one `LDM` restores the five the
+/// dot products need), so all twelve free registers go to the inner loop of
+/// [`smlad_4x1_run`] and the requantization and stores take 57 instructions per channel
+/// where the compiled loop around separate blocks took about 85. Out of line: one copy
+/// of the block serves every conv (it is called once per four pixels).
+#[inline(never)]
+pub fn conv_block4(
+    cols: &[[u32; 8]],
+    rows: &[[i8; 4]],
+    chs: &[[u32; 5]],
+    bounds: (u32, u32),
+    out: &mut [i8],
+    stride: usize,
+) {
+    let g = cols.len();
+    let n = rows.len().checked_div(g).unwrap_or(0).min(chs.len());
+    let fits = stride
+        .checked_mul(3)
+        .and_then(|s| s.checked_add(n))
+        .is_some_and(|need| out.len() >= need);
+    if g < 2 || !g.is_multiple_of(2) || n == 0 || !fits {
+        return;
+    }
+    #[cfg(kiln_dsp)]
+    {
+        let (lo, hi) = bounds;
+        let end = out.as_mut_ptr().wrapping_add(n);
+        // SAFETY: reads the `g` column groups (4-aligned, as LDM needs) once per channel,
+        // `n * g <= rows.len()` filter words (LDR allows unaligned addresses on ARMv7-M)
+        // and `n` channel words (4-aligned, as LDRD needs); writes the bytes
+        // `j + i * stride` (`j < n`, `i < 4`) of `out`, all below `3 * stride + n <=
+        // out.len()`. The nine pushed words are popped before the block ends; the
+        // flags are clobbered (the loops, SSUB8).
+        unsafe {
+            asm!(
+                "push {{r0, r1, r2, r3, r4, r5, r8, r9, r10}}",
+                // Channel loop: [sp] = channel, out, cols, filter, pairs, lo, hi,
+                // stride, end.
+                "2:",
+                "ldm sp, {{r1, r2, r4, r5, r8}}",
+                "ldr r10, [r1]",
+                "mov r11, r10",
+                "mov r12, r10",
+                "mov lr, r10",
+                // Four groups per iteration; an odd number of pairs enters at the
+                // second two.
+                "lsrs r8, r8, #1",
+                "bcs 5f",
+                "3:",
+                "ldr r9, [r5]",
+                "sxtb16 r9, r9",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5], #4",
+                "sxtb16 r9, r9, ror #8",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5]",
+                "sxtb16 r9, r9",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5], #4",
+                "sxtb16 r9, r9, ror #8",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "4:",
+                "ldr r9, [r5]",
+                "sxtb16 r9, r9",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5], #4",
+                "sxtb16 r9, r9, ror #8",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5]",
+                "sxtb16 r9, r9",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "ldr r9, [r5], #4",
+                "sxtb16 r9, r9, ror #8",
+                "ldm r4!, {{r0, r1, r2, r3}}",
+                "smlad r10, r0, r9, r10",
+                "smlad r11, r1, r9, r11",
+                "smlad r12, r2, r9, r12",
+                "smlad lr, r3, r9, lr",
+                "subs r8, r8, #1",
+                "bne 3b",
+                "b 6f",
+                "5:",
+                "adds r8, r8, #1",
+                "b 4b",
+                "6:",
+                // The next channel's filter row starts where this one ended.
+                "str r5, [sp, #12]",
+                "ldrd r1, r2, [sp]",
+                // requant4's arithmetic with this channel's words.
+                "ldrd r3, r4, [r1, #4]",
+                "mul r10, r10, r4",
+                "smmulr r10, r10, r3",
+                "mul r11, r11, r4",
+                "smmulr r11, r11, r3",
+                "mul r12, r12, r4",
+                "smmulr r12, r12, r3",
+                "mul lr, lr, r4",
+                "smmulr lr, lr, r3",
+                "ldrd r3, r4, [r1, #12]",
+                "add r5, r4, r10, lsl #1",
+                "add r5, r5, r10, asr #31",
+                "asr r10, r5, r3",
+                "add r5, r4, r11, lsl #1",
+                "add r5, r5, r11, asr #31",
+                "asr r11, r5, r3",
+                "add r5, r4, r12, lsl #1",
+                "add r5, r5, r12, asr #31",
+                "asr r12, r5, r3",
+                "add r5, r4, lr, lsl #1",
+                "add r5, r5, lr, asr #31",
+                "asr lr, r5, r3",
+                // Saturate, pack, clamp bytewise, store at out + i * stride.
+                "ssat r10, #8, r10",
+                "ssat r11, #8, r11",
+                "ssat r12, #8, r12",
+                "ssat lr, #8, lr",
+                "bfi r10, r11, #8, #8",
+                "bfi r10, r12, #16, #8",
+                "bfi r10, lr, #24, #8",
+                "ldrd r3, r4, [sp, #20]",
+                "ssub8 r5, r10, r3",
+                "sel r10, r10, r3",
+                "ssub8 r5, r10, r4",
+                "sel r10, r4, r10",
+                "ldr r3, [sp, #28]",
+                "strb r10, [r2]",
+                "lsrs r5, r10, #8",
+                "strb r5, [r2, r3]",
+                "add r4, r2, r3, lsl #1",
+                "lsrs r5, r10, #16",
+                "strb r5, [r4]",
+                "lsrs r5, r10, #24",
+                "strb r5, [r4, r3]",
+                "adds r1, #20",
+                "adds r2, #1",
+                "strd r1, r2, [sp]",
+                "ldr r3, [sp, #32]",
+                "cmp r2, r3",
+                "bne 2b",
+                "add sp, #36",
+                inout("r0") chs.as_ptr() => _,
+                inout("r1") out.as_mut_ptr() => _,
+                inout("r2") cols.as_ptr() => _,
+                inout("r3") rows.as_ptr() => _,
+                inout("r4") g / 2 => _,
+                inout("r5") lo => _,
+                inout("r8") hi => _,
+                inout("r9") stride => _,
+                inout("r10") end => _,
+                out("r11") _,
+                out("r12") _,
+                out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(kiln_dsp))]
+    for (j, ch) in chs.iter().take(n).enumerate() {
+        let row = rows.get(j * g..(j + 1) * g).unwrap_or(&[]);
+        let acc = cols
+            .iter()
+            .zip(row)
+            .fold([ch[0] as i32; 4], |acc, (x, w)| smlad_4x1(x, w, acc));
+        if let Some(out) = out.get_mut(j..) {
+            requant_store4(acc, ch, bounds, out, stride);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,6 +976,45 @@ mod tests {
                 (i64::from(t) >> (right1 & 0xFF).min(63)) as i32
             });
             prop_assert_eq!(requant4(acc, &params), want);
+        }
+
+        #[test]
+        fn requantized_stores(acc: [i32; 4], ch: [u32; 5], lo: i8, hi: i8, stride in 1usize..4) {
+            let (lo, hi) = (splat8(lo), splat8(hi));
+            let [_, m, scale, right1, rounding] = ch;
+            let v = requant4(acc, &[[m, scale, right1, rounding]; 4]);
+            let want = min8(max8(pack_sat8(v), lo), hi).to_le_bytes();
+            let mut out = vec![0x55i8; 3 * stride + 1];
+            requant_store4(acc, &ch, (lo, hi), &mut out, stride);
+            for (i, &b) in want.iter().enumerate() {
+                prop_assert_eq!(out[i * stride], b as i8);
+            }
+            let mut short = vec![0x55i8; 3 * stride];
+            requant_store4(acc, &ch, (lo, hi), &mut short, stride);
+            prop_assert!(short.iter().all(|&b| b == 0x55));
+        }
+
+        #[test]
+        fn conv_blocks_are_steps(
+            x in proptest::collection::vec(any::<[u32; 8]>(), 1..6),
+            w in proptest::collection::vec(any::<[i8; 4]>(), 1..60),
+            chs in proptest::collection::vec(any::<[u32; 5]>(), 1..5),
+            lo: i8, hi: i8,
+            stride in 1usize..7,
+        ) {
+            let bounds = (splat8(lo), splat8(hi));
+            let g = x.len();
+            let n = (w.len() / g).min(chs.len());
+            let mut got = vec![0x55i8; 3 * stride + n + 2];
+            conv_block4(&x, &w, &chs, bounds, &mut got, stride);
+            let mut want = vec![0x55i8; got.len()];
+            if g % 2 == 0 && n > 0 {
+                for j in 0..n {
+                    let acc = x.iter().zip(&w[j * g..]).fold([chs[j][0] as i32; 4], |a, (x, w)| smlad_4x1(x, w, a));
+                    requant_store4(acc, &chs[j], bounds, &mut want[j..], stride);
+                }
+            }
+            prop_assert_eq!(got, want);
         }
 
         #[test]
