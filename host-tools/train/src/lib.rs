@@ -25,6 +25,7 @@
 //!     optimizer: OptimizerKind::parse("adam", 0.0).unwrap(),
 //!     schedule: Schedule::Constant,
 //!     seed: 1,
+//!     ..TrainConfig::default()
 //! };
 //! let history = train(&mut graph, &data, None, &cfg, &mut |_| {})?;
 //! println!("loss {}", history[0].loss);
@@ -82,7 +83,9 @@
 //! (gzip'd labels). The random generator is [`rng`], written here so that seeds are
 //! stable across platforms and dependency upgrades.
 
+pub mod augment;
 pub mod autodiff;
+pub mod checkpoint;
 pub mod data;
 pub mod exec;
 pub mod graph;
