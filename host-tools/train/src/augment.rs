@@ -53,9 +53,11 @@ impl Augment {
                             format!("augmentation noise={v}: expected a standard deviation >= 0")
                         })?
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "unknown augmentation '{item}' (expected shift=K, noise=SIGMA, flip or none)"
-                )),
+                ))
+                }
             }
         }
         Ok(a)

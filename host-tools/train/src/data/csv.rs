@@ -122,7 +122,18 @@ pub fn parse(
                 labels.push(l as usize);
             } else {
                 all_integers &= is_integer(f);
-                images.push(v as f32);
+                // Parsed as f32 directly: correctly rounded, so a float32 written in
+                // shortest round-trip notation reads back bit-exactly.
+                match f.trim().parse::<f32>() {
+                    Ok(x) if x.is_finite() => images.push(x),
+                    _ => {
+                        return Err(at(
+                            line,
+                            Some(col),
+                            format!("'{}' is out of float32 range", f.trim()),
+                        ))
+                    }
+                }
             }
         }
     }
