@@ -139,6 +139,17 @@ impl Dataset {
             if x.is_file() && y.is_file() {
                 return npy::load(&x, &y, sample, limit);
             }
+            if x.is_file() != y.is_file() {
+                let (have, missing) = if x.is_file() { (&x, &y) } else { (&y, &x) };
+                return Err(err(
+                    path,
+                    format!(
+                        "{} without {}: an npy dataset needs both",
+                        have.file_name().unwrap_or_default().to_string_lossy(),
+                        missing.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                ));
+            }
         }
         let entries = std::fs::read_dir(path).map_err(|e| err(path, e.to_string()))?;
         let mut csvs: Vec<PathBuf> = entries

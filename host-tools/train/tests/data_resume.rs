@@ -156,6 +156,11 @@ fn unusable_paths_say_why() {
         e.contains("lonely.npy") && e.contains("IMAGES.npy,LABELS.npy"),
         "{e}"
     );
+    let lone = dir.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    write_npy(&lone.join("x.npy"), &[1, 784], &[0u8; 784]);
+    let e = open(&lone);
+    assert!(e.contains("x.npy without y.npy"), "{e}");
     std::fs::write(dir.join("a.csv"), "1,2\n").unwrap();
     std::fs::write(dir.join("b.csv"), "1,2\n").unwrap();
     let e = open(&dir);

@@ -158,17 +158,15 @@ pub fn parse(
 /// The fields of `row` with the 1-based column where each starts.
 fn split(row: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
-    let mut start = 0;
-    for (i, c) in row.char_indices() {
+    let (mut start, mut start_col) = (0, 1);
+    for (col, (i, c)) in row.char_indices().enumerate() {
         if c == ',' {
-            out.push((start, &row[start..i]));
-            start = i + 1;
+            out.push((start_col, &row[start..i]));
+            (start, start_col) = (i + 1, col + 2);
         }
     }
-    out.push((start, &row[start..]));
-    out.into_iter()
-        .map(|(s, f)| (row[..s].chars().count() + 1, f))
-        .collect()
+    out.push((start_col, &row[start..]));
+    out
 }
 
 /// A finite number in decimal notation (`inf`, `nan` and empty fields are refused).
