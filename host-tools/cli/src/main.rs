@@ -50,8 +50,9 @@ enum Command {
     /// Build a board's firmware with the model, flash it with probe-rs and stream its
     /// defmt log (--dry-run: only check it fits and print the memory map).
     Flash(flash::Args),
-    /// Train a model described by a model file (TOML) on IDX data; writes weights
-    /// (safetensors), the model file and a training curve, and reports float and
+    /// Train a model described by a model file (TOML) on IDX, npy or CSV data
+    /// (optionally augmented); writes weights (safetensors), a resumable checkpoint
+    /// (--resume), the model file and a training curve, and reports float and
     /// (--quantize int8) kiln int8 test accuracy.
     Train(train::Args),
 }

@@ -1,11 +1,15 @@
-//! `kiln train --model FILE.toml --data DIR [--test DIR] --epochs N --out DIR`: trains
-//! a model described by a kiln-train model file on an IDX dataset, writes the weights
-//! (safetensors), the model file and a training-curve SVG, and reports float (and with
-//! `--quantize int8`, kiln's int8) test accuracy measured by running the graphs.
+//! `kiln train --model FILE.toml --data PATH [--test PATH] --epochs N --out DIR`: trains
+//! a model described by a kiln-train model file on an IDX, npy or CSV dataset (with
+//! optional `--augment`), writes the weights (safetensors), a resumable checkpoint
+//! (`--resume` continues from it), the model file and a training-curve SVG, and reports
+//! float (and with `--quantize int8`, kiln's int8) test accuracy measured by running
+//! the graphs.
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_train::data::Dataset;
+use kiln_train::augment::Augment;
+use kiln_train::checkpoint::Checkpoint;
+use kiln_train::data::{Dataset, LabelColumn, LoadOptions};
 use kiln_train::model::ModelSpec;
 use kiln_train::optim::{OptimizerKind, Schedule};
 use kiln_train::train::{self, TrainConfig};
@@ -19,12 +23,29 @@ pub struct Args {
     /// The model file (TOML: input shape and layers; see the kiln-train crate docs).
     #[arg(long)]
     model: PathBuf,
-    /// Training data: a folder with an IDX images file and an IDX labels file (gz ok).
+    /// Training data: a folder holding x.npy + y.npy (or images.npy + labels.npy), one
+    /// .csv file, or IDX *images* + *labels* files (gz ok); a .csv file; or an
+    /// IMAGES,LABELS pair of npy or IDX files. Integer data is divided by 255, float
+    /// data used as is.
     #[arg(long)]
     data: PathBuf,
-    /// Test data (same layout), evaluated after every epoch.
+    /// Test data (any of the same layouts), evaluated after every epoch.
     #[arg(long)]
     test: Option<PathBuf>,
+    /// CSV label field: first, last, or a column number from 1. A first line with a
+    /// non-number is a header.
+    #[arg(long, default_value = "first")]
+    label_column: String,
+    /// Augment training batches on the fly, e.g. shift=2,noise=0.05 (shift by up to 2
+    /// pixels with zero fill, Gaussian noise of sigma 0.05); add flip to mirror
+    /// left-right (not for digits). Deterministic from --seed; evaluation never augments.
+    #[arg(long, default_value = "none")]
+    augment: String,
+    /// Continue from a checkpoint (OUT/checkpoint.safetensors of an earlier run) up to
+    /// --epochs; the other settings must match the checkpoint's. The result is
+    /// bit-identical to a run that never stopped.
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Passes over the training data.
     #[arg(long, default_value_t = 5)]
     epochs: usize,
@@ -58,7 +79,8 @@ pub struct Args {
     /// Test on at most this many samples (the first ones).
     #[arg(long)]
     test_limit: Option<usize>,
-    /// Output folder: model.toml, weights.safetensors, curve.svg.
+    /// Output folder: model.toml, weights.safetensors, checkpoint.safetensors (written
+    /// after every epoch), curve.svg.
     #[arg(long)]
     out: PathBuf,
     /// Also quantize the trained model with kiln (int8 PTQ) and report its accuracy.
@@ -87,10 +109,35 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         kiln_train::set_threads(t)?;
     }
+    let augment = Augment::parse(&args.augment).map_err(|e| anyhow::anyhow!("--augment: {e}"))?;
+    let label_column = LabelColumn::parse(&args.label_column)
+        .map_err(|e| anyhow::anyhow!("--label-column: {e}"))?;
     let mut graph = spec.build(args.seed)?;
-    let data = Dataset::load_dir(&args.data, &spec.input, args.limit)?;
+    let classes = graph
+        .outputs
+        .first()
+        .map(|&o| graph.info(o).shape.last().copied().unwrap_or(0))
+        .unwrap_or(0);
+    let open = |path: &PathBuf, limit| -> anyhow::Result<Dataset> {
+        let d = Dataset::open(
+            path,
+            &spec.input,
+            &LoadOptions {
+                limit,
+                label_column,
+            },
+        )?;
+        d.check_labels(classes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(d)
+    };
+    let data = open(&args.data, args.limit)?;
     let test = match &args.test {
-        Some(dir) => Some(Dataset::load_dir(dir, &spec.input, args.test_limit)?),
+        Some(path) => Some(open(path, args.test_limit)?),
+        None => None,
+    };
+    let resume = match &args.resume {
+        Some(path) => Some(Checkpoint::load(path)?),
         None => None,
     };
     let params: usize = graph
@@ -112,6 +159,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         args.seed,
         kiln_train::threads()
     );
+    if !augment.is_none() {
+        println!("augmenting training batches: {augment}");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let checkpoint = args.out.join("checkpoint.safetensors");
     let cfg = TrainConfig {
         epochs: args.epochs,
         batch: args.batch,
@@ -119,27 +172,46 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         optimizer,
         schedule,
         seed: args.seed,
+        augment,
+        checkpoint: Some(checkpoint.clone()),
     };
-    let steps = (data.len() / args.batch.max(1)) * args.epochs;
+    let done = resume.as_ref().map_or(0, |c| c.epoch);
+    if let (Some(c), Some(path)) = (&resume, &args.resume) {
+        c.check_config(&cfg, data.len())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        println!(
+            "resuming from {} after epoch {done} of {}",
+            path.display(),
+            args.epochs
+        );
+    }
+    let steps = (data.len() / args.batch.max(1)) * (args.epochs - done);
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let history = train::train(&mut graph, &data, test.as_ref(), &cfg, &mut |s| {
-        bar.inc(1);
-        if s.step % 10 == 0 || s.step == s.steps {
-            bar.set_message(format!(
-                "epoch {}/{} loss {:.4} acc {:.2}% {:.0} img/s",
-                s.epoch + 1,
-                args.epochs,
-                s.loss,
-                s.accuracy * 100.0,
-                s.images_per_s
-            ));
-        }
-    });
+    let history = train::train_from(
+        &mut graph,
+        &data,
+        test.as_ref(),
+        &cfg,
+        resume.as_ref(),
+        &mut |s| {
+            bar.inc(1);
+            if s.step % 10 == 0 || s.step == s.steps {
+                bar.set_message(format!(
+                    "epoch {}/{} loss {:.4} acc {:.2}% {:.0} img/s",
+                    s.epoch + 1,
+                    args.epochs,
+                    s.loss,
+                    s.accuracy * 100.0,
+                    s.images_per_s
+                ));
+            }
+        },
+    );
     bar.finish_and_clear();
     let history = history?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -158,15 +230,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let train_s: f64 = history.iter().map(|e| e.seconds).sum();
-    let images: usize = (data.len() / args.batch) * args.batch * args.epochs;
+    let images: usize = (data.len() / args.batch) * args.batch * (args.epochs - done);
     println!(
         "training: {train_s:.1} s in steps ({:.0} images/s, {} threads), {elapsed:.1} s with evaluation; peak training memory {:.1} MiB",
         images as f64 / train_s.max(1e-9),
         kiln_train::threads(),
         history.last().map_or(0, |e| e.peak_bytes) as f64 / (1 << 20) as f64
     );
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let model_out = args.out.join("model.toml");
     std::fs::write(&model_out, spec.source())
         .with_context(|| format!("{}: cannot write", model_out.display()))?;
@@ -177,12 +247,16 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     train::save_weights(&graph, &ids, &weights)?;
     let svg = args.out.join("curve.svg");
-    std::fs::write(&svg, kiln_train::svg::training_curve(&spec.name, &history))
+    // The curve covers the whole run, the epochs before a resume included.
+    let mut curve = resume.map(|c| c.history).unwrap_or_default();
+    curve.extend(history.iter().copied());
+    std::fs::write(&svg, kiln_train::svg::training_curve(&spec.name, &curve))
         .with_context(|| format!("{}: cannot write", svg.display()))?;
     println!(
-        "wrote {}, {}, {}",
+        "wrote {}, {}, {}, {}",
         model_out.display(),
         weights.display(),
+        checkpoint.display(),
         svg.display()
     );
     let Some(test) = &test else {

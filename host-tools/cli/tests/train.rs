@@ -163,3 +163,134 @@ fn trains_an_mlp_and_writes_artifacts() {
 fn kiln_train_load(out: &Path) -> kiln_codegen::ir::Graph {
     kiln_train::load(&out.join("model.toml"), &out.join("weights.safetensors")).expect("load")
 }
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-train-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `kiln train` of the MLP on 64 MNIST samples, batch 16, with `extra` arguments.
+fn train_mlp(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--model",
+        "models/lenet/mlp.toml",
+        "--data",
+        "data/mnist-10k",
+        "--limit",
+        "64",
+        "--batch",
+        "16",
+        "--augment",
+        "shift=1,noise=0.02",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    kiln(&args)
+}
+
+#[test]
+fn resume_continues_bit_identically() {
+    let dir = temp("resume");
+    let (straight, first, resumed) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    let ok = |o: &Output| {
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    ok(&train_mlp(&straight, &["--epochs", "3"]));
+    ok(&train_mlp(&first, &["--epochs", "1"]));
+    let ckpt = first.join("checkpoint.safetensors");
+    let stdout = ok(&train_mlp(
+        &resumed,
+        &["--epochs", "3", "--resume", ckpt.to_str().unwrap()],
+    ));
+    assert!(
+        stdout.contains("resuming from") && stdout.contains("after epoch 1 of 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("epoch 3:") && !stdout.contains("epoch 1:"),
+        "{stdout}"
+    );
+    let read = |d: &Path| std::fs::read(d.join("weights.safetensors")).unwrap();
+    assert!(
+        read(&straight) == read(&resumed),
+        "resumed weights differ from a straight run"
+    );
+    // Other settings than the checkpoint's are refused, naming each.
+    let o = train_mlp(
+        &dir.join("d"),
+        &[
+            "--epochs",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("checkpoint.safetensors") && stderr.contains("optimizer Adam"),
+        "{stderr}"
+    );
+    // A plain weights file is not a checkpoint.
+    let weights = first.join("weights.safetensors");
+    let o = train_mlp(&dir.join("e"), &["--resume", weights.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("not a kiln-train checkpoint"), "{stderr}");
+}
+
+#[test]
+fn bad_csv_and_labels_name_file_line_and_column() {
+    let dir = temp("csv");
+    // One label and 784 pixels per row; the model has 10 classes.
+    let row = |label: &str, pixel: &str| format!("{label}{}\n", format!(",{pixel}").repeat(784));
+    let cases = [
+        (
+            "ragged",
+            format!("{}{}", row("1", "0"), row("2", "0").replacen(",0", "", 1)),
+            "ragged.csv:2: 784 fields, the first row (line 1) has 785",
+        ),
+        (
+            "number",
+            format!("{}{}", row("1", "0"), row("2", "1O")),
+            "number.csv:2:3: '1O' is not a finite number",
+        ),
+        (
+            "label",
+            format!("{}{}", row("1", "0"), row("12", "0")),
+            "label.csv: label 12 of sample 1 does not fit the model's 10 classes",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let file = dir.join(format!("{name}.csv"));
+        std::fs::write(&file, text).unwrap();
+        let o = kiln(&[
+            "train",
+            "--model",
+            "models/lenet/mlp.toml",
+            "--data",
+            file.to_str().unwrap(),
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(want), "{name}: no '{want}' in {stderr}");
+    }
+}

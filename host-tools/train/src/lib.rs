@@ -25,6 +25,7 @@
 //!     optimizer: OptimizerKind::parse("adam", 0.0).unwrap(),
 //!     schedule: Schedule::Constant,
 //!     seed: 1,
+//!     ..TrainConfig::default()
 //! };
 //! let history = train(&mut graph, &data, None, &cfg, &mut |_| {})?;
 //! println!("loss {}", history[0].loss);
@@ -69,6 +70,36 @@
 //! is LeNet-5, `models/lenet/mlp.toml` an MLP. Weights start He-uniform from the seed,
 //! biases at zero.
 //!
+//! # Data
+//!
+//! [`data::Dataset::open`] reads IDX (MNIST's files, gzip'd or not), NumPy `.npy`
+//! (`x.npy` + `y.npy` or `images.npy` + `labels.npy` in a folder, or an explicit
+//! `IMAGES.npy,LABELS.npy` pair) and CSV (one sample per row, the label in the first,
+//! last or a chosen column, an optional header, strict parsing with `file:line:column`
+//! errors). One normalization for all: integer data is divided by 255 (bytes become
+//! `[0, 1]`, as `kiln eval` and `kiln quantize` read IDX), float data is used as is; a
+//! CSV file is integer data when every value is written as an integer.
+//!
+//! # Augmentation
+//!
+//! [`augment::Augment`] (`TrainConfig::augment`) shifts training samples by up to `k`
+//! pixels with zero fill, adds Gaussian noise and optionally flips them left-right, on
+//! the fly per batch: the dataset is never changed and evaluation never augments. Each
+//! sample's randomness is keyed on (seed, epoch, slot), so it is deterministic for any
+//! thread count and after a resume.
+//!
+//! # Checkpoints
+//!
+//! With `TrainConfig::checkpoint` set, every epoch writes a [`checkpoint::Checkpoint`]:
+//! a safetensors file with the parameters (under their IR names, so it also loads as
+//! weights), the optimizer state (`optim/m/*`, `optim/v/*`), the sample order, and in
+//! its metadata the epoch, optimizer step count, shuffle-generator state, configuration
+//! essentials and per-epoch history. [`train::train_from`] continues from it: K epochs,
+//! a stop and N-K more give bit-identical weights to N epochs straight. A checkpoint of
+//! another model (missing tensor, other shape) or other settings (optimizer, batch,
+//! seed, lr, schedule, augmentation, sample count) is refused, naming the difference.
+//! The cosine schedule spans `epochs`, so resume with the `epochs` of the stopped run.
+//!
 //! # Determinism
 //!
 //! One seed fixes the initial weights and the batch order. Every kernel either computes
@@ -79,10 +110,12 @@
 //! # Dependencies
 //!
 //! See Cargo.toml: matrixmultiply (GEMM), rayon (parallel batch), safetensors (weights), serde + toml (model file), thiserror, flate2
-//! (gzip'd labels). The random generator is [`rng`], written here so that seeds are
+//! (gzip'd labels), npyz (npy datasets). The random generator is [`rng`], written here so that seeds are
 //! stable across platforms and dependency upgrades.
 
+pub mod augment;
 pub mod autodiff;
+pub mod checkpoint;
 pub mod data;
 pub mod exec;
 pub mod graph;

@@ -80,6 +80,34 @@ impl Optimizer {
         }
     }
 
+    /// An optimizer continuing from saved state (a checkpoint): `steps` updates done,
+    /// first moments (SGD momentum) `m` and Adam's second moments `v`, one vector per
+    /// parameter (empty before the first step; `v` unused by SGD).
+    pub fn resumed(kind: OptimizerKind, steps: u64, m: Vec<Vec<f32>>, v: Vec<Vec<f32>>) -> Self {
+        Optimizer {
+            kind,
+            m,
+            v,
+            t: steps,
+        }
+    }
+
+    /// The update rule.
+    pub fn kind(&self) -> OptimizerKind {
+        self.kind
+    }
+
+    /// Updates done so far (Adam's bias-correction step count).
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// The per-parameter state `(m, v)`: SGD's momentum buffers or Adam's first moments,
+    /// and Adam's second moments (zeros for SGD); empty before the first step.
+    pub fn moments(&self) -> (&[Vec<f32>], &[Vec<f32>]) {
+        (&self.m, &self.v)
+    }
+
     /// Updates every parameter from its gradient with learning rate `lr`.
     pub fn step(&mut self, params: &mut [Vec<f32>], grads: &[&[f32]], lr: f32) {
         if self.m.len() != params.len() {

@@ -1,7 +1,9 @@
 //! The training loop, evaluation (float with this crate's executor; float and int8 with
 //! kiln's own executor and quantizer) and weight files.
 
+use crate::augment::Augment;
 use crate::autodiff::differentiate;
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Loss, TrainGraph};
@@ -11,7 +13,7 @@ use crate::TrainError;
 use kiln_codegen::exec::TensorData;
 use kiln_codegen::ir::{Graph, TensorId};
 use kiln_codegen::quantize::{self, QuantizeOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// How to train.
@@ -27,8 +29,12 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     /// Learning-rate schedule.
     pub schedule: Schedule,
-    /// Seed of the batch shuffling.
+    /// Seed of the batch shuffling (and of the augmentation).
     pub seed: u64,
+    /// Augmentation of training batches (none by default); evaluation never augments.
+    pub augment: Augment,
+    /// Write a resumable [`Checkpoint`] here after every epoch (none by default).
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +53,8 @@ impl Default for TrainConfig {
             },
             schedule: Schedule::Constant,
             seed: 1,
+            augment: Augment::default(),
+            checkpoint: None,
         }
     }
 }
@@ -134,6 +142,22 @@ pub fn train(
     cfg: &TrainConfig,
     on_step: &mut dyn FnMut(Step),
 ) -> Result<Vec<EpochStats>, TrainError> {
+    train_from(ir, data, test, cfg, None, on_step)
+}
+
+/// [`train`], continuing from `resume` when given: its parameters (matched to `ir`'s
+/// by name and shape), optimizer state, sample order and generator state replace the
+/// fresh ones and training goes on from its epoch up to `cfg.epochs`, bit-identical to
+/// a run that never stopped. The checkpoint's essential settings must equal `cfg`'s
+/// ([`Checkpoint::check_config`]). The history holds the epochs run by this call.
+pub fn train_from(
+    ir: &mut Graph,
+    data: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+    resume: Option<&Checkpoint>,
+    on_step: &mut dyn FnMut(Step),
+) -> Result<Vec<EpochStats>, TrainError> {
     let classes = classes_of(ir)?;
     if let Some(bad) = data.labels.iter().find(|&&l| l >= classes) {
         return Err(TrainError::Graph(format!(
@@ -156,21 +180,42 @@ pub fn train(
             &g.shape(g.inputs[0])[1..]
         )));
     }
+    let sample_shape = g.shape(g.inputs[0])[1..].to_vec();
+    cfg.augment
+        .check(&sample_shape)
+        .map_err(TrainError::Graph)?;
     g.add_loss(Loss::SoftmaxCrossEntropy)?;
     differentiate(&mut g)?;
     let param_ir = g.param_ir.clone();
     let (loss_t, logits_t, grads_t) = (g.loss.unwrap_or(0), g.outputs[0], g.grads.clone());
     let mut exec = Executor::new(g);
+    let names: Vec<(String, Vec<usize>)> = param_ir
+        .iter()
+        .map(|&id| (ir.tensor(id).name.clone(), ir.tensor(id).info.shape.clone()))
+        .collect();
     let mut params = read_params(ir, &param_ir);
     let mut opt = Optimizer::new(cfg.optimizer);
     let mut rng = Rng::new(cfg.seed);
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    let mut first_epoch = 0;
+    let mut all_history = Vec::new();
+    if let Some(c) = resume {
+        c.check_config(cfg, data.len()).map_err(TrainError::Graph)?;
+        let (p, m, v) = resumed_state(c, &names, cfg.optimizer)?;
+        params = p;
+        opt = Optimizer::resumed(cfg.optimizer, c.optimizer_steps, m, v);
+        rng = Rng::from_state(c.rng);
+        order.clone_from(&c.order);
+        first_epoch = c.epoch;
+        all_history.clone_from(&c.history);
+        write_params(ir, &param_ir, &params);
+    }
     let steps = data.len() / cfg.batch;
     let total = steps * cfg.epochs;
-    let mut order: Vec<usize> = (0..data.len()).collect();
     let mut x = vec![0.0; cfg.batch * sample_len];
     let mut y = vec![0.0; cfg.batch * classes];
     let mut history = Vec::new();
-    for epoch in 0..cfg.epochs {
+    for epoch in first_epoch..cfg.epochs {
         rng.shuffle(&mut order);
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -182,6 +227,8 @@ pub fn train(
                 x[b * sample_len..][..sample_len].copy_from_slice(data.image(i));
                 y[b * classes + data.labels[i]] = 1.0;
             }
+            cfg.augment
+                .apply_batch(&mut x, &sample_shape, cfg.seed, epoch, s * cfg.batch);
             exec.run(&[&x, &y], &params)?;
             let loss = exec.value(loss_t).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
@@ -219,7 +266,7 @@ pub fn train(
             Some(t) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
             None => None,
         };
-        history.push(EpochStats {
+        let stats = EpochStats {
             epoch: epoch + 1,
             loss: (loss_sum / seen.max(1) as f64) as f32,
             train_accuracy: correct as f64 / seen.max(1) as f64,
@@ -228,10 +275,83 @@ pub fn train(
             seconds,
             images_per_s: seen as f64 / seconds.max(1e-9),
             peak_bytes: exec.peak_bytes(),
-        });
+        };
+        history.push(stats);
+        all_history.push(stats);
+        if let Some(path) = &cfg.checkpoint {
+            Checkpoint::capture(
+                epoch + 1,
+                &names,
+                &params,
+                &opt,
+                &rng,
+                &order,
+                cfg,
+                all_history.clone(),
+            )
+            .save(path)?;
+        }
     }
     write_params(ir, &param_ir, &params);
     Ok(history)
+}
+
+type State = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// The parameters and optimizer moments of `c` in the order of `names` (the training
+/// graph's parameters), checking that the model and the checkpoint match.
+fn resumed_state(
+    c: &Checkpoint,
+    names: &[(String, Vec<usize>)],
+    kind: OptimizerKind,
+) -> Result<State, TrainError> {
+    let bad = |m: String| TrainError::Graph(format!("checkpoint does not fit the model: {m}"));
+    let by_name: std::collections::HashMap<&str, usize> = c
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _, _))| (n.as_str(), i))
+        .collect();
+    if let Some((extra, _, _)) = c
+        .params
+        .iter()
+        .find(|(n, _, _)| !names.iter().any(|(m, _)| m == n))
+    {
+        return Err(bad(format!(
+            "it holds '{extra}', which the model has no parameter for"
+        )));
+    }
+    let (mut p, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, shape) in names {
+        let &i = by_name
+            .get(name.as_str())
+            .ok_or_else(|| bad(format!("no tensor '{name}'")))?;
+        let (_, cshape, values) = &c.params[i];
+        if cshape != shape {
+            return Err(bad(format!(
+                "'{name}' is {cshape:?} in the checkpoint, {shape:?} in the model"
+            )));
+        }
+        p.push(values.clone());
+        if let Some(mi) = c.m.get(i) {
+            m.push(mi.clone());
+        }
+        if let Some(vi) = c.v.get(i) {
+            v.push(vi.clone());
+        }
+    }
+    let adam = !matches!(kind, OptimizerKind::Sgd { .. });
+    if c.optimizer_steps > 0 && (m.len() != p.len() || (adam && v.len() != p.len())) {
+        return Err(bad(format!(
+            "it has {} optimizer steps but not the optimizer state of every parameter",
+            c.optimizer_steps
+        )));
+    }
+    if !adam && !m.is_empty() {
+        // SGD keeps no second moments; the optimizer expects zeros there.
+        v = p.iter().map(|x| vec![0.0; x.len()]).collect();
+    }
+    Ok((p, m, v))
 }
 
 /// Index of the largest value (the first on ties).
