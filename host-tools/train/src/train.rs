@@ -4,8 +4,9 @@
 use crate::autodiff::differentiate;
 use crate::data::Dataset;
 use crate::exec::Executor;
-use crate::graph::{Loss, TrainGraph};
+use crate::graph::{Loss, Tid, TrainGraph};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::qat::{self, Observers, Qat, QatConfig};
 use crate::rng::Rng;
 use crate::TrainError;
 use kiln_codegen::exec::TensorData;
@@ -29,6 +30,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Seed of the batch shuffling.
     pub seed: u64,
+    /// Quantization-aware training ([`crate::qat`]) from an epoch on; `None` trains in
+    /// float only.
+    pub qat: Option<QatConfig>,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +51,7 @@ impl Default for TrainConfig {
             },
             schedule: Schedule::Constant,
             seed: 1,
+            qat: None,
         }
     }
 }
@@ -77,7 +82,8 @@ pub struct EpochStats {
     pub loss: f32,
     /// Training accuracy (on the batches as trained).
     pub train_accuracy: f64,
-    /// Test accuracy after the epoch, if a test set was given.
+    /// Test accuracy after the epoch, if a test set was given (of the fake-quantized
+    /// model in QAT epochs).
     pub test_accuracy: Option<f64>,
     /// Learning rate at the epoch's last step.
     pub lr: f32,
@@ -125,6 +131,16 @@ fn classes_of(ir: &Graph) -> Result<usize, TrainError> {
     Ok(shape[1])
 }
 
+/// What [`train_model`] produced besides the trained weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trained {
+    /// One entry per epoch.
+    pub history: Vec<EpochStats>,
+    /// With [`TrainConfig::qat`]: the fake-quantization plan and its frozen ranges, for
+    /// [`qat::predict`] and [`qat::quantize_int8`].
+    pub qat: Option<Qat>,
+}
+
 /// Trains `ir` (a float kiln graph with batch 1) in place on `data` with softmax
 /// cross-entropy; evaluates on `test` after each epoch. `on_step` sees every step.
 pub fn train(
@@ -134,6 +150,51 @@ pub fn train(
     cfg: &TrainConfig,
     on_step: &mut dyn FnMut(Step),
 ) -> Result<Vec<EpochStats>, TrainError> {
+    Ok(train_model(ir, data, test, cfg, on_step)?.history)
+}
+
+/// A training graph ready to run: the executor and the tensors the loop reads.
+struct StepGraph {
+    exec: Executor,
+    loss: Tid,
+    logits: Tid,
+    grads: Vec<Tid>,
+    param_ir: Vec<TensorId>,
+    observers: Observers,
+}
+
+impl StepGraph {
+    fn new(ir: &Graph, batch: usize, qat: Option<&Qat>) -> Result<Self, TrainError> {
+        let (mut g, observers) = match qat {
+            Some(q) => q.graph(ir, batch, Some(Loss::SoftmaxCrossEntropy))?,
+            None => {
+                let mut g = TrainGraph::from_ir(ir, batch)?;
+                g.add_loss(Loss::SoftmaxCrossEntropy)?;
+                (g, Observers::default())
+            }
+        };
+        differentiate(&mut g)?;
+        Ok(StepGraph {
+            loss: g.loss.unwrap_or(0),
+            logits: g.outputs[0],
+            grads: g.grads.clone(),
+            param_ir: g.param_ir.clone(),
+            exec: Executor::new(g),
+            observers,
+        })
+    }
+}
+
+/// [`train`], returning the QAT ranges too: with [`TrainConfig::qat`], epochs from
+/// `start_epoch` on train the fake-quantized graph (the first QAT batch is run once
+/// without updating the weights, to start the ranges).
+pub fn train_model(
+    ir: &mut Graph,
+    data: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+    on_step: &mut dyn FnMut(Step),
+) -> Result<Trained, TrainError> {
     let classes = classes_of(ir)?;
     if let Some(bad) = data.labels.iter().find(|&&l| l >= classes) {
         return Err(TrainError::Graph(format!(
@@ -147,20 +208,28 @@ pub fn train(
             data.len()
         )));
     }
-    let mut g = TrainGraph::from_ir(ir, cfg.batch)?;
-    let sample_len: usize = g.shape(g.inputs[0])[1..].iter().product();
+    let mut qat = match cfg.qat {
+        Some(q) if q.start_epoch == 0 || q.start_epoch > cfg.epochs => {
+            return Err(TrainError::Graph(format!(
+                "QAT start epoch {} must be between 1 and the {} epochs",
+                q.start_epoch, cfg.epochs
+            )))
+        }
+        Some(q) => Some(Qat::new(ir, q.ema_decay)?),
+        None => None,
+    };
+    let qat_from = cfg.qat.map_or(usize::MAX, |q| q.start_epoch - 1);
+    let mut sg = StepGraph::new(ir, cfg.batch, None)?;
+    let input = &sg.exec.graph().inputs[0];
+    let sample_len: usize = sg.exec.graph().shape(*input)[1..].iter().product();
     if sample_len != data.sample_len() {
         return Err(TrainError::Graph(format!(
             "samples have {} values, the model input {:?} needs {sample_len}",
             data.sample_len(),
-            &g.shape(g.inputs[0])[1..]
+            &sg.exec.graph().shape(*input)[1..]
         )));
     }
-    g.add_loss(Loss::SoftmaxCrossEntropy)?;
-    differentiate(&mut g)?;
-    let param_ir = g.param_ir.clone();
-    let (loss_t, logits_t, grads_t) = (g.loss.unwrap_or(0), g.outputs[0], g.grads.clone());
-    let mut exec = Executor::new(g);
+    let param_ir = sg.param_ir.clone();
     let mut params = read_params(ir, &param_ir);
     let mut opt = Optimizer::new(cfg.optimizer);
     let mut rng = Rng::new(cfg.seed);
@@ -172,6 +241,10 @@ pub fn train(
     let mut history = Vec::new();
     for epoch in 0..cfg.epochs {
         rng.shuffle(&mut order);
+        let quantized = epoch >= qat_from;
+        if epoch == qat_from {
+            sg = StepGraph::new(ir, cfg.batch, qat.as_ref())?;
+        }
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
@@ -182,15 +255,29 @@ pub fn train(
                 x[b * sample_len..][..sample_len].copy_from_slice(data.image(i));
                 y[b * classes + data.labels[i]] = 1.0;
             }
-            exec.run(&[&x, &y], &params)?;
-            let loss = exec.value(loss_t).map_or(f32::NAN, |v| v[0]);
+            let mut run = |qat: &mut Option<Qat>| -> Result<(), TrainError> {
+                let qparams = qat.as_ref().filter(|_| quantized).map(Qat::qparams);
+                let mut feeds: Vec<&[f32]> = vec![&x, &y];
+                feeds.extend(qparams.iter().flatten().map(|p| &p[..]));
+                sg.exec.run(&feeds, &params)?;
+                if let Some(q) = qat.as_mut().filter(|_| quantized) {
+                    q.observe(&sg.exec, &sg.observers);
+                }
+                Ok(())
+            };
+            if quantized && !qat.as_ref().is_some_and(Qat::has_ranges) {
+                run(&mut qat)?;
+            }
+            run(&mut qat)?;
+            let exec = &sg.exec;
+            let loss = exec.value(sg.loss).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
                     step: s + 1,
                 });
             }
-            let logits = exec.value(logits_t).unwrap_or(&[]);
+            let logits = exec.value(sg.logits).unwrap_or(&[]);
             correct += idx
                 .iter()
                 .enumerate()
@@ -199,7 +286,8 @@ pub fn train(
             seen += cfg.batch;
             loss_sum += f64::from(loss) * cfg.batch as f64;
             lr = cfg.schedule.lr(cfg.lr, epoch, epoch * steps + s, total);
-            let grads: Vec<&[f32]> = grads_t
+            let grads: Vec<&[f32]> = sg
+                .grads
                 .iter()
                 .map(|&t| exec.value(t).unwrap_or(&[]))
                 .collect();
@@ -215,9 +303,10 @@ pub fn train(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
-        let test_accuracy = match test {
-            Some(t) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
-            None => None,
+        let test_accuracy = match (test, qat.as_ref().filter(|_| quantized)) {
+            (Some(t), Some(q)) => Some(accuracy(&qat::predict(ir, q, t, 256)?, &t.labels)),
+            (Some(t), None) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
+            (None, _) => None,
         };
         history.push(EpochStats {
             epoch: epoch + 1,
@@ -227,11 +316,11 @@ pub fn train(
             lr,
             seconds,
             images_per_s: seen as f64 / seconds.max(1e-9),
-            peak_bytes: exec.peak_bytes(),
+            peak_bytes: sg.exec.peak_bytes(),
         });
     }
     write_params(ir, &param_ir, &params);
-    Ok(history)
+    Ok(Trained { history, qat })
 }
 
 /// Index of the largest value (the first on ties).
