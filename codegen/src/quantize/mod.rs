@@ -214,9 +214,12 @@ pub fn quantize_with_ranges(
     options: &QuantizeOptions,
 ) -> Result<Graph, QuantizeError> {
     check_quantizable(float)?;
-    if let Some((index, node)) = float.nodes.iter().enumerate().find(|(_, n)| {
-        matches!(&n.op, crate::ir::Op::Conv2d(a) if a.residual.is_some())
-    }) {
+    if let Some((index, node)) = float
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, n)| matches!(&n.op, crate::ir::Op::Conv2d(a) if a.residual.is_some()))
+    {
         return Err(QuantizeError::Node {
             index,
             name: node.name.clone(),

@@ -468,7 +468,10 @@ fn ranges_by_name_reproduce_calibration_on_the_optimized_graph() {
     let mut bad = ranges;
     bad.insert(name.clone(), (1.0, f32::NAN));
     let e = quantize_with_ranges(&optimized, &bad, &options).unwrap_err();
-    assert!(e.to_string().contains(&name) && e.to_string().contains("finite"), "{e}");
+    assert!(
+        e.to_string().contains(&name) && e.to_string().contains("finite"),
+        "{e}"
+    );
 }
 
 #[test]

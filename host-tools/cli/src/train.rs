@@ -203,7 +203,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(q) = &trained.qat {
         let path = args.out.join("qat_ranges.toml");
         qat::save_ranges(&q.ranges(), &path)?;
-        println!("wrote {} (activation ranges of the int8 model)", path.display());
+        println!(
+            "wrote {} (activation ranges of the int8 model)",
+            path.display()
+        );
     }
     let Some(test) = &test else {
         return Ok(ExitCode::SUCCESS);
@@ -246,7 +249,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         let acc = train::accuracy(&pred, &test.labels);
         let agree = pred.iter().zip(&fake).filter(|(a, b)| a == b).count();
         println!(
-            "int8 test accuracy:  {:.2}% by kiln's executor (kiln quantize with the QAT ranges); int8 - float {:+.2} points, int8 - QAT {:+.2} points, top-1 agreement with QAT {:.2}%",
+            "int8 (QAT) accuracy: {:.2}% by kiln's executor (kiln quantize with the QAT ranges); int8 - float {:+.2} points, int8 - QAT {:+.2} points, top-1 agreement with QAT {:.2}%",
             acc * 100.0,
             (acc - float_acc) * 100.0,
             (acc - fake_acc) * 100.0,

@@ -277,7 +277,10 @@ fn weight_scales(w: &[f32], shape: &[usize], axis: usize) -> (Vec<f32>, usize) {
         let c = (i / inner) % channels;
         max_abs[c] = max_abs[c].max(v.abs());
     }
-    let scales = max_abs.iter().map(|&m| params::symmetric_scale(m)).collect();
+    let scales = max_abs
+        .iter()
+        .map(|&m| params::symmetric_scale(m))
+        .collect();
     (scales, inner)
 }
 
@@ -464,7 +467,10 @@ fn plan(ir: &Graph) -> Result<Plan, TrainError> {
         };
         let mut consts = node.inputs[1..].iter().map(|&t| g.tensor(t));
         for t in consts.clone() {
-            let same = ir.tensors.iter().any(|o| o.name == t.name && o.data == t.data);
+            let same = ir
+                .tensors
+                .iter()
+                .any(|o| o.name == t.name && o.data == t.data);
             if !same {
                 return Err(TrainError::Graph(format!(
                     "QAT: kiln's passes change the constant '{}' of node '{}' (a folded batch norm?); fake quantization of computed weights is not supported",
@@ -551,7 +557,11 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
             node.op,
             TOp::Ir(Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. })
         );
-        if let Some(&(w, bias)) = node.inputs.get(1).and_then(|t| layers.get(t)).filter(|_| layer)
+        if let Some(&(w, bias)) = node
+            .inputs
+            .get(1)
+            .and_then(|t| layers.get(t))
+            .filter(|_| layer)
         {
             let wt = node.inputs[1];
             let (name, shape) = (g.tensors[wt].name.clone(), g.shape(wt).to_vec());

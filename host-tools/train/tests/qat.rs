@@ -155,7 +155,9 @@ fn qat_is_deterministic_for_any_thread_count() {
     assert_eq!(la.to_bits(), lb.to_bits());
     assert!(a == b, "weights differ between 1 and 3 threads");
     let bits = |r: &qat::Ranges| -> Vec<(u32, u32)> {
-        r.values().map(|(l, h)| (l.to_bits(), h.to_bits())).collect()
+        r.values()
+            .map(|(l, h)| (l.to_bits(), h.to_bits()))
+            .collect()
     };
     assert_eq!(bits(&ra), bits(&rb));
     assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
@@ -169,7 +171,10 @@ fn bad_qat_settings_are_refused() {
         let e = train::train_model(&mut graph, &data, None, &config(2, start), &mut |_| {})
             .unwrap_err()
             .to_string();
-        assert!(e.contains("QAT start epoch") && e.contains("2 epochs"), "{e}");
+        assert!(
+            e.contains("QAT start epoch") && e.contains("2 epochs"),
+            "{e}"
+        );
     }
     let e = Qat::new(&graph, 1.0).unwrap_err().to_string();
     assert!(e.contains("decay"), "{e}");
