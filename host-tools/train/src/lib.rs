@@ -70,6 +70,20 @@
 //! is LeNet-5, `models/lenet/mlp.toml` an MLP. Weights start He-uniform from the seed,
 //! biases at zero.
 //!
+//! # Quantization-aware training
+//!
+//! With [`train::TrainConfig::qat`] ([`qat::QatConfig`]: the first QAT epoch after a
+//! float warm-up), [`train::train_model`] trains the graph with fake quantization
+//! ([`qat`]) placed on exactly the tensors that are int8 in kiln's compiled graph (read
+//! off kiln's own optimization passes: after fused relus, not between), with kiln's
+//! quantizer's parameters and rounding: per-channel symmetric weights, int32 biases,
+//! per-tensor asymmetric activations whose ranges are moving averages of batch
+//! min/max, frozen at the end. Gradients are straight-through (zero where a value is
+//! clipped). [`qat::quantize_int8`] hands those ranges to
+//! [`kiln_codegen::quantize::quantize_with_ranges`], so kiln's int8 model predicts
+//! what the fake-quantized graph predicts ([`qat::predict`]); `kiln train --qat`
+//! reports both and writes the ranges (`qat_ranges.toml`, [`qat::load_ranges`]).
+//!
 //! # Determinism
 //!
 //! One seed fixes the initial weights and the batch order. Every kernel either computes
