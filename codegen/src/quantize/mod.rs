@@ -37,6 +37,7 @@ pub use report::{report, LayerRow, OutputRow, QuantReport};
 
 use crate::exec::{ExecError, Executor, TensorData};
 use crate::ir::{Graph, TensorId, ValidateError};
+use std::collections::BTreeMap;
 
 /// One calibration sample: a value for each graph input, in order.
 pub type Sample = Vec<TensorData>;
@@ -194,7 +195,80 @@ pub fn quantize_with(
         .map_err(QuantizeError::Calibration)?;
     let ranges = stats.ranges(options.calibration);
     let float = transform::unfuse_residuals(float);
-    let int8 = transform::quantize_graph(&float, &ranges, options.fc_per_channel)?;
+    finish(&float, &ranges, options)
+}
+
+/// The int8 graph for `float` with the activation ranges given by tensor name (e.g.
+/// those quantization-aware training tracked) instead of calibration statistics; the
+/// rest is [`quantize_with`]'s rewrite, so parameters are derived exactly as there
+/// (`params::asymmetric` of each range, shared and fixed parameters where TFLM needs
+/// them). Names are used because the optimization passes drop nodes and tensors: pass
+/// the ranges of the tensors that survive them. Every activation tensor whose
+/// parameters are not fixed by its op needs a range; a name matching no tensor, a
+/// name shared by two tensors, or a range that is not finite is an error naming it.
+/// A graph with fused residual ADDs is refused: their conv results have no name of
+/// their own to give a range to (quantize before `fuse_residual`).
+pub fn quantize_with_ranges(
+    float: &Graph,
+    ranges: &BTreeMap<String, (f32, f32)>,
+    options: &QuantizeOptions,
+) -> Result<Graph, QuantizeError> {
+    check_quantizable(float)?;
+    if let Some((index, node)) = float
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, n)| matches!(&n.op, crate::ir::Op::Conv2d(a) if a.residual.is_some()))
+    {
+        return Err(QuantizeError::Node {
+            index,
+            name: node.name.clone(),
+            op: node.op.name(),
+            message: "has a fused residual ADD, whose conv result has no tensor to give a range to; quantize before the fuse_residual pass".into(),
+        });
+    }
+    let tensor_error = |index: usize, message: String| QuantizeError::Tensor {
+        index,
+        name: float.tensors[index].name.clone(),
+        message,
+    };
+    let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, t) in float.tensors.iter().enumerate() {
+        if let Some(first) = by_name.insert(&t.name, i) {
+            if ranges.contains_key(&t.name) {
+                return Err(tensor_error(
+                    i,
+                    format!("has the same name as tensor {first}, so a range by name is ambiguous"),
+                ));
+            }
+        }
+    }
+    let mut by_id: Vec<Option<(f32, f32)>> = vec![None; float.tensors.len()];
+    for (name, &(lo, hi)) in ranges {
+        let Some(&i) = by_name.get(name.as_str()) else {
+            return Err(QuantizeError::Calibration(format!(
+                "a range is given for '{name}', but the graph has no tensor of that name"
+            )));
+        };
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(tensor_error(
+                i,
+                format!("range [{lo}, {hi}] is not a finite interval"),
+            ));
+        }
+        by_id[i] = Some((lo, hi));
+    }
+    finish(float, &by_id, options)
+}
+
+/// The rewrite shared by [`quantize_with`] and [`quantize_with_ranges`], then the
+/// checks that the result is valid and runs on TFLM's int8 kernels.
+fn finish(
+    float: &Graph,
+    ranges: &[Option<(f32, f32)>],
+    options: &QuantizeOptions,
+) -> Result<Graph, QuantizeError> {
+    let int8 = transform::quantize_graph(float, ranges, options.fc_per_channel)?;
     int8.validate().map_err(QuantizeError::Invalid)?;
     if let Some(e) = crate::exec::check(&int8)?.into_iter().next() {
         return Err(match e {

@@ -426,6 +426,55 @@ fn classifier_quantizes_to_tflms_int8_scheme() {
 }
 
 #[test]
+fn ranges_by_name_reproduce_calibration_on_the_optimized_graph() {
+    let (float, _) = classifier();
+    let s = samples(&float, 8, -1.0, 1.0, 13);
+    let mut optimized = float.clone();
+    crate::passes::optimize(&mut optimized).unwrap();
+    let options = QuantizeOptions::default();
+    let stats = calibrate(&optimized, &s).unwrap();
+    let expected = quantize_with(&optimized, &stats, &options).unwrap();
+    // The passes folded the RELU: its input tensor is gone from the graph, the names
+    // of what survives carry the ranges.
+    let ranges: BTreeMap<String, (f32, f32)> = stats
+        .ranges(Calibration::MinMax)
+        .iter()
+        .enumerate()
+        .filter_map(|(t, r)| r.map(|r| (optimized.tensors[t].name.clone(), r)))
+        .collect();
+    assert!(ranges.len() >= 6, "{ranges:?}");
+    let got = quantize_with_ranges(&optimized, &ranges, &options).unwrap();
+    assert_eq!(got, expected);
+
+    // Wider ranges give wider scales, so the ranges are really used.
+    let wide: BTreeMap<String, (f32, f32)> = ranges
+        .iter()
+        .map(|(n, &(lo, hi))| (n.clone(), (lo * 2.0, hi * 2.0)))
+        .collect();
+    let widened = quantize_with_ranges(&optimized, &wide, &options).unwrap();
+    let x = optimized.inputs[0];
+    assert!(quant(&widened, x).0 > quant(&expected, x).0 * 1.9);
+
+    // Errors name the tensor.
+    let mut missing = ranges.clone();
+    let name = optimized.tensors[x.0].name.clone();
+    missing.remove(&name);
+    let e = quantize_with_ranges(&optimized, &missing, &options).unwrap_err();
+    assert!(e.to_string().contains(&name), "{e}");
+    let mut unknown = ranges.clone();
+    unknown.insert("no_such_tensor".into(), (0.0, 1.0));
+    let e = quantize_with_ranges(&optimized, &unknown, &options).unwrap_err();
+    assert!(e.to_string().contains("no_such_tensor"), "{e}");
+    let mut bad = ranges;
+    bad.insert(name.clone(), (1.0, f32::NAN));
+    let e = quantize_with_ranges(&optimized, &bad, &options).unwrap_err();
+    assert!(
+        e.to_string().contains(&name) && e.to_string().contains("finite"),
+        "{e}"
+    );
+}
+
+#[test]
 fn optimized_int8_graph_folds_the_private_relu_and_runs_the_same() {
     let (float, _) = classifier();
     let s = samples(&float, 8, -1.0, 1.0, 12);

@@ -3,7 +3,8 @@
 //! optional `--augment`), writes the weights (safetensors), a resumable checkpoint
 //! (`--resume` continues from it), the model file and a training-curve SVG, and reports
 //! float (and with `--quantize int8`, kiln's int8) test accuracy measured by running
-//! the graphs.
+//! the graphs. With `--qat`, the last epochs train with fake quantization and kiln's
+//! int8 model is built from the ranges QAT tracked (written to OUT/qat_ranges.toml).
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,6 +13,7 @@ use kiln_train::checkpoint::Checkpoint;
 use kiln_train::data::{Dataset, LabelColumn, LoadOptions};
 use kiln_train::model::ModelSpec;
 use kiln_train::optim::{OptimizerKind, Schedule};
+use kiln_train::qat::{self, QatConfig};
 use kiln_train::train::{self, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +91,13 @@ pub struct Args {
     /// Training samples used to calibrate --quantize.
     #[arg(long, default_value_t = 1000)]
     calib_samples: usize,
+    /// Quantization-aware training: fake int8 quantization matching kiln's int8 graph
+    /// from --qat-start-epoch on; reports the fake-quantized and kiln's int8 accuracy.
+    #[arg(long)]
+    qat: bool,
+    /// First epoch (from 1) of --qat; earlier ones train in float. Default: the last.
+    #[arg(long, requires = "qat")]
+    qat_start_epoch: Option<usize>,
 }
 
 /// Trains, writes OUT and prints the report; exit 0.
@@ -174,6 +183,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         augment,
         checkpoint: Some(checkpoint.clone()),
+        qat: args.qat.then(|| QatConfig {
+            start_epoch: args.qat_start_epoch.unwrap_or(args.epochs),
+            ..QatConfig::default()
+        }),
     };
     let done = resume.as_ref().map_or(0, |c| c.epoch);
     if let (Some(c), Some(path)) = (&resume, &args.resume) {
@@ -192,7 +205,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let history = train::train_from(
+    let trained = train::train_model(
         &mut graph,
         &data,
         test.as_ref(),
@@ -213,9 +226,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         },
     );
     bar.finish_and_clear();
-    let history = history?;
+    let trained = trained?;
+    let history = &trained.history;
     let elapsed = started.elapsed().as_secs_f64();
-    for e in &history {
+    for e in history {
         let test = e
             .test_accuracy
             .map_or_else(String::new, |a| format!(", test {:.2}%", a * 100.0));
@@ -259,6 +273,14 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         checkpoint.display(),
         svg.display()
     );
+    if let Some(q) = &trained.qat {
+        let path = args.out.join("qat_ranges.toml");
+        qat::save_ranges(&q.ranges(), &path)?;
+        println!(
+            "wrote {} (activation ranges of the int8 model)",
+            path.display()
+        );
+    }
     let Some(test) = &test else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -284,6 +306,26 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             acc * 100.0,
             args.calib_samples.min(data.len()),
             (acc - float_acc) * 100.0,
+            agree as f64 * 100.0 / test.len().max(1) as f64
+        );
+    }
+    if let Some(q) = &trained.qat {
+        let fake = qat::predict(&graph, q, test, 256)?;
+        let fake_acc = train::accuracy(&fake, &test.labels);
+        println!(
+            "QAT test accuracy:   {:.2}% fake-quantized by kiln-train's executor (from epoch {})",
+            fake_acc * 100.0,
+            cfg.qat.map_or(0, |c| c.start_epoch)
+        );
+        let int8 = qat::quantize_int8(&graph, &q.ranges())?;
+        let pred = train::predict_kiln(&int8, test)?;
+        let acc = train::accuracy(&pred, &test.labels);
+        let agree = pred.iter().zip(&fake).filter(|(a, b)| a == b).count();
+        println!(
+            "int8 (QAT) accuracy: {:.2}% by kiln's executor (kiln quantize with the QAT ranges); int8 - float {:+.2} points, int8 - QAT {:+.2} points, top-1 agreement with QAT {:.2}%",
+            acc * 100.0,
+            (acc - float_acc) * 100.0,
+            (acc - fake_acc) * 100.0,
             agree as f64 * 100.0 / test.len().max(1) as f64
         );
     }

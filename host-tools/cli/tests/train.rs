@@ -294,3 +294,53 @@ fn bad_csv_and_labels_name_file_line_and_column() {
         assert!(stderr.contains(want), "{name}: no '{want}' in {stderr}");
     }
 }
+
+#[test]
+fn qat_reports_fake_quant_and_int8_accuracy_and_writes_ranges() {
+    let out = std::env::temp_dir().join(format!("kiln-train-cli-{}-qat", std::process::id()));
+    let args = |start: &str| {
+        vec![
+            "train".to_string(),
+            "--model".into(),
+            "models/lenet/mlp.toml".into(),
+            "--data".into(),
+            "data/mnist-10k".into(),
+            "--test".into(),
+            "data/mnist-test".into(),
+            "--limit".into(),
+            "512".into(),
+            "--test-limit".into(),
+            "200".into(),
+            "--epochs".into(),
+            "2".into(),
+            "--qat".into(),
+            "--qat-start-epoch".into(),
+            start.into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let run = |start: &str| {
+        let a = args(start);
+        kiln(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run("2");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("QAT test accuracy"), "{stdout}");
+    assert!(stdout.contains("int8 (QAT) accuracy"), "{stdout}");
+    // The weights and the ranges rebuild kiln's int8 model.
+    let graph = kiln_train_load(&out);
+    let ranges = kiln_train::qat::load_ranges(&out.join("qat_ranges.toml")).expect("ranges");
+    assert!(ranges.contains_key("input"), "{ranges:?}");
+    kiln_train::qat::quantize_int8(&graph, &ranges).expect("int8 from the QAT ranges");
+
+    let o = run("3");
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("QAT start epoch 3"), "{stderr}");
+}

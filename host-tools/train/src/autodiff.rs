@@ -165,6 +165,14 @@ fn rule(
             grad(g, &mut out, 0, TOp::SoftmaxCrossEntropyGrad, vec![x[0], x[1], dy])
         }
         TOp::Mse => grad(g, &mut out, 0, TOp::MseGrad, vec![x[0], x[1], dy]),
+        // Quantization-aware training: straight-through estimators (crate::qat). The
+        // quantization parameters and the weights a bias is scaled by get no gradient.
+        TOp::FakeQuant => grad(g, &mut out, 0, TOp::FakeQuantGrad, vec![x[0], x[1], dy]),
+        TOp::FakeQuantWeights { .. } | TOp::FakeQuantBias { .. } => {
+            if want[0] {
+                out.push((0, dy));
+            }
+        }
         other => {
             return Err(TrainError::Graph(format!(
                 "no gradient rule for {} (train with the softmax_cross_entropy loss on logits instead of a softmax layer)",

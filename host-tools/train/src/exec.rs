@@ -7,6 +7,7 @@
 
 use crate::graph::{Kind, TOp, Tid, TrainGraph};
 use crate::kernels::{self as k, Window};
+use crate::qat;
 use crate::TrainError;
 use kiln_codegen::ir::Op;
 use std::collections::HashMap;
@@ -373,6 +374,13 @@ impl Executor {
                     .zip(arg(0).iter().zip(arg(1)))
                     .for_each(|(o, (p, t))| *o = (p - t) * scale);
             }
+            TOp::FakeQuant => qat::fake_quant(arg(0), arg(1), out),
+            TOp::FakeQuantGrad => qat::fake_quant_grad(arg(0), arg(1), arg(2), out),
+            TOp::FakeQuantWeights { axis } => qat::fake_quant_weights(arg(0), shape(0), *axis, out),
+            TOp::FakeQuantBias { axis } => {
+                qat::fake_quant_bias(arg(0), arg(1), shape(1), *axis, arg(2), out)
+            }
+            TOp::MinMax => qat::min_max(arg(0), out),
             TOp::Ir(other) => {
                 return Err(TrainError::Graph(format!(
                     "executor: no f32 training kernel for {}",

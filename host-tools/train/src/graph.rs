@@ -112,6 +112,29 @@ pub enum TOp {
         /// First index taken.
         start: usize,
     },
+    /// `[x, qparams [2]] -> [y]`: fake quantization for quantization-aware training
+    /// ([`crate::qat`]): `x` quantized to int8 with `qparams = [scale, zero_point]` as
+    /// kiln's QUANTIZE kernel does, then dequantized. A scale of 0 passes `x` through
+    /// (used while no range is known yet).
+    FakeQuant,
+    /// `[x, qparams, dy] -> [dx]`: the straight-through estimator of [`TOp::FakeQuant`]:
+    /// `dy` where `x` quantizes inside the int8 range, 0 where it is clipped.
+    FakeQuantGrad,
+    /// `[w] -> [w']`: weights quantized as kiln's quantizer does (symmetric int8, one
+    /// scale `max|w| / 127` per channel along `axis`) and dequantized; its gradient is
+    /// the identity (straight-through: nothing is clipped).
+    FakeQuantWeights {
+        /// The output-channel axis (0 for conv and dense filters, 3 for depthwise).
+        axis: usize,
+    },
+    /// `[b, w, qparams_in] -> [b']`: a bias rounded to kiln's int32 bias, of scale
+    /// `input_scale × weight_scale` per channel of `w` along `axis`; gradient identity.
+    FakeQuantBias {
+        /// The weights' output-channel axis.
+        axis: usize,
+    },
+    /// `[x] -> [2]`: the minimum and maximum of `x` (QAT range observation; no gradient).
+    MinMax,
 }
 
 impl TOp {
@@ -140,6 +163,11 @@ impl TOp {
             TOp::TanhGrad => "tanh_grad",
             TOp::ReduceTo => "reduce_to",
             TOp::Slice { .. } => "slice",
+            TOp::FakeQuant => "fake_quant",
+            TOp::FakeQuantGrad => "fake_quant_grad",
+            TOp::FakeQuantWeights { .. } => "fake_quant_weights",
+            TOp::FakeQuantBias { .. } => "fake_quant_bias",
+            TOp::MinMax => "min_max",
         }
     }
 }

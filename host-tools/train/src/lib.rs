@@ -100,6 +100,20 @@
 //! seed, lr, schedule, augmentation, sample count) is refused, naming the difference.
 //! The cosine schedule spans `epochs`, so resume with the `epochs` of the stopped run.
 //!
+//! # Quantization-aware training
+//!
+//! With [`train::TrainConfig::qat`] ([`qat::QatConfig`]: the first QAT epoch after a
+//! float warm-up), [`train::train_model`] trains the graph with fake quantization
+//! ([`qat`]) placed on exactly the tensors that are int8 in kiln's compiled graph (read
+//! off kiln's own optimization passes: after fused relus, not between), with kiln's
+//! quantizer's parameters and rounding: per-channel symmetric weights, int32 biases,
+//! per-tensor asymmetric activations whose ranges are moving averages of batch
+//! min/max, frozen at the end. Gradients are straight-through (zero where a value is
+//! clipped). [`qat::quantize_int8`] hands those ranges to
+//! [`kiln_codegen::quantize::quantize_with_ranges`], so kiln's int8 model predicts
+//! what the fake-quantized graph predicts ([`qat::predict`]); `kiln train --qat`
+//! reports both and writes the ranges (`qat_ranges.toml`, [`qat::load_ranges`]).
+//!
 //! # Determinism
 //!
 //! One seed fixes the initial weights and the batch order. Every kernel either computes
@@ -122,6 +136,7 @@ pub mod graph;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod qat;
 pub mod rng;
 pub mod svg;
 pub mod train;

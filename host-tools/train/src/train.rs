@@ -6,8 +6,9 @@ use crate::autodiff::differentiate;
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::exec::Executor;
-use crate::graph::{Loss, TrainGraph};
+use crate::graph::{Loss, Tid, TrainGraph};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::qat::{self, Observers, Qat, QatConfig};
 use crate::rng::Rng;
 use crate::TrainError;
 use kiln_codegen::exec::TensorData;
@@ -35,6 +36,9 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Write a resumable [`Checkpoint`] here after every epoch (none by default).
     pub checkpoint: Option<PathBuf>,
+    /// Quantization-aware training ([`crate::qat`]) from an epoch on; `None` trains in
+    /// float only.
+    pub qat: Option<QatConfig>,
 }
 
 impl Default for TrainConfig {
@@ -55,6 +59,7 @@ impl Default for TrainConfig {
             seed: 1,
             augment: Augment::default(),
             checkpoint: None,
+            qat: None,
         }
     }
 }
@@ -85,7 +90,8 @@ pub struct EpochStats {
     pub loss: f32,
     /// Training accuracy (on the batches as trained).
     pub train_accuracy: f64,
-    /// Test accuracy after the epoch, if a test set was given.
+    /// Test accuracy after the epoch, if a test set was given (of the fake-quantized
+    /// model in QAT epochs).
     pub test_accuracy: Option<f64>,
     /// Learning rate at the epoch's last step.
     pub lr: f32,
@@ -133,6 +139,16 @@ fn classes_of(ir: &Graph) -> Result<usize, TrainError> {
     Ok(shape[1])
 }
 
+/// What [`train_model`] produced besides the trained weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trained {
+    /// One entry per epoch.
+    pub history: Vec<EpochStats>,
+    /// With [`TrainConfig::qat`]: the fake-quantization plan and its frozen ranges, for
+    /// [`qat::predict`] and [`qat::quantize_int8`].
+    pub qat: Option<Qat>,
+}
+
 /// Trains `ir` (a float kiln graph with batch 1) in place on `data` with softmax
 /// cross-entropy; evaluates on `test` after each epoch. `on_step` sees every step.
 pub fn train(
@@ -142,7 +158,7 @@ pub fn train(
     cfg: &TrainConfig,
     on_step: &mut dyn FnMut(Step),
 ) -> Result<Vec<EpochStats>, TrainError> {
-    train_from(ir, data, test, cfg, None, on_step)
+    Ok(train_model(ir, data, test, cfg, None, on_step)?.history)
 }
 
 /// [`train`], continuing from `resume` when given: its parameters (matched to `ir`'s
@@ -158,6 +174,54 @@ pub fn train_from(
     resume: Option<&Checkpoint>,
     on_step: &mut dyn FnMut(Step),
 ) -> Result<Vec<EpochStats>, TrainError> {
+    Ok(train_model(ir, data, test, cfg, resume, on_step)?.history)
+}
+
+/// A training graph ready to run: the executor and the tensors the loop reads.
+struct StepGraph {
+    exec: Executor,
+    loss: Tid,
+    logits: Tid,
+    grads: Vec<Tid>,
+    param_ir: Vec<TensorId>,
+    observers: Observers,
+}
+
+impl StepGraph {
+    fn new(ir: &Graph, batch: usize, qat: Option<&Qat>) -> Result<Self, TrainError> {
+        let (mut g, observers) = match qat {
+            Some(q) => q.graph(ir, batch, Some(Loss::SoftmaxCrossEntropy))?,
+            None => {
+                let mut g = TrainGraph::from_ir(ir, batch)?;
+                g.add_loss(Loss::SoftmaxCrossEntropy)?;
+                (g, Observers::default())
+            }
+        };
+        differentiate(&mut g)?;
+        Ok(StepGraph {
+            loss: g.loss.unwrap_or(0),
+            logits: g.outputs[0],
+            grads: g.grads.clone(),
+            param_ir: g.param_ir.clone(),
+            exec: Executor::new(g),
+            observers,
+        })
+    }
+}
+
+/// [`train`], returning the QAT ranges too: with [`TrainConfig::qat`], epochs from
+/// `start_epoch` on train the fake-quantized graph (the first QAT batch is run once
+/// without updating the weights, to start the ranges), and continuing from `resume` as
+/// [`train_from`] does. A QAT run resumes only from a checkpoint taken before its QAT
+/// epochs (the checkpoint holds no activation ranges).
+pub fn train_model(
+    ir: &mut Graph,
+    data: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+    resume: Option<&Checkpoint>,
+    on_step: &mut dyn FnMut(Step),
+) -> Result<Trained, TrainError> {
     let classes = classes_of(ir)?;
     if let Some(bad) = data.labels.iter().find(|&&l| l >= classes) {
         return Err(TrainError::Graph(format!(
@@ -171,24 +235,32 @@ pub fn train_from(
             data.len()
         )));
     }
-    let mut g = TrainGraph::from_ir(ir, cfg.batch)?;
-    let sample_len: usize = g.shape(g.inputs[0])[1..].iter().product();
+    let mut qat = match cfg.qat {
+        Some(q) if q.start_epoch == 0 || q.start_epoch > cfg.epochs => {
+            return Err(TrainError::Graph(format!(
+                "QAT start epoch {} must be between 1 and the {} epochs",
+                q.start_epoch, cfg.epochs
+            )))
+        }
+        Some(q) => Some(Qat::new(ir, q.ema_decay)?),
+        None => None,
+    };
+    let qat_from = cfg.qat.map_or(usize::MAX, |q| q.start_epoch - 1);
+    let mut sg = StepGraph::new(ir, cfg.batch, None)?;
+    let input = &sg.exec.graph().inputs[0];
+    let sample_len: usize = sg.exec.graph().shape(*input)[1..].iter().product();
     if sample_len != data.sample_len() {
         return Err(TrainError::Graph(format!(
             "samples have {} values, the model input {:?} needs {sample_len}",
             data.sample_len(),
-            &g.shape(g.inputs[0])[1..]
+            &sg.exec.graph().shape(*input)[1..]
         )));
     }
-    let sample_shape = g.shape(g.inputs[0])[1..].to_vec();
+    let sample_shape = sg.exec.graph().shape(*input)[1..].to_vec();
     cfg.augment
         .check(&sample_shape)
         .map_err(TrainError::Graph)?;
-    g.add_loss(Loss::SoftmaxCrossEntropy)?;
-    differentiate(&mut g)?;
-    let param_ir = g.param_ir.clone();
-    let (loss_t, logits_t, grads_t) = (g.loss.unwrap_or(0), g.outputs[0], g.grads.clone());
-    let mut exec = Executor::new(g);
+    let param_ir = sg.param_ir.clone();
     let names: Vec<(String, Vec<usize>)> = param_ir
         .iter()
         .map(|&id| (ir.tensor(id).name.clone(), ir.tensor(id).info.shape.clone()))
@@ -201,6 +273,13 @@ pub fn train_from(
     let mut all_history = Vec::new();
     if let Some(c) = resume {
         c.check_config(cfg, data.len()).map_err(TrainError::Graph)?;
+        if c.epoch > qat_from {
+            return Err(TrainError::Graph(format!(
+                "the checkpoint is from epoch {}, inside the QAT epochs (from {}): a QAT run resumes only from a checkpoint of its float epochs",
+                c.epoch,
+                qat_from + 1
+            )));
+        }
         let (p, m, v) = resumed_state(c, &names, cfg.optimizer)?;
         params = p;
         opt = Optimizer::resumed(cfg.optimizer, c.optimizer_steps, m, v);
@@ -217,6 +296,10 @@ pub fn train_from(
     let mut history = Vec::new();
     for epoch in first_epoch..cfg.epochs {
         rng.shuffle(&mut order);
+        let quantized = epoch >= qat_from;
+        if epoch == qat_from {
+            sg = StepGraph::new(ir, cfg.batch, qat.as_ref())?;
+        }
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
@@ -229,15 +312,29 @@ pub fn train_from(
             }
             cfg.augment
                 .apply_batch(&mut x, &sample_shape, cfg.seed, epoch, s * cfg.batch);
-            exec.run(&[&x, &y], &params)?;
-            let loss = exec.value(loss_t).map_or(f32::NAN, |v| v[0]);
+            let mut run = |qat: &mut Option<Qat>| -> Result<(), TrainError> {
+                let qparams = qat.as_ref().filter(|_| quantized).map(Qat::qparams);
+                let mut feeds: Vec<&[f32]> = vec![&x, &y];
+                feeds.extend(qparams.iter().flatten().map(|p| &p[..]));
+                sg.exec.run(&feeds, &params)?;
+                if let Some(q) = qat.as_mut().filter(|_| quantized) {
+                    q.observe(&sg.exec, &sg.observers);
+                }
+                Ok(())
+            };
+            if quantized && !qat.as_ref().is_some_and(Qat::has_ranges) {
+                run(&mut qat)?;
+            }
+            run(&mut qat)?;
+            let exec = &sg.exec;
+            let loss = exec.value(sg.loss).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
                     step: s + 1,
                 });
             }
-            let logits = exec.value(logits_t).unwrap_or(&[]);
+            let logits = exec.value(sg.logits).unwrap_or(&[]);
             correct += idx
                 .iter()
                 .enumerate()
@@ -246,7 +343,8 @@ pub fn train_from(
             seen += cfg.batch;
             loss_sum += f64::from(loss) * cfg.batch as f64;
             lr = cfg.schedule.lr(cfg.lr, epoch, epoch * steps + s, total);
-            let grads: Vec<&[f32]> = grads_t
+            let grads: Vec<&[f32]> = sg
+                .grads
                 .iter()
                 .map(|&t| exec.value(t).unwrap_or(&[]))
                 .collect();
@@ -262,9 +360,10 @@ pub fn train_from(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
-        let test_accuracy = match test {
-            Some(t) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
-            None => None,
+        let test_accuracy = match (test, qat.as_ref().filter(|_| quantized)) {
+            (Some(t), Some(q)) => Some(accuracy(&qat::predict(ir, q, t, 256)?, &t.labels)),
+            (Some(t), None) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
+            (None, _) => None,
         };
         let stats = EpochStats {
             epoch: epoch + 1,
@@ -274,7 +373,7 @@ pub fn train_from(
             lr,
             seconds,
             images_per_s: seen as f64 / seconds.max(1e-9),
-            peak_bytes: exec.peak_bytes(),
+            peak_bytes: sg.exec.peak_bytes(),
         };
         history.push(stats);
         all_history.push(stats);
@@ -293,7 +392,7 @@ pub fn train_from(
         }
     }
     write_params(ir, &param_ir, &params);
-    Ok(history)
+    Ok(Trained { history, qat })
 }
 
 type State = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);

@@ -13,7 +13,7 @@ use kiln_codegen::ir::{
 };
 use kiln_train::autodiff::differentiate;
 use kiln_train::exec::Executor;
-use kiln_train::graph::{Loss, TrainGraph};
+use kiln_train::graph::{Kind, Loss, TOp, TrainGraph};
 use kiln_train::rng::Rng;
 use kiln_train::train::read_params;
 
@@ -488,4 +488,147 @@ fn lenet_shaped_stack() {
             dense(b, y, 5)
         },
     );
+}
+
+// ------------------------------------------------ quantization-aware training (STE)
+//
+// Fake quantization is piecewise constant, so finite differences say nothing; its
+// gradient is the straight-through estimator by definition: the identity where the
+// value quantizes inside the int8 range, zero where it is clipped. These check that
+// rule exactly on `loss = mse(FAKE_QUANT(p), target)`, whose gradient with respect to
+// the fake-quantized value is `2 (y - target) / n`.
+
+/// Runs `p [shape] -> op(p, extra params.., fed qparams) -> mse` and returns
+/// `(y, gradient of each parameter)`.
+fn ste_case(
+    op: TOp,
+    params: Vec<(Vec<usize>, Vec<f32>)>,
+    qparams: Option<[f32; 2]>,
+    target: &[f32],
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let mut g = TrainGraph::default();
+    let ids: Vec<usize> = params
+        .iter()
+        .enumerate()
+        .map(|(i, (shape, _))| g.add_tensor(format!("p{i}"), shape.clone(), Kind::Param))
+        .collect();
+    g.params = ids.clone();
+    let mut inputs = ids.clone();
+    if qparams.is_some() {
+        let q = g.add_tensor("qparams", vec![2], Kind::Input);
+        g.inputs.push(q);
+        inputs.push(q);
+    }
+    let shape = params[0].0.clone();
+    let y = g.add_node(op, inputs, "y", shape);
+    g.outputs.push(y);
+    g.forward_len = g.nodes.len();
+    g.add_loss(Loss::Mse).unwrap();
+    differentiate(&mut g).unwrap();
+    let grads = g.grads.clone();
+    let mut exec = Executor::new(g);
+    let q = qparams.unwrap_or_default();
+    let mut feeds: Vec<&[f32]> = Vec::new();
+    if qparams.is_some() {
+        feeds.push(&q);
+    }
+    feeds.push(target);
+    let values: Vec<Vec<f32>> = params.into_iter().map(|(_, v)| v).collect();
+    exec.run(&feeds, &values).unwrap();
+    let grads = grads
+        .iter()
+        .map(|&t| exec.value(t).unwrap().to_vec())
+        .collect();
+    (exec.value(y).unwrap().to_vec(), grads)
+}
+
+#[test]
+fn fake_quant_straight_through_estimator() {
+    let mut rng = Rng::new(21);
+    let n = 64;
+    let p: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 2.0)).collect();
+    let target: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let (s, z) = kiln_codegen::quantize::params::asymmetric(-0.5, 1.0);
+    let (y, grads) = ste_case(
+        TOp::FakeQuant,
+        vec![(vec![n], p.clone())],
+        Some([s, z as f32]),
+        &target,
+    );
+    let (mut inside, mut clipped) = (0, 0);
+    for i in 0..n {
+        let q = (p[i] / s).round() as i32 + z;
+        // Forward: kiln's quantize then dequantize.
+        let expect = s * (q.clamp(-128, 127) - z) as f32;
+        assert_eq!(y[i], expect, "element {i}");
+        let dy = 2.0 * (y[i] - target[i]) / n as f32;
+        let want = if (-128..=127).contains(&q) {
+            inside += 1;
+            dy
+        } else {
+            clipped += 1;
+            0.0
+        };
+        assert!(
+            (grads[0][i] - want).abs() <= 1e-6,
+            "element {i}: {} vs {want}",
+            grads[0][i]
+        );
+    }
+    assert!(
+        inside > 10 && clipped > 10,
+        "{inside} inside, {clipped} clipped"
+    );
+    // Scale 0 (no range yet): the identity, forward and backward.
+    let (y, grads) = ste_case(
+        TOp::FakeQuant,
+        vec![(vec![n], p.clone())],
+        Some([0.0, 0.0]),
+        &target,
+    );
+    assert_eq!(y, p);
+    for i in 0..n {
+        let want = 2.0 * (p[i] - target[i]) / n as f32;
+        assert!((grads[0][i] - want).abs() <= 1e-6);
+    }
+}
+
+#[test]
+fn fake_quant_weights_and_bias_pass_gradients_straight_through() {
+    let mut rng = Rng::new(22);
+    let w: Vec<f32> = (0..12).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let target: Vec<f32> = (0..12).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let (y, grads) = ste_case(
+        TOp::FakeQuantWeights { axis: 0 },
+        vec![(vec![3, 4], w.clone())],
+        None,
+        &target,
+    );
+    for c in 0..3 {
+        let row = &w[c * 4..][..4];
+        let s = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        for i in c * 4..c * 4 + 4 {
+            // kiln's symmetric per-channel weights: the largest is exactly ±127 steps.
+            assert!((y[i] - (w[i] / s).round() * s).abs() <= 1e-6);
+            let want = 2.0 * (y[i] - target[i]) / 12.0;
+            assert!((grads[0][i] - want).abs() <= 1e-6);
+        }
+    }
+    // A bias: rounded at input_scale x weight_scale; the weights get no gradient from it.
+    let b = vec![0.3, -0.7, 0.05];
+    let t3 = &target[..3];
+    let s_in = 0.02f32;
+    let (y, grads) = ste_case(
+        TOp::FakeQuantBias { axis: 0 },
+        vec![(vec![3], b.clone()), (vec![3, 4], w.clone())],
+        Some([s_in, -128.0]),
+        t3,
+    );
+    for c in 0..3 {
+        let s_w = w[c * 4..][..4].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        let s = s_in * s_w;
+        assert!((y[c] - (b[c] / s).round() * s).abs() <= 1e-6);
+        assert!((grads[0][c] - 2.0 * (y[c] - t3[c]) / 3.0).abs() <= 1e-6);
+    }
+    assert!(grads[1].iter().all(|&d| d == 0.0));
 }

@@ -1,0 +1,718 @@
+//! Quantization-aware training (QAT): fake quantization that matches kiln's int8 graph.
+//!
+//! Where the fake quantization goes is read off kiln's own optimized float graph (its
+//! optimization passes, `fuse_residual` left out so every tensor keeps a name), so it
+//! sits exactly on the tensors that are int8 in the compiled model:
+//!
+//! * every graph input and every node result that survives the passes, i.e. *after* a
+//!   fused activation (conv → relu is one int8 tensor, quantized after the relu);
+//!   max pooling, reshape, pad, transpose and concatenation results share their
+//!   input's parameters and hold its values, so they need none;
+//! * with kiln's quantizer's parameters: per-tensor asymmetric int8 from a range
+//!   ([`params::asymmetric`]), the same range for tensors kiln ties together (pooling,
+//!   reshape, a clamp and its private input), fixed parameters for softmax, logistic
+//!   and tanh results; values are rounded as kiln's QUANTIZE kernel rounds;
+//! * weights symmetric per output channel (`max|w| / 127`, [`params::quantize_weight`])
+//!   and biases rounded to int32 at scale `input_scale × weight_scale`.
+//!
+//! Activation ranges are the exponential moving average of each batch's min/max
+//! ([`TOp::MinMax`] nodes; tensors sharing parameters observe one range), started by an
+//! observation run on the first QAT batch and frozen when training ends. Gradients use
+//! the straight-through estimator: the identity inside the int8 range, zero where a
+//! value is clipped ([`TOp::FakeQuantGrad`]); weights and biases are never clipped.
+//! [`quantize_int8`] converts the trained float graph with exactly those ranges
+//! ([`kiln_codegen::quantize::quantize_with_ranges`]), so the int8 model computes what
+//! QAT trained, up to kiln's fixed-point requantization (one step, rarely).
+
+use crate::data::Dataset;
+use crate::exec::Executor;
+use crate::graph::{Kind, Loss, TNode, TOp, Tid, TrainGraph};
+use crate::train::argmax;
+use crate::TrainError;
+use kiln_codegen::ir::{Graph, Op, TensorId};
+use kiln_codegen::quantize::{self, params, QuantizeOptions};
+use std::collections::{BTreeMap, HashMap};
+
+/// How to train with fake quantization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QatConfig {
+    /// First epoch (from 1) trained with fake quantization; earlier epochs are a float
+    /// warm-up (the common recipe: float training, then QAT for the last epoch or two).
+    pub start_epoch: usize,
+    /// Weight of the old range in the moving average of batch ranges, in `[0, 1)`.
+    pub ema_decay: f32,
+}
+
+impl Default for QatConfig {
+    /// QAT from the first epoch, ranges averaged with decay 0.99 (about 100 batches).
+    fn default() -> Self {
+        QatConfig {
+            start_epoch: 1,
+            ema_decay: 0.99,
+        }
+    }
+}
+
+/// Activation ranges by IR tensor name, as [`kiln_codegen::quantize::quantize_with_ranges`]
+/// takes them.
+pub type Ranges = BTreeMap<String, (f32, f32)>;
+
+/// One set of int8 parameters, shared by the tensors kiln ties together.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    /// Name of one member (for messages and the feed's name).
+    name: String,
+    /// Parameters the int8 kernel requires (softmax, logistic, tanh results).
+    fixed: Option<(f32, i32)>,
+}
+
+/// A tensor fake-quantized after it is computed.
+#[derive(Debug, Clone, PartialEq)]
+struct Point {
+    name: String,
+    slot: usize,
+    /// Its values count towards the slot's range (not for a clamp's private input,
+    /// which kiln quantizes with the clamp's range).
+    observe: bool,
+}
+
+/// A conv or dense layer whose weights (and bias) are fake-quantized.
+#[derive(Debug, Clone, PartialEq)]
+struct Weighted {
+    weights: String,
+    bias: Option<String>,
+    axis: usize,
+    /// Slot of the layer's input (the bias scale is `input_scale × weight_scale`).
+    input_slot: usize,
+}
+
+/// Where fake quantization goes in one model.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    slots: Vec<Slot>,
+    points: Vec<Point>,
+    /// Every int8 activation tensor of kiln's graph and its slot.
+    members: Vec<(String, usize)>,
+    weighted: Vec<Weighted>,
+}
+
+/// The tensors of a QAT graph holding each batch's range observations: `(tensor, slot)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observers(Vec<(Tid, usize)>);
+
+/// Quantization-aware training of one model: where fake quantization goes, and the
+/// activation ranges tracked so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Qat {
+    plan: Plan,
+    ranges: Vec<Option<(f32, f32)>>,
+    decay: f32,
+}
+
+impl Qat {
+    /// Plans fake quantization for the float graph `ir` (no ranges yet); fails naming
+    /// the node when kiln could not quantize it or its passes change the weights.
+    pub fn new(ir: &Graph, ema_decay: f32) -> Result<Self, TrainError> {
+        if !(0.0..1.0).contains(&ema_decay) {
+            return Err(TrainError::Graph(format!(
+                "QAT range decay {ema_decay} must be in [0, 1)"
+            )));
+        }
+        let plan = plan(ir)?;
+        Ok(Qat {
+            ranges: vec![None; plan.slots.len()],
+            plan,
+            decay: ema_decay,
+        })
+    }
+
+    /// The plan of `ir` with frozen `ranges` (from [`Qat::ranges`]); every tensor that
+    /// needs a range must have one.
+    pub fn with_ranges(ir: &Graph, ranges: &Ranges) -> Result<Self, TrainError> {
+        let mut q = Qat::new(ir, 0.0)?;
+        for (name, slot) in &q.plan.members {
+            if let Some(&(lo, hi)) = ranges.get(name) {
+                let r = q.ranges[*slot].get_or_insert((lo, hi));
+                *r = (r.0.min(lo), r.1.max(hi));
+            }
+        }
+        for (slot, s) in q.plan.slots.iter().enumerate() {
+            if s.fixed.is_none() && q.ranges[slot].is_none() {
+                return Err(TrainError::Graph(format!(
+                    "QAT ranges: no range for tensor '{}'",
+                    s.name
+                )));
+            }
+        }
+        Ok(q)
+    }
+
+    /// The training graph of `ir` for `batch` samples with fake quantization, and
+    /// `loss` if given. Its fed inputs are the IR inputs, the loss target, then one
+    /// `[scale, zero_point]` per parameter set ([`Qat::qparams`]); range observations
+    /// are appended to its outputs (after the IR outputs).
+    pub fn graph(
+        &self,
+        ir: &Graph,
+        batch: usize,
+        loss: Option<Loss>,
+    ) -> Result<(TrainGraph, Observers), TrainError> {
+        let mut g = TrainGraph::from_ir(ir, batch)?;
+        if let Some(loss) = loss {
+            g.add_loss(loss)?;
+        }
+        let observers = insert(&mut g, ir.tensors.len(), &self.plan)?;
+        Ok((g, observers))
+    }
+
+    /// The `[scale, zero_point]` fed for each parameter set: fixed, from the tracked
+    /// range, or `[0, 0]` (pass-through) while no range is known.
+    pub fn qparams(&self) -> Vec<[f32; 2]> {
+        self.plan
+            .slots
+            .iter()
+            .zip(&self.ranges)
+            .map(|(s, r)| match (s.fixed, r) {
+                (Some((s, z)), _) => [s, z as f32],
+                (None, Some((lo, hi))) => {
+                    let (s, z) = params::asymmetric(*lo, *hi);
+                    [s, z as f32]
+                }
+                (None, None) => [0.0, 0.0],
+            })
+            .collect()
+    }
+
+    /// True once every parameter set that is not fixed has a range.
+    pub fn has_ranges(&self) -> bool {
+        self.plan
+            .slots
+            .iter()
+            .zip(&self.ranges)
+            .all(|(s, r)| s.fixed.is_some() || r.is_some())
+    }
+
+    /// Folds the batch ranges a run of `exec` observed into the moving averages (a
+    /// parameter set seen for the first time takes the batch's range).
+    pub fn observe(&mut self, exec: &Executor, observers: &Observers) {
+        let mut batch: Vec<Option<(f32, f32)>> = vec![None; self.ranges.len()];
+        for &(t, slot) in &observers.0 {
+            let Some(&[lo, hi]) = exec.value(t) else {
+                continue;
+            };
+            if !(lo.is_finite() && hi.is_finite()) {
+                continue;
+            }
+            let r = batch[slot].get_or_insert((lo, hi));
+            *r = (r.0.min(lo), r.1.max(hi));
+        }
+        let d = self.decay;
+        for (r, b) in self.ranges.iter_mut().zip(batch) {
+            if let Some((lo, hi)) = b {
+                *r = Some(match *r {
+                    None => (lo, hi),
+                    Some((a, b)) => (d * a + (1.0 - d) * lo, d * b + (1.0 - d) * hi),
+                });
+            }
+        }
+    }
+
+    /// The tracked range of every int8 activation tensor of kiln's graph (tensors
+    /// sharing parameters get the same range; fixed ones are left out).
+    pub fn ranges(&self) -> Ranges {
+        self.plan
+            .members
+            .iter()
+            .filter_map(|(name, slot)| {
+                let r = self.ranges[*slot]?;
+                self.plan.slots[*slot]
+                    .fixed
+                    .is_none()
+                    .then(|| (name.clone(), r))
+            })
+            .collect()
+    }
+}
+
+/// `x` quantized as kiln's QUANTIZE kernel does (`round(x / scale)` half away from
+/// zero, plus the zero point), not yet clamped.
+fn quantize_unclamped(x: f32, scale: f32, zero_point: i32) -> i32 {
+    ((x / scale).round() as i32).saturating_add(zero_point)
+}
+
+/// [`TOp::FakeQuant`]: `x` through int8 with `qparams = [scale, zero_point]`.
+pub fn fake_quant(x: &[f32], qparams: &[f32], out: &mut [f32]) {
+    let (s, z) = (qparams[0], qparams[1] as i32);
+    if s.is_nan() || s <= 0.0 {
+        out.copy_from_slice(x);
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = quantize_unclamped(v, s, z).clamp(-128, 127);
+        *o = params::dequantize(q as i8, s, z);
+    }
+}
+
+/// [`TOp::FakeQuantGrad`]: `dy` where `x` quantizes inside `[-128, 127]`, else 0.
+pub fn fake_quant_grad(x: &[f32], qparams: &[f32], dy: &[f32], out: &mut [f32]) {
+    let (s, z) = (qparams[0], qparams[1] as i32);
+    if s.is_nan() || s <= 0.0 {
+        out.copy_from_slice(dy);
+        return;
+    }
+    for ((o, &v), &d) in out.iter_mut().zip(x).zip(dy) {
+        let inside = (-128..=127).contains(&quantize_unclamped(v, s, z));
+        *o = if inside { d } else { 0.0 };
+    }
+}
+
+/// kiln's symmetric weight scale of every channel along `axis` of weights `w` of
+/// `shape`, and the number of values per channel run.
+fn weight_scales(w: &[f32], shape: &[usize], axis: usize) -> (Vec<f32>, usize) {
+    let channels = shape.get(axis).copied().unwrap_or(1).max(1);
+    let inner: usize = shape.get(axis + 1..).map_or(1, |s| s.iter().product());
+    let inner = inner.max(1);
+    let mut max_abs = vec![0f32; channels];
+    for (i, &v) in w.iter().enumerate() {
+        let c = (i / inner) % channels;
+        max_abs[c] = max_abs[c].max(v.abs());
+    }
+    let scales = max_abs
+        .iter()
+        .map(|&m| params::symmetric_scale(m))
+        .collect();
+    (scales, inner)
+}
+
+/// [`TOp::FakeQuantWeights`]: weights through kiln's per-channel symmetric int8.
+pub fn fake_quant_weights(w: &[f32], shape: &[usize], axis: usize, out: &mut [f32]) {
+    let (scales, inner) = weight_scales(w, shape, axis);
+    for (i, (o, &v)) in out.iter_mut().zip(w).enumerate() {
+        let s = scales[(i / inner) % scales.len()];
+        *o = f32::from(params::quantize_weight(v, s)) * s;
+    }
+}
+
+/// [`TOp::FakeQuantBias`]: bias `b` through kiln's int32 bias of scale
+/// `input_scale × weight_scale` (per channel of `w` along `axis`).
+pub fn fake_quant_bias(
+    b: &[f32],
+    w: &[f32],
+    w_shape: &[usize],
+    axis: usize,
+    qparams_in: &[f32],
+    out: &mut [f32],
+) {
+    let s_in = qparams_in[0];
+    if s_in.is_nan() || s_in <= 0.0 {
+        out.copy_from_slice(b);
+        return;
+    }
+    let (scales, _) = weight_scales(w, w_shape, axis);
+    for (c, (o, &v)) in out.iter_mut().zip(b).enumerate() {
+        let s = s_in * scales[c % scales.len()];
+        *o = params::quantize_bias(v, s) as f32 * s;
+    }
+}
+
+/// [`TOp::MinMax`]: `[min, max]` of `x` (`[0, 0]` for no finite value).
+pub fn min_max(x: &[f32], out: &mut [f32]) {
+    let finite = x.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo <= hi {
+        out.copy_from_slice(&[lo, hi]);
+    } else {
+        out.fill(0.0);
+    }
+}
+
+/// `ir` through kiln's optimization passes except `fuse_residual` (a fused residual's
+/// conv result would lose its name, and kiln's quantizer splits it out again anyway).
+fn optimized(ir: &Graph) -> Result<Graph, TrainError> {
+    let mut g = ir.clone();
+    let passes = kiln_codegen::passes::PIPELINE;
+    loop {
+        let mut changed = false;
+        for pass in passes.iter().filter(|p| p.name != "fuse_residual") {
+            if (pass.run)(&mut g) > 0 {
+                g.validate().map_err(|e| {
+                    TrainError::Kiln(format!("pass {} broke the graph: {e}", pass.name))
+                })?;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(g);
+        }
+    }
+}
+
+fn find(parent: &mut [usize], mut t: usize) -> usize {
+    while parent[t] != t {
+        parent[t] = parent[parent[t]];
+        t = parent[t];
+    }
+    t
+}
+
+/// Reads where the int8 tensors of kiln's compiled graph are, with kiln's quantizer's
+/// rules (see the module docs).
+fn plan(ir: &Graph) -> Result<Plan, TrainError> {
+    quantize::check_quantizable(ir).map_err(|e| TrainError::Kiln(format!("QAT: {e}")))?;
+    let g = optimized(ir)?;
+    let n = g.tensors.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    let union = |parent: &mut Vec<usize>, a: TensorId, b: TensorId| {
+        let (a, b) = (find(parent, a.0), find(parent, b.0));
+        if a != b {
+            parent[b] = a;
+        }
+    };
+    let (mut member, mut point, mut excluded) = (vec![false; n], vec![false; n], vec![false; n]);
+    let mut fixed: Vec<Option<(f32, i32)>> = vec![None; n];
+    for x in &g.inputs {
+        member[x.0] = true;
+        point[x.0] = true;
+    }
+    let private = |x: TensorId, node: usize| {
+        let readers: Vec<usize> = (0..g.nodes.len())
+            .filter(|&i| g.nodes[i].inputs.contains(&x))
+            .collect();
+        !g.inputs.contains(&x)
+            && !g.outputs.contains(&x)
+            && g.tensor(x).data.is_none()
+            && readers == [node]
+            && g.nodes[node].inputs.iter().filter(|&&t| t == x).count() == 1
+    };
+    for (i, node) in g.nodes.iter().enumerate() {
+        let (x, y) = (node.inputs[0], node.outputs[0]);
+        member[y.0] = true;
+        match &node.op {
+            Op::MaxPool2d(_) | Op::Reshape | Op::Pad { .. } | Op::Transpose { .. } => {
+                union(&mut parent, y, x)
+            }
+            Op::Concatenation { .. } => {
+                for &t in node.inputs.iter().filter(|t| g.tensor(**t).data.is_none()) {
+                    union(&mut parent, y, t);
+                }
+            }
+            Op::AveragePool2d(_) => {
+                union(&mut parent, y, x);
+                point[y.0] = true;
+            }
+            Op::Softmax { .. } | Op::Logistic | Op::Tanh => {
+                fixed[y.0] = Some(if matches!(node.op, Op::Tanh) {
+                    (1.0 / 128.0, 0)
+                } else {
+                    (1.0 / 256.0, -128)
+                });
+                point[y.0] = true;
+            }
+            Op::Relu | Op::Relu6 | Op::Clip { .. } if private(x, i) => {
+                union(&mut parent, y, x);
+                excluded[x.0] = true;
+                point[y.0] = true;
+            }
+            Op::Relu6 => {
+                union(&mut parent, y, x);
+                point[y.0] = true;
+            }
+            _ => point[y.0] = true,
+        }
+    }
+    // One slot per group of members; fixed parameters per group.
+    let mut slot_of_root: HashMap<usize, usize> = HashMap::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut slot = vec![usize::MAX; n];
+    for t in (0..n).filter(|&t| member[t]) {
+        let root = find(&mut parent, t);
+        let s = *slot_of_root.entry(root).or_insert_with(|| {
+            slots.push(Slot {
+                name: g.tensors[root].name.clone(),
+                fixed: None,
+            });
+            slots.len() - 1
+        });
+        slot[t] = s;
+        if let Some(f) = fixed[t] {
+            if slots[s].fixed.is_some_and(|p| p != f) {
+                return Err(TrainError::Graph(format!(
+                    "QAT: tensor '{}' would need two different fixed int8 parameters",
+                    g.tensors[t].name
+                )));
+            }
+            slots[s].fixed = Some(f);
+        }
+    }
+    let points = (0..n)
+        .filter(|&t| member[t] && point[t])
+        .map(|t| Point {
+            name: g.tensors[t].name.clone(),
+            slot: slot[t],
+            observe: !excluded[t] && slots[slot[t]].fixed.is_none(),
+        })
+        .collect();
+    let members = (0..n)
+        .filter(|&t| member[t])
+        .map(|t| (g.tensors[t].name.clone(), slot[t]))
+        .collect();
+    let mut weighted = Vec::new();
+    for node in &g.nodes {
+        let axis = match node.op {
+            Op::Conv2d(_) | Op::FullyConnected { .. } => 0,
+            Op::DepthwiseConv2d(_) => 3,
+            _ => continue,
+        };
+        let mut consts = node.inputs[1..].iter().map(|&t| g.tensor(t));
+        for t in consts.clone() {
+            let same = ir
+                .tensors
+                .iter()
+                .any(|o| o.name == t.name && o.data == t.data);
+            if !same {
+                return Err(TrainError::Graph(format!(
+                    "QAT: kiln's passes change the constant '{}' of node '{}' (a folded batch norm?); fake quantization of computed weights is not supported",
+                    t.name, node.name
+                )));
+            }
+        }
+        weighted.push(Weighted {
+            weights: consts.next().map(|t| t.name.clone()).unwrap_or_default(),
+            bias: consts.next().map(|t| t.name.clone()),
+            axis,
+            input_slot: slot[node.inputs[0].0],
+        });
+    }
+    Ok(Plan {
+        slots,
+        points,
+        members,
+        weighted,
+    })
+}
+
+/// Rewrites the forward half of `g` (built from an IR graph of `ir_len` tensors, not
+/// yet differentiated) with the fake quantization of `plan`.
+fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, TrainError> {
+    if !g.grads.is_empty() || g.forward_len != g.nodes.len() {
+        return Err(TrainError::Graph(
+            "QAT: fake quantization must be added before differentiating".into(),
+        ));
+    }
+    let by_name: HashMap<String, Tid> = (0..ir_len.min(g.tensors.len()))
+        .map(|t| (g.tensors[t].name.clone(), t))
+        .collect();
+    let lookup = |name: &str| {
+        by_name.get(name).copied().ok_or_else(|| {
+            TrainError::Graph(format!(
+                "QAT: tensor '{name}' of kiln's optimized graph is not in the training graph"
+            ))
+        })
+    };
+    let mut after: HashMap<Tid, &Point> = HashMap::new();
+    for p in &plan.points {
+        after.insert(lookup(&p.name)?, p);
+    }
+    let mut layers: HashMap<Tid, (&Weighted, Option<Tid>)> = HashMap::new();
+    for w in &plan.weighted {
+        let wt = lookup(&w.weights)?;
+        let bt = w.bias.as_deref().map(lookup).transpose()?;
+        for t in std::iter::once(wt).chain(bt) {
+            if g.tensors[t].kind != Kind::Param {
+                return Err(TrainError::Graph(format!(
+                    "QAT: '{}' should be a trainable constant",
+                    g.tensors[t].name
+                )));
+            }
+        }
+        layers.insert(wt, (w, bt));
+    }
+    let qparams: Vec<Tid> = plan
+        .slots
+        .iter()
+        .map(|s| g.add_tensor(format!("qat/qparams/{}", s.name), vec![2], Kind::Input))
+        .collect();
+    let fed: Vec<Tid> = g.inputs.clone();
+    g.inputs.extend(&qparams);
+
+    let mut rw = Rewrite {
+        after,
+        qparams,
+        nodes: Vec::new(),
+        subst: HashMap::new(),
+        observers: Vec::new(),
+    };
+    for &x in &fed {
+        rw.quantize_after(g, x);
+    }
+    for mut node in std::mem::take(&mut g.nodes) {
+        for t in &mut node.inputs {
+            if let Some(&s) = rw.subst.get(t) {
+                *t = s;
+            }
+        }
+        let layer = matches!(
+            node.op,
+            TOp::Ir(Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected { .. })
+        );
+        if let Some(&(w, bias)) = node
+            .inputs
+            .get(1)
+            .and_then(|t| layers.get(t))
+            .filter(|_| layer)
+        {
+            let wt = node.inputs[1];
+            let (name, shape) = (g.tensors[wt].name.clone(), g.shape(wt).to_vec());
+            let wq = g.add_tensor(format!("{name}/fake_quant"), shape, Kind::Activation);
+            rw.nodes.push(TNode {
+                op: TOp::FakeQuantWeights { axis: w.axis },
+                inputs: vec![wt],
+                output: wq,
+            });
+            node.inputs[1] = wq;
+            if let Some(bt) = bias.filter(|b| node.inputs.get(2) == Some(b)) {
+                let (name, shape) = (g.tensors[bt].name.clone(), g.shape(bt).to_vec());
+                let bq = g.add_tensor(format!("{name}/fake_quant"), shape, Kind::Activation);
+                rw.nodes.push(TNode {
+                    op: TOp::FakeQuantBias { axis: w.axis },
+                    inputs: vec![bt, wt, rw.qparams[w.input_slot]],
+                    output: bq,
+                });
+                node.inputs[2] = bq;
+            }
+        }
+        let out = node.output;
+        rw.nodes.push(node);
+        rw.quantize_after(g, out);
+    }
+    for t in &mut g.outputs {
+        if let Some(&s) = rw.subst.get(t) {
+            *t = s;
+        }
+    }
+    g.outputs.extend(rw.observers.iter().map(|&(t, _)| t));
+    g.nodes = rw.nodes;
+    g.forward_len = g.nodes.len();
+    Ok(Observers(rw.observers))
+}
+
+/// The forward nodes being rewritten by [`insert`].
+struct Rewrite<'a> {
+    /// The tensors fake-quantized after they are computed.
+    after: HashMap<Tid, &'a Point>,
+    /// The fed `[scale, zero_point]` of each slot.
+    qparams: Vec<Tid>,
+    nodes: Vec<TNode>,
+    /// Tensor → its fake-quantized twin, for later readers.
+    subst: HashMap<Tid, Tid>,
+    observers: Vec<(Tid, usize)>,
+}
+
+impl Rewrite<'_> {
+    /// Appends the range observation and fake quantization of `t` if it is a point.
+    fn quantize_after(&mut self, g: &mut TrainGraph, t: Tid) {
+        let Some(p) = self.after.get(&t) else { return };
+        let (name, shape) = (g.tensors[t].name.clone(), g.shape(t).to_vec());
+        if p.observe {
+            let mm = g.add_tensor(format!("qat/range/{name}"), vec![2], Kind::Activation);
+            self.nodes.push(TNode {
+                op: TOp::MinMax,
+                inputs: vec![t],
+                output: mm,
+            });
+            self.observers.push((mm, p.slot));
+        }
+        let fq = g.add_tensor(format!("{name}/fake_quant"), shape, Kind::Activation);
+        self.nodes.push(TNode {
+            op: TOp::FakeQuant,
+            inputs: vec![t, self.qparams[p.slot]],
+            output: fq,
+        });
+        self.subst.insert(t, fq);
+    }
+}
+
+/// Top-1 class of every sample through the fake-quantized graph with `qat`'s current
+/// ranges, `batch` at a time (what the int8 model should predict).
+pub fn predict(
+    ir: &Graph,
+    qat: &Qat,
+    data: &Dataset,
+    batch: usize,
+) -> Result<Vec<usize>, TrainError> {
+    let batch = batch.clamp(1, data.len().max(1));
+    let classes = *ir
+        .outputs
+        .first()
+        .and_then(|o| ir.info(*o).shape.last())
+        .ok_or_else(|| TrainError::Graph("the model has no output".into()))?;
+    let qparams = qat.qparams();
+    let (template, _) = qat.graph(ir, 1, None)?;
+    let params = crate::train::read_params(ir, &template.param_ir);
+    let mut pred = Vec::with_capacity(data.len());
+    let mut exec: Option<(usize, Executor)> = None;
+    for start in (0..data.len()).step_by(batch) {
+        let n = batch.min(data.len() - start);
+        if exec.as_ref().is_none_or(|(b, _)| *b != n) {
+            exec = Some((n, Executor::new(qat.graph(ir, n, None)?.0)));
+        }
+        let Some((_, e)) = exec.as_mut() else {
+            continue;
+        };
+        let x = &data.images[start * data.sample_len()..][..n * data.sample_len()];
+        let mut feeds: Vec<&[f32]> = vec![x];
+        feeds.extend(qparams.iter().map(|p| &p[..]));
+        e.run(&feeds, &params)?;
+        let logits = e.value(e.graph().outputs[0]).unwrap_or(&[]);
+        pred.extend(logits.chunks(classes.max(1)).map(argmax));
+    }
+    Ok(pred)
+}
+
+/// kiln's int8 graph of the QAT-trained float graph `ir`, quantized with the tracked
+/// `ranges` ([`Qat::ranges`]) instead of calibration, then optimized: what `kiln
+/// compile` would build from it.
+pub fn quantize_int8(ir: &Graph, ranges: &Ranges) -> Result<Graph, TrainError> {
+    let kiln = |e: &dyn std::fmt::Display| TrainError::Kiln(e.to_string());
+    let float = optimized(ir)?;
+    let mut int8 = quantize::quantize_with_ranges(&float, ranges, &QuantizeOptions::default())
+        .map_err(|e| kiln(&e))?;
+    kiln_codegen::passes::optimize(&mut int8).map_err(|e| kiln(&e))?;
+    Ok(int8)
+}
+
+/// The ranges file `kiln train --qat` writes next to the weights: `[ranges]` with one
+/// `"tensor name" = [lo, hi]` per int8 activation tensor.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangesFile {
+    ranges: Ranges,
+}
+
+/// Writes `ranges` as TOML (floats round-trip exactly), so the int8 model can be
+/// rebuilt from the weights with [`load_ranges`] and [`quantize_int8`].
+pub fn save_ranges(ranges: &Ranges, path: &std::path::Path) -> Result<(), TrainError> {
+    let err = |message: String| TrainError::Weights {
+        file: path.display().to_string(),
+        message,
+    };
+    let file = RangesFile {
+        ranges: ranges.clone(),
+    };
+    let text = toml::to_string(&file).map_err(|e| err(e.to_string()))?;
+    let header = "# Activation ranges tracked by quantization-aware training (kiln train --qat).\n";
+    std::fs::write(path, format!("{header}{text}")).map_err(|e| err(e.to_string()))
+}
+
+/// Reads a ranges file written by [`save_ranges`].
+pub fn load_ranges(path: &std::path::Path) -> Result<Ranges, TrainError> {
+    let err = |message: String| TrainError::Weights {
+        file: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let file: RangesFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    Ok(file.ranges)
+}

@@ -1,0 +1,199 @@
+//! Quantization-aware training: fake quantization sits where kiln's int8 graph has its
+//! int8 tensors, the int8 model kiln builds from the QAT ranges predicts what the
+//! fake-quantized graph predicts, and QAT stays deterministic across thread counts.
+
+use kiln_train::data::Dataset;
+use kiln_train::graph::TOp;
+use kiln_train::model::ModelSpec;
+use kiln_train::optim::OptimizerKind;
+use kiln_train::qat::{self, Qat, QatConfig};
+use kiln_train::train::{self, TrainConfig};
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn load(limit: usize, test: bool) -> Dataset {
+    let dir = if test {
+        "data/mnist-test"
+    } else {
+        "data/mnist-10k"
+    };
+    Dataset::load_dir(&root().join(dir), &[28, 28, 1], Some(limit)).unwrap()
+}
+
+fn lenet() -> ModelSpec {
+    ModelSpec::load(&root().join("models/lenet/model.toml")).unwrap()
+}
+
+fn config(epochs: usize, start_epoch: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        lr: 2e-3,
+        optimizer: OptimizerKind::parse("adam", 0.0).unwrap(),
+        seed: 5,
+        qat: Some(QatConfig {
+            start_epoch,
+            ..QatConfig::default()
+        }),
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn fake_quantization_sits_on_kilns_int8_tensors() {
+    let graph = lenet().build(1).unwrap();
+    let q = Qat::new(&graph, 0.99).unwrap();
+    let (g, _) = q.graph(&graph, 4, None).unwrap();
+    let quantized: Vec<&str> = g
+        .nodes
+        .iter()
+        .filter(|n| n.op == TOp::FakeQuant)
+        .map(|n| g.tensors[n.inputs[0]].name.as_str())
+        .collect();
+    // The input, each relu result (conv/dense → relu is one int8 tensor, after the
+    // relu) and the logits; pooling and flatten keep their input's values.
+    let produced_by = |name: &str| {
+        let t = g.tensors.iter().position(|t| t.name == name).unwrap();
+        g.nodes
+            .iter()
+            .find(|n| n.output == t)
+            .map(|n| n.op.name())
+            .unwrap_or("input")
+    };
+    let ops: Vec<&str> = quantized.iter().map(|n| produced_by(n)).collect();
+    assert_eq!(
+        ops,
+        ["input", "relu", "relu", "relu", "relu", "fully_connected"],
+        "{quantized:?}"
+    );
+    let count = |op: fn(&TOp) -> bool| g.nodes.iter().filter(|n| op(&n.op)).count();
+    assert_eq!(count(|o| matches!(o, TOp::FakeQuantWeights { .. })), 5);
+    assert_eq!(count(|o| matches!(o, TOp::FakeQuantBias { .. })), 5);
+    assert_eq!(count(|o| *o == TOp::MinMax), 6);
+    // Fed: the image, then one [scale, zero point] per parameter set.
+    assert_eq!(g.inputs.len(), 1 + 6);
+    assert!(!q.has_ranges());
+    // Before any range is known, fake quantization passes values through.
+    assert!(q.qparams().iter().all(|p| p == &[0.0, 0.0]));
+}
+
+#[test]
+fn int8_model_from_qat_ranges_predicts_what_qat_predicts() {
+    let (data, test) = (load(1000, false), load(300, true));
+    let mut graph = lenet().build(3).unwrap();
+    let trained = train::train_model(
+        &mut graph,
+        &data,
+        Some(&test),
+        &config(2, 2),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let q = trained.qat.expect("QAT state");
+    assert!(q.has_ranges());
+    let fake = qat::predict(&graph, &q, &test, 64).unwrap();
+    let fake_acc = train::accuracy(&fake, &test.labels);
+    assert!(fake_acc > 0.8, "QAT accuracy {fake_acc}");
+    // The epoch's test accuracy is the fake-quantized model's.
+    assert_eq!(trained.history[1].test_accuracy, Some(fake_acc));
+
+    let ranges = q.ranges();
+    let int8 = qat::quantize_int8(&graph, &ranges).unwrap();
+    // kiln's int8 tensors carry exactly the parameters of the QAT ranges.
+    let mut checked = 0;
+    for t in &int8.tensors {
+        if let (Some(&(lo, hi)), Some(p)) = (ranges.get(&t.name), t.info.scale_zero_point()) {
+            assert_eq!(
+                p,
+                kiln_codegen::quantize::params::asymmetric(lo, hi),
+                "{}",
+                t.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "{checked} int8 tensors matched by name");
+
+    let int8_pred = train::predict_kiln(&int8, &test).unwrap();
+    let agree = int8_pred.iter().zip(&fake).filter(|(a, b)| a == b).count();
+    let int8_acc = train::accuracy(&int8_pred, &test.labels);
+    assert!(
+        agree + 3 >= test.len(),
+        "int8 agrees with QAT on {agree} of {} samples",
+        test.len()
+    );
+    assert!(
+        (int8_acc - fake_acc).abs() <= 0.01,
+        "int8 {int8_acc} vs QAT {fake_acc}"
+    );
+
+    // The ranges file rebuilds the same int8 model.
+    let path = std::env::temp_dir().join(format!("kiln-qat-ranges-{}.toml", std::process::id()));
+    qat::save_ranges(&ranges, &path).unwrap();
+    let loaded = qat::load_ranges(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(loaded, ranges);
+    assert_eq!(qat::quantize_int8(&graph, &loaded).unwrap(), int8);
+    let frozen = Qat::with_ranges(&graph, &loaded).unwrap();
+    assert_eq!(frozen.qparams(), q.qparams());
+}
+
+#[test]
+fn qat_is_deterministic_for_any_thread_count() {
+    let data = load(96, false);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut graph = lenet().build(11).unwrap();
+            let mut cfg = config(2, 1);
+            cfg.batch = 10;
+            let t = train::train_model(&mut graph, &data, None, &cfg, None, &mut |_| {}).unwrap();
+            (graph, t.history[1].loss, t.qat.unwrap().ranges())
+        })
+    };
+    let (a, la, ra) = run(1);
+    let (b, lb, rb) = run(3);
+    assert_eq!(la.to_bits(), lb.to_bits());
+    assert!(a == b, "weights differ between 1 and 3 threads");
+    let bits = |r: &qat::Ranges| -> Vec<(u32, u32)> {
+        r.values()
+            .map(|(l, h)| (l.to_bits(), h.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(&ra), bits(&rb));
+    assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn bad_qat_settings_are_refused() {
+    let data = load(64, false);
+    let mut graph = lenet().build(1).unwrap();
+    for start in [0, 3] {
+        let e = train::train_model(
+            &mut graph,
+            &data,
+            None,
+            &config(2, start),
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("QAT start epoch") && e.contains("2 epochs"),
+            "{e}"
+        );
+    }
+    let e = Qat::new(&graph, 1.0).unwrap_err().to_string();
+    assert!(e.contains("decay"), "{e}");
+    let e = Qat::with_ranges(&graph, &qat::Ranges::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no range for tensor"), "{e}");
+}
