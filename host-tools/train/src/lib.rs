@@ -25,6 +25,7 @@
 //!     optimizer: OptimizerKind::parse("adam", 0.0).unwrap(),
 //!     schedule: Schedule::Constant,
 //!     seed: 1,
+//!     ..TrainConfig::default()
 //! };
 //! let history = train(&mut graph, &data, None, &cfg, &mut |_| {})?;
 //! println!("loss {}", history[0].loss);
@@ -89,6 +90,7 @@ pub mod graph;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod rng;
 pub mod svg;
 pub mod train;

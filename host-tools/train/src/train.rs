@@ -6,6 +6,7 @@ use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Loss, TrainGraph};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::plan::{Checkpointing, MemoryPlan, MemoryReport};
 use crate::rng::Rng;
 use crate::TrainError;
 use kiln_codegen::exec::TensorData;
@@ -29,6 +30,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Seed of the batch shuffling.
     pub seed: u64,
+    /// Gradient checkpointing: recompute forward activations in the backward pass to
+    /// lower peak memory (same results, more compute).
+    pub checkpoint: Checkpointing,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +51,7 @@ impl Default for TrainConfig {
             },
             schedule: Schedule::Constant,
             seed: 1,
+            checkpoint: Checkpointing::Off,
         }
     }
 }
@@ -85,7 +90,8 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Training images per second.
     pub images_per_s: f64,
-    /// Peak activation + gradient memory of the training graph, in bytes.
+    /// Peak activation + gradient memory of the training graph, in bytes (the arena of
+    /// its static memory plan, [`crate::plan`]).
     pub peak_bytes: usize,
 }
 
@@ -160,7 +166,7 @@ pub fn train(
     differentiate(&mut g)?;
     let param_ir = g.param_ir.clone();
     let (loss_t, logits_t, grads_t) = (g.loss.unwrap_or(0), g.outputs[0], g.grads.clone());
-    let mut exec = Executor::new(g);
+    let mut exec = Executor::with_checkpointing(g, cfg.checkpoint);
     let mut params = read_params(ir, &param_ir);
     let mut opt = Optimizer::new(cfg.optimizer);
     let mut rng = Rng::new(cfg.seed);
@@ -232,6 +238,23 @@ pub fn train(
     }
     write_params(ir, &param_ir, &params);
     Ok(history)
+}
+
+/// The memory plans of training `ir` (softmax cross-entropy) at `batch`: without and
+/// with `checkpointing`. Plans only; nothing runs, so this is cheap.
+pub fn memory_plans(
+    ir: &Graph,
+    batch: usize,
+    checkpointing: Checkpointing,
+) -> Result<(MemoryReport, MemoryReport), TrainError> {
+    classes_of(ir)?;
+    let mut g = TrainGraph::from_ir(ir, batch)?;
+    g.add_loss(Loss::SoftmaxCrossEntropy)?;
+    differentiate(&mut g)?;
+    Ok((
+        MemoryPlan::new(&g, Checkpointing::Off).report,
+        MemoryPlan::new(&g, checkpointing).report,
+    ))
 }
 
 /// Index of the largest value (the first on ties).
