@@ -2,12 +2,15 @@
 //! a model described by a kiln-train model file on an IDX dataset, writes the weights
 //! (safetensors), the model file and a training-curve SVG, and reports float (and with
 //! `--quantize int8`, kiln's int8) test accuracy measured by running the graphs.
+//! `--checkpoint` recomputes forward activations to lower peak memory;
+//! `--memory-report` prints the memory plans with and without it and exits.
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_train::data::Dataset;
 use kiln_train::model::ModelSpec;
 use kiln_train::optim::{OptimizerKind, Schedule};
+use kiln_train::plan::{Checkpointing, MemoryReport};
 use kiln_train::train::{self, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +23,8 @@ pub struct Args {
     #[arg(long)]
     model: PathBuf,
     /// Training data: a folder with an IDX images file and an IDX labels file (gz ok).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "memory_report")]
+    data: Option<PathBuf>,
     /// Test data (same layout), evaluated after every epoch.
     #[arg(long)]
     test: Option<PathBuf>,
@@ -59,14 +62,65 @@ pub struct Args {
     #[arg(long)]
     test_limit: Option<usize>,
     /// Output folder: model.toml, weights.safetensors, curve.svg.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "memory_report")]
+    out: Option<PathBuf>,
     /// Also quantize the trained model with kiln (int8 PTQ) and report its accuracy.
     #[arg(long, value_parser = ["int8"])]
     quantize: Option<String>,
     /// Training samples used to calibrate --quantize.
     #[arg(long, default_value_t = 1000)]
     calib_samples: usize,
+    /// Gradient checkpointing: keep only segment boundaries of the forward pass and
+    /// recompute the rest in the backward pass (same results, less memory, more
+    /// compute). Alone: the segment count with the smallest planned peak; or a count.
+    #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "SEGMENTS")]
+    checkpoint: Option<String>,
+    /// Print the static memory plans of a training step (no sharing, the plan, the
+    /// lower bound; without and with checkpointing) at --batch, and exit without training.
+    #[arg(long)]
+    memory_report: bool,
+}
+
+/// The checkpointing of `--checkpoint` (`auto` or a segment count).
+fn checkpointing(arg: Option<&str>) -> anyhow::Result<Checkpointing> {
+    match arg {
+        None => Ok(Checkpointing::Off),
+        Some("auto") => Ok(Checkpointing::Auto),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n >= 2 => Ok(Checkpointing::Segments(n)),
+            _ => bail!("--checkpoint {n}: give a segment count of at least 2, or no value"),
+        },
+    }
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Prints the plans without and with checkpointing (activations and gradients of one
+/// training step; weights and optimizer state are not counted).
+fn print_memory(batch: usize, off: &MemoryReport, ckpt: &MemoryReport) {
+    println!("peak training memory at batch {batch} (activations + gradients of one step):");
+    println!("  no sharing          {:8.2} MiB", mib(off.unshared_bytes));
+    println!(
+        "  static plan         {:8.2} MiB  (lower bound {:.2} MiB, {} steps in place)",
+        mib(off.arena_bytes),
+        mib(off.lower_bound_bytes),
+        off.in_place
+    );
+    let how = if ckpt.recomputed == 0 {
+        "no segmentation lowers the peak, nothing recomputed".to_string()
+    } else {
+        format!(
+            "{} segments, {} forward nodes recomputed",
+            ckpt.segments, ckpt.recomputed
+        )
+    };
+    println!(
+        "  with checkpointing  {:8.2} MiB  (lower bound {:.2} MiB, {how})",
+        mib(ckpt.arena_bytes),
+        mib(ckpt.lower_bound_bytes)
+    );
 }
 
 /// Trains, writes OUT and prints the report; exit 0.
@@ -87,8 +141,21 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         kiln_train::set_threads(t)?;
     }
+    let checkpoint = checkpointing(args.checkpoint.as_deref())?;
     let mut graph = spec.build(args.seed)?;
-    let data = Dataset::load_dir(&args.data, &spec.input, args.limit)?;
+    let with = match checkpoint {
+        Checkpointing::Off => Checkpointing::Auto,
+        c => c,
+    };
+    let (plain, checkpointed) = train::memory_plans(&graph, args.batch.max(1), with)?;
+    if args.memory_report {
+        print_memory(args.batch.max(1), &plain, &checkpointed);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(data_dir), Some(out_dir)) = (&args.data, &args.out) else {
+        bail!("--data and --out are needed to train");
+    };
+    let data = Dataset::load_dir(data_dir, &spec.input, args.limit)?;
     let test = match &args.test {
         Some(dir) => Some(Dataset::load_dir(dir, &spec.input, args.test_limit)?),
         None => None,
@@ -103,7 +170,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         "training {} ({params} parameters) on {} samples of {}: {} epochs, batch {}, {} lr {} ({}), seed {}, {} threads",
         spec.name,
         data.len(),
-        args.data.display(),
+        data_dir.display(),
         args.epochs,
         args.batch,
         args.optimizer,
@@ -119,6 +186,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         optimizer,
         schedule,
         seed: args.seed,
+        checkpoint,
     };
     let steps = (data.len() / args.batch.max(1)) * args.epochs;
     let bar = ProgressBar::new(steps as u64);
@@ -160,23 +228,29 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let train_s: f64 = history.iter().map(|e| e.seconds).sum();
     let images: usize = (data.len() / args.batch) * args.batch * args.epochs;
     println!(
-        "training: {train_s:.1} s in steps ({:.0} images/s, {} threads), {elapsed:.1} s with evaluation; peak training memory {:.1} MiB",
+        "training: {train_s:.1} s in steps ({:.0} images/s, {} threads), {elapsed:.1} s with evaluation; {:.2} MiB of activations and gradients ({})",
         images as f64 / train_s.max(1e-9),
         kiln_train::threads(),
-        history.last().map_or(0, |e| e.peak_bytes) as f64 / (1 << 20) as f64
+        mib(history.last().map_or(0, |e| e.peak_bytes)),
+        if checkpoint == Checkpointing::Off {
+            "no checkpointing"
+        } else {
+            "checkpointing"
+        }
     );
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let model_out = args.out.join("model.toml");
+    print_memory(args.batch, &plain, &checkpointed);
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    let model_out = out_dir.join("model.toml");
     std::fs::write(&model_out, spec.source())
         .with_context(|| format!("{}: cannot write", model_out.display()))?;
-    let weights = args.out.join("weights.safetensors");
+    let weights = out_dir.join("weights.safetensors");
     let ids: Vec<_> = (0..graph.tensors.len())
         .filter(|&i| graph.tensors[i].data.is_some())
         .map(kiln_codegen::ir::TensorId)
         .collect();
     train::save_weights(&graph, &ids, &weights)?;
-    let svg = args.out.join("curve.svg");
+    let svg = out_dir.join("curve.svg");
     std::fs::write(&svg, kiln_train::svg::training_curve(&spec.name, &history))
         .with_context(|| format!("{}: cannot write", svg.display()))?;
     println!(
@@ -198,7 +272,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         ours * 100.0,
         test.len(),
-        args.test.as_deref().unwrap_or(&args.data).display()
+        args.test.as_deref().unwrap_or(data_dir).display()
     );
     if args.quantize.is_some() {
         let int8 = train::quantize_int8(&graph, &data, args.calib_samples)?;
