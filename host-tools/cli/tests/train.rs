@@ -177,7 +177,12 @@ fn memory_report_and_checkpointing() {
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for want in ["at batch 32", "no sharing", "static plan", "with checkpointing"] {
+    for want in [
+        "at batch 32",
+        "no sharing",
+        "static plan",
+        "with checkpointing",
+    ] {
         assert!(stdout.contains(want), "{want}: {stdout}");
     }
     let o = kiln(&[

@@ -26,7 +26,14 @@
 //! about `sqrt(N)` segments keep about `sqrt(N)` activations alive instead of `N`;
 //! [`Checkpointing::Auto`] tries every segment count and keeps the smallest arena.
 
+mod assign;
+mod checkpoint;
+
+pub use checkpoint::recomputable;
+
 use crate::graph::{Kind, TOp, Tid, TrainGraph};
+use assign::{lower_bound, place, Buffer};
+use checkpoint::{schedule, Schedule};
 use kiln_codegen::ir::Op;
 use std::ops::Range;
 
@@ -124,34 +131,6 @@ impl MemoryPlan {
         plan(g, &schedule(g, 1), false)
     }
 }
-
-/// True for ops whose result may be computed again from the same operands (pure and
-/// deterministic). Ops not listed here (e.g. ones with random or running state) are
-/// never recomputed by checkpointing: their results are retained instead.
-pub fn recomputable(op: &TOp) -> bool {
-    matches!(
-        op,
-        TOp::Ir(
-            Op::Conv2d(_)
-                | Op::DepthwiseConv2d(_)
-                | Op::FullyConnected { .. }
-                | Op::MaxPool2d(_)
-                | Op::AveragePool2d(_)
-                | Op::Mean { .. }
-                | Op::Add { .. }
-                | Op::Mul { .. }
-                | Op::Reshape
-                | Op::Concatenation { .. }
-                | Op::Relu
-                | Op::Relu6
-                | Op::LeakyRelu { .. }
-                | Op::Logistic
-                | Op::Tanh
-                | Op::Softmax { .. }
-        )
-    )
-}
-
 /// The operand an op may overwrite with its result: elementwise ops whose result has
 /// that operand's shape. The executor's kernels for exactly these ops read the operand
 /// from the result buffer when a step is in place.
@@ -180,75 +159,6 @@ pub fn in_place_operand(g: &TrainGraph, node: usize) -> Option<&'static [usize]>
         _ => None,
     }
 }
-
-/// The node order: forward nodes, then backward nodes with the recomputed forward
-/// nodes inserted before the first backward node that needs them.
-fn schedule(g: &TrainGraph, segments: usize) -> (Vec<(usize, bool)>, usize) {
-    let fwd = g.forward_len.min(g.nodes.len());
-    let segments = segments.clamp(1, fwd.max(1));
-    let plain = || ((0..g.nodes.len()).map(|i| (i, false)).collect(), 1);
-    if segments == 1 || g.nodes.len() == fwd {
-        return plain();
-    }
-    let seg_len = fwd.div_ceil(segments);
-    let seg = |i: usize| i / seg_len;
-    let last_seg = seg(fwd - 1);
-    let mut producer = vec![usize::MAX; g.tensors.len()];
-    for (i, n) in g.nodes[..fwd].iter().enumerate() {
-        producer[n.output] = i;
-    }
-    let mut retained = vec![false; g.tensors.len()];
-    for &t in g.outputs.iter().chain(&g.loss).chain(&g.grads) {
-        retained[t] = true;
-    }
-    for (i, n) in g.nodes[..fwd].iter().enumerate() {
-        if seg(i) == last_seg || !recomputable(&n.op) {
-            retained[n.output] = true;
-        }
-        for &t in &n.inputs {
-            if producer[t] != usize::MAX && seg(producer[t]) != seg(i) {
-                retained[t] = true;
-            }
-        }
-    }
-    // Values of each segment that backward nodes read and that are not retained.
-    let dropped = |t: Tid| producer[t] != usize::MAX && !retained[t];
-    let mut order: Vec<(usize, bool)> = (0..fwd).map(|i| (i, false)).collect();
-    let mut done = vec![false; last_seg + 1];
-    for j in fwd..g.nodes.len() {
-        for &t in &g.nodes[j].inputs {
-            if !dropped(t) || done[seg(producer[t])] {
-                continue;
-            }
-            let s = seg(producer[t]);
-            done[s] = true;
-            let span = s * seg_len..((s + 1) * seg_len).min(fwd);
-            let mut run = vec![false; span.len()];
-            for n in &g.nodes[fwd..] {
-                for &u in &n.inputs {
-                    if dropped(u) && span.contains(&producer[u]) {
-                        run[producer[u] - span.start] = true;
-                    }
-                }
-            }
-            for i in span.clone().rev() {
-                if run[i - span.start] {
-                    for &u in &g.nodes[i].inputs {
-                        if dropped(u) && span.contains(&producer[u]) {
-                            run[producer[u] - span.start] = true;
-                        }
-                    }
-                }
-            }
-            for i in span.clone().filter(|&i| run[i - span.start]) {
-                order.push((i, true));
-            }
-        }
-        order.push((j, false));
-    }
-    (order, last_seg + 1)
-}
-
 /// One computed value: a tensor written at one step, read last at step `last`.
 #[derive(Debug, Clone, Copy)]
 struct Value {
@@ -256,17 +166,8 @@ struct Value {
     last: usize,
     buffer: usize,
 }
-
-/// A block of the arena alive from step `first` to step `last`, inclusive.
-#[derive(Debug, Clone, Copy)]
-struct Buffer {
-    first: usize,
-    last: usize,
-    len: usize,
-}
-
-fn plan(g: &TrainGraph, order: &(Vec<(usize, bool)>, usize), in_place: bool) -> MemoryPlan {
-    let (order, segments) = (&order.0, order.1);
+fn plan(g: &TrainGraph, schedule: &Schedule, in_place: bool) -> MemoryPlan {
+    let (order, segments) = (&schedule.order, schedule.segments);
     let n = order.len();
     let mut kept = vec![false; g.tensors.len()];
     for &t in g.outputs.iter().chain(&g.loss).chain(&g.grads) {
@@ -407,71 +308,4 @@ fn plan(g: &TrainGraph, order: &(Vec<(usize, bool)>, usize), in_place: bool) -> 
         kept: kept_at,
         report,
     }
-}
-
-/// Most elements alive at one step.
-fn lower_bound(buffers: &[Buffer], steps: usize) -> usize {
-    let mut delta = vec![0isize; steps + 2];
-    for b in buffers {
-        delta[b.first] += b.len as isize;
-        delta[b.last + 1] -= b.len as isize;
-    }
-    let mut live = 0isize;
-    let mut most = 0;
-    for d in delta {
-        live += d;
-        most = most.max(live);
-    }
-    most.max(0) as usize
-}
-
-/// Offsets of `buffers` (elements): greedy first fit, largest first, and largest
-/// `len * lifetime` first; the smaller arena wins.
-fn place(buffers: &[Buffer]) -> Vec<usize> {
-    let by_len = first_fit(buffers, |b| (b.len, 0));
-    let by_area = first_fit(buffers, |b| (b.len * (b.last - b.first + 1), b.len));
-    let top = |offsets: &[usize]| {
-        buffers
-            .iter()
-            .zip(offsets)
-            .map(|(b, o)| o + b.len)
-            .max()
-            .unwrap_or(0)
-    };
-    if top(&by_area) < top(&by_len) {
-        by_area
-    } else {
-        by_len
-    }
-}
-
-/// Places buffers in decreasing `key` order, each at the lowest offset that overlaps no
-/// placed buffer alive at a common step.
-fn first_fit(buffers: &[Buffer], key: impl Fn(&Buffer) -> (usize, usize)) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..buffers.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(key(&buffers[i])), buffers[i].first, i));
-    let mut offsets = vec![0; buffers.len()];
-    let mut placed: Vec<usize> = Vec::with_capacity(buffers.len());
-    let mut taken: Vec<(usize, usize)> = Vec::new();
-    for i in order {
-        let b = buffers[i];
-        taken.clear();
-        taken.extend(
-            placed
-                .iter()
-                .filter(|&&j| buffers[j].first <= b.last && b.first <= buffers[j].last)
-                .map(|&j| (offsets[j], offsets[j] + buffers[j].len)),
-        );
-        taken.sort_unstable();
-        let mut at = 0;
-        for &(start, end) in &taken {
-            if start >= at + b.len {
-                break;
-            }
-            at = at.max(end);
-        }
-        offsets[i] = at;
-        placed.push(i);
-    }
-    offsets
 }
