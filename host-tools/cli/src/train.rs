@@ -5,6 +5,8 @@
 //! float (and with `--quantize int8`, kiln's int8) test accuracy measured by running
 //! the graphs. With `--qat`, the last epochs train with fake quantization and kiln's
 //! int8 model is built from the ranges QAT tracked (written to OUT/qat_ranges.toml).
+//! `--grad-checkpoint` recomputes forward activations to lower peak memory;
+//! `--memory-report` prints the memory plans with and without it and exits.
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,6 +15,7 @@ use kiln_train::checkpoint::Checkpoint;
 use kiln_train::data::{Dataset, LabelColumn, LoadOptions};
 use kiln_train::model::ModelSpec;
 use kiln_train::optim::{OptimizerKind, Schedule};
+use kiln_train::plan::{Checkpointing, MemoryReport};
 use kiln_train::qat::{self, QatConfig};
 use kiln_train::train::{self, TrainConfig};
 use std::path::PathBuf;
@@ -29,8 +32,8 @@ pub struct Args {
     /// .csv file, or IDX *images* + *labels* files (gz ok); a .csv file; or an
     /// IMAGES,LABELS pair of npy or IDX files. Integer data is divided by 255, float
     /// data used as is.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "memory_report")]
+    data: Option<PathBuf>,
     /// Test data (any of the same layouts), evaluated after every epoch.
     #[arg(long)]
     test: Option<PathBuf>,
@@ -83,8 +86,8 @@ pub struct Args {
     test_limit: Option<usize>,
     /// Output folder: model.toml, weights.safetensors, checkpoint.safetensors (written
     /// after every epoch), curve.svg.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "memory_report")]
+    out: Option<PathBuf>,
     /// Also quantize the trained model with kiln (int8 PTQ) and report its accuracy.
     #[arg(long, value_parser = ["int8"])]
     quantize: Option<String>,
@@ -98,6 +101,58 @@ pub struct Args {
     /// First epoch (from 1) of --qat; earlier ones train in float. Default: the last.
     #[arg(long, requires = "qat")]
     qat_start_epoch: Option<usize>,
+    /// Gradient checkpointing: keep only segment boundaries of the forward pass and
+    /// recompute the rest in the backward pass (same results, less memory, more
+    /// compute). Alone: the segment count with the smallest planned peak; or a count.
+    #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "SEGMENTS")]
+    grad_checkpoint: Option<String>,
+    /// Print the static memory plans of a training step (no sharing, the plan, the
+    /// lower bound; without and with gradient checkpointing) at --batch, and exit
+    /// without training.
+    #[arg(long)]
+    memory_report: bool,
+}
+
+/// The checkpointing of `--grad-checkpoint` (`auto` or a segment count).
+fn checkpointing(arg: Option<&str>) -> anyhow::Result<Checkpointing> {
+    match arg {
+        None => Ok(Checkpointing::Off),
+        Some("auto") => Ok(Checkpointing::Auto),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n >= 2 => Ok(Checkpointing::Segments(n)),
+            _ => bail!("--grad-checkpoint {n}: give a segment count of at least 2, or no value"),
+        },
+    }
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Prints the plans without and with checkpointing (activations and gradients of one
+/// training step; weights and optimizer state are not counted).
+fn print_memory(batch: usize, off: &MemoryReport, ckpt: &MemoryReport) {
+    println!("peak training memory at batch {batch} (activations + gradients of one step):");
+    println!("  no sharing          {:8.2} MiB", mib(off.unshared_bytes));
+    println!(
+        "  static plan         {:8.2} MiB  (lower bound {:.2} MiB, {} steps in place)",
+        mib(off.arena_bytes),
+        mib(off.lower_bound_bytes),
+        off.in_place
+    );
+    let how = if ckpt.recomputed == 0 {
+        "no segmentation lowers the peak, nothing recomputed".to_string()
+    } else {
+        format!(
+            "{} segments, {} forward nodes recomputed",
+            ckpt.segments, ckpt.recomputed
+        )
+    };
+    println!(
+        "  with checkpointing  {:8.2} MiB  (lower bound {:.2} MiB, {how})",
+        mib(ckpt.arena_bytes),
+        mib(ckpt.lower_bound_bytes)
+    );
 }
 
 /// Trains, writes OUT and prints the report; exit 0.
@@ -121,7 +176,20 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let augment = Augment::parse(&args.augment).map_err(|e| anyhow::anyhow!("--augment: {e}"))?;
     let label_column = LabelColumn::parse(&args.label_column)
         .map_err(|e| anyhow::anyhow!("--label-column: {e}"))?;
+    let grad_checkpoint = checkpointing(args.grad_checkpoint.as_deref())?;
     let mut graph = spec.build(args.seed)?;
+    let with = match grad_checkpoint {
+        Checkpointing::Off => Checkpointing::Auto,
+        c => c,
+    };
+    let (plain, checkpointed) = train::memory_plans(&graph, args.batch.max(1), with)?;
+    if args.memory_report {
+        print_memory(args.batch.max(1), &plain, &checkpointed);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(data_path), Some(out_dir)) = (&args.data, &args.out) else {
+        bail!("--data and --out are needed to train");
+    };
     let classes = graph
         .outputs
         .first()
@@ -140,7 +208,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(d)
     };
-    let data = open(&args.data, args.limit)?;
+    let data = open(data_path, args.limit)?;
     let test = match &args.test {
         Some(path) => Some(open(path, args.test_limit)?),
         None => None,
@@ -159,7 +227,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         "training {} ({params} parameters) on {} samples of {}: {} epochs, batch {}, {} lr {} ({}), seed {}, {} threads",
         spec.name,
         data.len(),
-        args.data.display(),
+        data_path.display(),
         args.epochs,
         args.batch,
         args.optimizer,
@@ -171,9 +239,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     if !augment.is_none() {
         println!("augmenting training batches: {augment}");
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let checkpoint = args.out.join("checkpoint.safetensors");
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    let checkpoint = out_dir.join("checkpoint.safetensors");
     let cfg = TrainConfig {
         epochs: args.epochs,
         batch: args.batch,
@@ -183,6 +251,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         augment,
         checkpoint: Some(checkpoint.clone()),
+        grad_checkpoint,
         qat: args.qat.then(|| QatConfig {
             start_epoch: args.qat_start_epoch.unwrap_or(args.epochs),
             ..QatConfig::default()
@@ -246,21 +315,27 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let train_s: f64 = history.iter().map(|e| e.seconds).sum();
     let images: usize = (data.len() / args.batch) * args.batch * (args.epochs - done);
     println!(
-        "training: {train_s:.1} s in steps ({:.0} images/s, {} threads), {elapsed:.1} s with evaluation; peak training memory {:.1} MiB",
+        "training: {train_s:.1} s in steps ({:.0} images/s, {} threads), {elapsed:.1} s with evaluation; {:.2} MiB of activations and gradients ({})",
         images as f64 / train_s.max(1e-9),
         kiln_train::threads(),
-        history.last().map_or(0, |e| e.peak_bytes) as f64 / (1 << 20) as f64
+        mib(history.last().map_or(0, |e| e.peak_bytes)),
+        if grad_checkpoint == Checkpointing::Off {
+            "no checkpointing"
+        } else {
+            "checkpointing"
+        }
     );
-    let model_out = args.out.join("model.toml");
+    print_memory(args.batch, &plain, &checkpointed);
+    let model_out = out_dir.join("model.toml");
     std::fs::write(&model_out, spec.source())
         .with_context(|| format!("{}: cannot write", model_out.display()))?;
-    let weights = args.out.join("weights.safetensors");
+    let weights = out_dir.join("weights.safetensors");
     let ids: Vec<_> = (0..graph.tensors.len())
         .filter(|&i| graph.tensors[i].data.is_some())
         .map(kiln_codegen::ir::TensorId)
         .collect();
     train::save_weights(&graph, &ids, &weights)?;
-    let svg = args.out.join("curve.svg");
+    let svg = out_dir.join("curve.svg");
     // The curve covers the whole run, the epochs before a resume included.
     let mut curve = resume.map(|c| c.history).unwrap_or_default();
     curve.extend(history.iter().copied());
@@ -274,7 +349,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         svg.display()
     );
     if let Some(q) = &trained.qat {
-        let path = args.out.join("qat_ranges.toml");
+        let path = out_dir.join("qat_ranges.toml");
         qat::save_ranges(&q.ranges(), &path)?;
         println!(
             "wrote {} (activation ranges of the int8 model)",
@@ -294,7 +369,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         ours * 100.0,
         test.len(),
-        args.test.as_deref().unwrap_or(&args.data).display()
+        args.test.as_deref().unwrap_or(data_path).display()
     );
     if args.quantize.is_some() {
         let int8 = train::quantize_int8(&graph, &data, args.calib_samples)?;

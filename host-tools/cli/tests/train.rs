@@ -344,3 +344,61 @@ fn qat_reports_fake_quant_and_int8_accuracy_and_writes_ranges() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("QAT start epoch 3"), "{stderr}");
 }
+
+#[test]
+fn memory_report_and_checkpointing() {
+    // --memory-report plans and exits: no data or output folder needed.
+    let o = kiln(&[
+        "train",
+        "--model",
+        "models/lenet/model.toml",
+        "--batch",
+        "32",
+        "--memory-report",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        "at batch 32",
+        "no sharing",
+        "static plan",
+        "with checkpointing",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let o = kiln(&[
+        "train",
+        "--model",
+        "models/lenet/model.toml",
+        "--grad-checkpoint",
+        "1",
+        "--memory-report",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--grad-checkpoint 1"));
+    // Training needs --data and --out.
+    let o = kiln(&["train", "--model", "models/lenet/model.toml"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--data"));
+    // A checkpointed run trains and reports both plans.
+    let out = std::env::temp_dir().join(format!("kiln-train-cli-{}-ckpt", std::process::id()));
+    let o = kiln(&[
+        "train",
+        "--model",
+        "models/lenet/model.toml",
+        "--data",
+        "data/mnist-10k",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--grad-checkpoint",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("(checkpointing)"), "{stdout}");
+    assert!(stdout.contains("3 segments"), "{stdout}");
+}

@@ -1,73 +1,51 @@
-//! The f32 executor of training graphs, with a memory plan that shares buffers.
+//! The f32 executor of training graphs, running out of one arena laid out by a static
+//! memory plan ([`crate::plan`]).
 //!
-//! Each activation's last reader is known before running; after that node its buffer
-//! goes back to a pool (by length) and the next result of that length reuses it. The
-//! graph's outputs, loss and gradients are kept until the next run. [`Executor::peak_bytes`]
-//! reports the most activation memory held at once.
+//! The plan is computed once, when the executor is made: the order of the steps (with
+//! gradient checkpointing, forward nodes run again in the backward pass), the elements
+//! of the arena each result is written to, and where each operand is read from. A run
+//! allocates nothing: each step splits the arena around its result (`split_at_mut`), so
+//! operands are read from the parts before and after it; the plan never places an
+//! operand alive at a step over that step's result, except for the one operand an
+//! in-place step overwrites, which its kernel then reads from the result itself. The
+//! graph's outputs, loss and gradients are kept until the next run.
 
 use crate::graph::{Kind, TOp, Tid, TrainGraph};
 use crate::kernels::{self as k, Window};
+use crate::plan::{Checkpointing, Loc, MemoryPlan, MemoryReport, Step};
 use crate::qat;
 use crate::TrainError;
 use kiln_codegen::ir::Op;
-use std::collections::HashMap;
-
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Feed(usize),
-    Param(usize),
-    Const,
-    Activation,
-}
 
 /// Runs one [`TrainGraph`] repeatedly.
 #[derive(Debug)]
 pub struct Executor {
     graph: TrainGraph,
-    slots: Vec<Slot>,
-    last_use: Vec<usize>,
-    keep: Vec<bool>,
-    values: Vec<Option<Vec<f32>>>,
-    pool: HashMap<usize, Vec<Vec<f32>>>,
-    held: usize,
-    peak: usize,
+    plan: MemoryPlan,
+    arena: Vec<f32>,
+    ran: bool,
 }
 
 impl Executor {
-    /// Prepares `graph` (computes each tensor's last reader).
+    /// Prepares `graph` with a memory plan without checkpointing.
     pub fn new(graph: TrainGraph) -> Self {
-        let n = graph.tensors.len();
-        let mut slots = vec![Slot::Activation; n];
-        for (i, &t) in graph.inputs.iter().enumerate() {
-            slots[t] = Slot::Feed(i);
-        }
-        for (i, &t) in graph.params.iter().enumerate() {
-            slots[t] = Slot::Param(i);
-        }
-        for (t, tensor) in graph.tensors.iter().enumerate() {
-            if matches!(tensor.kind, Kind::Const(_)) {
-                slots[t] = Slot::Const;
-            }
-        }
-        let mut last_use = vec![usize::MAX; n];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for &t in &node.inputs {
-                last_use[t] = i;
-            }
-        }
-        let mut keep = vec![false; n];
-        for &t in graph.outputs.iter().chain(&graph.grads).chain(&graph.loss) {
-            keep[t] = true;
-        }
+        Self::with_checkpointing(graph, Checkpointing::Off)
+    }
+
+    /// Prepares `graph` with a memory plan that recomputes forward activations as
+    /// `checkpointing` says (results are bit-identical to [`Executor::new`]'s).
+    pub fn with_checkpointing(graph: TrainGraph, checkpointing: Checkpointing) -> Self {
+        let plan = MemoryPlan::new(&graph, checkpointing);
+        Self::with_plan(graph, plan)
+    }
+
+    /// Prepares `graph` to run with `plan`, which must have been made for it.
+    pub fn with_plan(graph: TrainGraph, plan: MemoryPlan) -> Self {
         Executor {
+            arena: vec![0.0; plan.arena_len],
             graph,
-            slots,
-            last_use,
-            keep,
-            values: vec![None; n],
-            pool: HashMap::new(),
-            held: 0,
-            peak: 0,
+            plan,
+            ran: false,
         }
     }
 
@@ -76,9 +54,15 @@ impl Executor {
         &self.graph
     }
 
-    /// Most bytes of activations (and gradients) held at once in any run so far.
+    /// The memory plan: steps, arena size, and how it compares with no sharing and
+    /// with the lower bound.
+    pub fn memory(&self) -> &MemoryReport {
+        &self.plan.report
+    }
+
+    /// Bytes of activations and gradients of a run: the planned arena.
     pub fn peak_bytes(&self) -> usize {
-        self.peak
+        self.plan.report.arena_bytes
     }
 
     /// Runs every node with `feeds` (one slice per [`TrainGraph::inputs`]) and `params`
@@ -114,36 +98,24 @@ impl Executor {
                 )));
             }
         }
-        for t in 0..self.values.len() {
-            if let Some(v) = self.values[t].take() {
-                self.pool.entry(v.len()).or_default().push(v);
-            }
-        }
-        self.held = 0;
-        for i in 0..self.graph.nodes.len() {
-            let out_t = self.graph.nodes[i].output;
-            let len = self.graph.tensors[out_t].len();
-            let mut out = match self.pool.get_mut(&len).and_then(Vec::pop) {
-                Some(mut v) => {
-                    v.fill(0.0);
-                    v
-                }
-                None => vec![0.0; len],
+        self.ran = false;
+        for step in &self.plan.steps {
+            let (before, rest) = self.arena.split_at_mut(step.out.start);
+            let (out, after) = rest.split_at_mut(step.out.len());
+            let ops = Operands {
+                graph: g,
+                step,
+                before,
+                after,
+                feeds,
+                params,
             };
-            self.held += len * 4;
-            self.peak = self.peak.max(self.held);
-            self.compute(i, feeds, params, &mut out)?;
-            self.values[out_t] = Some(out);
-            for j in 0..self.graph.nodes[i].inputs.len() {
-                let t = self.graph.nodes[i].inputs[j];
-                if self.last_use[t] == i && !self.keep[t] {
-                    if let Some(v) = self.values[t].take() {
-                        self.held -= v.len() * 4;
-                        self.pool.entry(v.len()).or_default().push(v);
-                    }
-                }
+            if step.in_place.is_none() {
+                out.fill(0.0);
             }
+            ops.compute(out)?;
         }
+        self.ran = true;
         Ok(())
     }
 
@@ -151,37 +123,62 @@ impl Executor {
     pub fn value(&self, t: Tid) -> Option<&[f32]> {
         match self.graph.tensors.get(t).map(|t| &t.kind) {
             Some(Kind::Const(v)) => Some(v),
-            _ => self.values.get(t).and_then(|v| v.as_deref()),
+            _ if !self.ran => None,
+            _ => self
+                .plan
+                .kept
+                .get(t)
+                .and_then(|r| r.clone())
+                .map(|r| &self.arena[r]),
         }
     }
+}
 
-    fn input<'a>(&'a self, t: Tid, feeds: &'a [&[f32]], params: &'a [Vec<f32>]) -> &'a [f32] {
-        match self.slots[t] {
-            Slot::Feed(i) => feeds[i],
-            Slot::Param(i) => &params[i],
-            Slot::Const => match &self.graph.tensors[t].kind {
+/// The operands of one step: the arena before and after its result, the feeds and the
+/// parameters.
+struct Operands<'a> {
+    graph: &'a TrainGraph,
+    step: &'a Step,
+    before: &'a [f32],
+    after: &'a [f32],
+    feeds: &'a [&'a [f32]],
+    params: &'a [Vec<f32>],
+}
+
+impl<'a> Operands<'a> {
+    /// Operand `k`; empty when it has no value (the step's own in-place operand, which
+    /// the kernel reads from the result, or an activation the plan could not find).
+    fn get(&self, k: usize) -> &'a [f32] {
+        let out = &self.step.out;
+        match &self.step.inputs[k] {
+            Loc::Feed(i) => self.feeds[*i],
+            Loc::Param(i) => &self.params[*i],
+            Loc::Const(t) => match &self.graph.tensors[*t].kind {
                 Kind::Const(v) => v,
                 _ => &[],
             },
-            Slot::Activation => self.values[t].as_deref().unwrap_or(&[]),
+            _ if self.step.in_place == Some(k) => &[],
+            Loc::Arena(r) if r.end <= out.start => &self.before[r.clone()],
+            Loc::Arena(r) if r.start >= out.end => &self.after[r.start - out.end..r.end - out.end],
+            Loc::Arena(_) | Loc::Missing => &[],
         }
     }
+}
 
-    fn compute(
-        &self,
-        i: usize,
-        feeds: &[&[f32]],
-        params: &[Vec<f32>],
-        out: &mut [f32],
-    ) -> Result<(), TrainError> {
-        let g = &self.graph;
+impl Operands<'_> {
+    /// Runs the step's node, writing `out` (zeroed, or for an in-place step holding the
+    /// overwritten operand): one match arm per op.
+    fn compute(&self, out: &mut [f32]) -> Result<(), TrainError> {
+        let g = self.graph;
+        let i = self.step.node;
         let node = &g.nodes[i];
-        let arg = |k: usize| self.input(node.inputs[k], feeds, params);
+        let arg = |k: usize| self.get(k);
         let shape = |k: usize| g.shape(node.inputs[k]);
         let opt = |k: usize| (node.inputs.len() > k).then(|| arg(k));
         let out_shape = g.shape(node.output);
+        let in_place = self.step.in_place;
         for (k, &t) in node.inputs.iter().enumerate() {
-            if arg(k).len() != g.tensors[t].len() {
+            if in_place != Some(k) && arg(k).len() != g.tensors[t].len() {
                 return Err(TrainError::Graph(format!(
                     "executor: node {i} ({}) operand {k} '{}' has no value (graph out of order?)",
                     node.op.name(),
@@ -189,13 +186,23 @@ impl Executor {
                 )));
             }
         }
-        let unary = |f: &dyn Fn(f32) -> f32, out: &mut [f32]| {
-            out.iter_mut().zip(arg(0)).for_each(|(o, x)| *o = f(*x));
+        // The elementwise kernels below also run in place (see `plan::in_place_operand`):
+        // then `out` already holds the overwritten operand.
+        let unary = |f: &dyn Fn(f32) -> f32, out: &mut [f32]| match in_place {
+            Some(_) => out.iter_mut().for_each(|o| *o = f(*o)),
+            None => out.iter_mut().zip(arg(0)).for_each(|(o, x)| *o = f(*x)),
         };
-        let masked = |f: &dyn Fn(f32, f32) -> f32, out: &mut [f32]| {
-            out.iter_mut()
+        let masked = |f: &dyn Fn(f32, f32) -> f32, out: &mut [f32]| match in_place {
+            Some(_) => out.iter_mut().zip(arg(0)).for_each(|(o, v)| *o = f(*v, *o)),
+            None => out
+                .iter_mut()
                 .zip(arg(0).iter().zip(arg(1)))
-                .for_each(|(o, (v, d))| *o = f(*v, *d));
+                .for_each(|(o, (v, d))| *o = f(*v, *d)),
+        };
+        let binary = |f: &(dyn Fn(f32, f32) -> f32 + Sync), out: &mut [f32]| match in_place {
+            Some(0) => out.iter_mut().zip(arg(1)).for_each(|(o, b)| *o = f(*o, *b)),
+            Some(_) => out.iter_mut().zip(arg(0)).for_each(|(o, a)| *o = f(*a, *o)),
+            None => k::broadcast(arg(0), shape(0), arg(1), shape(1), out_shape, out, f),
         };
         match &node.op {
             TOp::Ir(Op::Conv2d(a)) => {
@@ -311,25 +318,13 @@ impl Executor {
                     out[m] += d;
                 }
             }
-            TOp::Ir(Op::Add { .. }) => k::broadcast(
-                arg(0),
-                shape(0),
-                arg(1),
-                shape(1),
-                out_shape,
-                out,
-                |a, b| a + b,
-            ),
-            TOp::Ir(Op::Mul { .. }) => k::broadcast(
-                arg(0),
-                shape(0),
-                arg(1),
-                shape(1),
-                out_shape,
-                out,
-                |a, b| a * b,
-            ),
-            TOp::Ir(Op::Reshape) => out.copy_from_slice(arg(0)),
+            TOp::Ir(Op::Add { .. }) => binary(&|a, b| a + b, out),
+            TOp::Ir(Op::Mul { .. }) => binary(&|a, b| a * b, out),
+            TOp::Ir(Op::Reshape) => {
+                if in_place.is_none() {
+                    out.copy_from_slice(arg(0))
+                }
+            }
             TOp::Ir(Op::Concatenation { axis, .. }) => {
                 let parts: Vec<(&[f32], &[usize])> =
                     (0..node.inputs.len()).map(|k| (arg(k), shape(k))).collect();

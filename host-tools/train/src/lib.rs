@@ -7,7 +7,10 @@
 //! attributes (1:1), a loss is appended, and [`autodiff::differentiate`] adds the
 //! gradient nodes (training-only ops in [`graph::TOp`]) by symbolic reverse-mode AD.
 //! [`exec::Executor`] runs the whole graph in f32 (im2col + GEMM convolutions, rayon
-//! across the batch, buffers shared by a memory plan). [`optim`] updates the weights,
+//! across the batch) out of one arena laid out by a static memory plan ([`plan`]:
+//! lifetimes, in-place elementwise steps, greedy offsets; optional gradient
+//! checkpointing, [`plan::Checkpointing`], recomputes forward segments in the backward
+//! pass for a lower peak with bit-identical results). [`optim`] updates the weights,
 //! which are written back into the kiln graph; that graph then goes unchanged through
 //! kiln's passes, quantizer ([`kiln_codegen::quantize`]), executor and compiler.
 //!
@@ -121,6 +124,20 @@
 //! of samples in chunk order, so a seed gives bit-identical training for any number of
 //! threads.
 //!
+//! # Memory
+//!
+//! [`plan::MemoryPlan`] is computed once per training graph: each activation and
+//! gradient lives from the step that writes it to its last reader (outputs, loss and
+//! gradients to the end), elementwise steps overwrite a dying operand, and offsets in
+//! one f32 arena are placed greedily (largest first, first fit). Runs allocate
+//! nothing. Its [`plan::MemoryReport`] gives the arena next to the sum of all tensors
+//! and the lower bound (most bytes alive at one step); [`train::memory_plans`] plans
+//! without running, and `TrainConfig::grad_checkpoint` turns on gradient checkpointing.
+//! LeNet-5's peak is its first layer's backward (ReLU output, its gradient and the
+//! pooled gradient alive at once), so checkpointing cannot lower it; eight 3x3
+//! convolutions of 8 filters with ReLU on 28x28 images drop from 7.14 MiB to 3.90 MiB
+//! at batch 32 (3 segments, 11 of 19 forward nodes recomputed).
+//!
 //! # Dependencies
 //!
 //! See Cargo.toml: matrixmultiply (GEMM), rayon (parallel batch), safetensors (weights), serde + toml (model file), thiserror, flate2
@@ -136,6 +153,7 @@ pub mod graph;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod qat;
 pub mod rng;
 pub mod svg;

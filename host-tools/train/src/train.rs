@@ -8,6 +8,7 @@ use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Loss, Tid, TrainGraph};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::plan::{Checkpointing, MemoryPlan, MemoryReport};
 use crate::qat::{self, Observers, Qat, QatConfig};
 use crate::rng::Rng;
 use crate::TrainError;
@@ -39,6 +40,9 @@ pub struct TrainConfig {
     /// Quantization-aware training ([`crate::qat`]) from an epoch on; `None` trains in
     /// float only.
     pub qat: Option<QatConfig>,
+    /// Gradient checkpointing: recompute forward activations in the backward pass to
+    /// lower peak memory (same results, more compute).
+    pub grad_checkpoint: Checkpointing,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             checkpoint: None,
             qat: None,
+            grad_checkpoint: Checkpointing::Off,
         }
     }
 }
@@ -99,7 +104,8 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Training images per second.
     pub images_per_s: f64,
-    /// Peak activation + gradient memory of the training graph, in bytes.
+    /// Peak activation + gradient memory of the training graph, in bytes (the arena of
+    /// its static memory plan, [`crate::plan`]).
     pub peak_bytes: usize,
 }
 
@@ -188,7 +194,12 @@ struct StepGraph {
 }
 
 impl StepGraph {
-    fn new(ir: &Graph, batch: usize, qat: Option<&Qat>) -> Result<Self, TrainError> {
+    fn new(
+        ir: &Graph,
+        batch: usize,
+        qat: Option<&Qat>,
+        checkpointing: Checkpointing,
+    ) -> Result<Self, TrainError> {
         let (mut g, observers) = match qat {
             Some(q) => q.graph(ir, batch, Some(Loss::SoftmaxCrossEntropy))?,
             None => {
@@ -203,7 +214,7 @@ impl StepGraph {
             logits: g.outputs[0],
             grads: g.grads.clone(),
             param_ir: g.param_ir.clone(),
-            exec: Executor::new(g),
+            exec: Executor::with_checkpointing(g, checkpointing),
             observers,
         })
     }
@@ -246,7 +257,7 @@ pub fn train_model(
         None => None,
     };
     let qat_from = cfg.qat.map_or(usize::MAX, |q| q.start_epoch - 1);
-    let mut sg = StepGraph::new(ir, cfg.batch, None)?;
+    let mut sg = StepGraph::new(ir, cfg.batch, None, cfg.grad_checkpoint)?;
     let input = &sg.exec.graph().inputs[0];
     let sample_len: usize = sg.exec.graph().shape(*input)[1..].iter().product();
     if sample_len != data.sample_len() {
@@ -298,7 +309,7 @@ pub fn train_model(
         rng.shuffle(&mut order);
         let quantized = epoch >= qat_from;
         if epoch == qat_from {
-            sg = StepGraph::new(ir, cfg.batch, qat.as_ref())?;
+            sg = StepGraph::new(ir, cfg.batch, qat.as_ref(), cfg.grad_checkpoint)?;
         }
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -451,6 +462,23 @@ fn resumed_state(
         v = p.iter().map(|x| vec![0.0; x.len()]).collect();
     }
     Ok((p, m, v))
+}
+
+/// The memory plans of training `ir` (softmax cross-entropy) at `batch`: without and
+/// with `checkpointing`. Plans only; nothing runs, so this is cheap.
+pub fn memory_plans(
+    ir: &Graph,
+    batch: usize,
+    checkpointing: Checkpointing,
+) -> Result<(MemoryReport, MemoryReport), TrainError> {
+    classes_of(ir)?;
+    let mut g = TrainGraph::from_ir(ir, batch)?;
+    g.add_loss(Loss::SoftmaxCrossEntropy)?;
+    differentiate(&mut g)?;
+    Ok((
+        MemoryPlan::new(&g, Checkpointing::Off).report,
+        MemoryPlan::new(&g, checkpointing).report,
+    ))
 }
 
 /// Index of the largest value (the first on ties).
