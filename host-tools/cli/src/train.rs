@@ -87,7 +87,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         kiln_train::set_threads(t)?;
     }
-    let mut graph = spec.build(args.seed)?;
+    let (mut graph, layers) = spec.build_training(args.seed)?;
     let data = Dataset::load_dir(&args.data, &spec.input, args.limit)?;
     let test = match &args.test {
         Some(dir) => Some(Dataset::load_dir(dir, &spec.input, args.test_limit)?),
@@ -119,6 +119,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         optimizer,
         schedule,
         seed: args.seed,
+        layers,
     };
     let steps = (data.len() / args.batch.max(1)) * args.epochs;
     let bar = ProgressBar::new(steps as u64);

@@ -58,6 +58,9 @@ impl Executor {
         for &t in graph.outputs.iter().chain(&graph.grads).chain(&graph.loss) {
             keep[t] = true;
         }
+        for bn in &graph.batch_norms {
+            keep[bn.stats] = true;
+        }
         Executor {
             graph,
             slots,
@@ -373,6 +376,15 @@ impl Executor {
                     .zip(arg(0).iter().zip(arg(1)))
                     .for_each(|(o, (p, t))| *o = (p - t) * scale);
             }
+            TOp::BatchNormStats => k::batch_norm_stats(arg(0), shape(0)[0], out),
+            TOp::BatchNormTrain { eps } => k::batch_norm(arg(0), arg(1), arg(2), arg(3), *eps, out),
+            TOp::BatchNormGradInput { eps } => {
+                k::batch_norm_grad_input(arg(0), arg(1), arg(2), arg(3), shape(0)[0], *eps, out)
+            }
+            TOp::BatchNormGradGamma { eps } => {
+                k::batch_norm_grad_gamma(arg(0), arg(1), arg(2), shape(0)[0], *eps, out)
+            }
+            TOp::Dropout => k::dropout(arg(0), arg(1), out),
             TOp::Ir(other) => {
                 return Err(TrainError::Graph(format!(
                     "executor: no f32 training kernel for {}",

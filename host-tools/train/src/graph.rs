@@ -7,6 +7,7 @@
 //! static shape: activations are the IR's batch-1 shapes with dimension 0 replaced by
 //! the batch size, parameters keep their IR shapes.
 
+use crate::layers::{BatchNormStep, DropoutMask};
 use crate::TrainError;
 use kiln_codegen::ir::{
     Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Op, Pool2dAttrs, TensorId,
@@ -112,6 +113,29 @@ pub enum TOp {
         /// First index taken.
         start: usize,
     },
+    /// `[x [.., C]] -> [stats [2, C]]`: batch mean and biased variance per channel (over
+    /// every axis but the last); see [`crate::layers`].
+    BatchNormStats,
+    /// `[x, stats, gamma [C], beta [C]] -> [y]`: `gamma * (x - mean) / sqrt(var + eps) + beta`
+    /// with the batch statistics. Its gradient rule gives the total derivative of `x`
+    /// (through the statistics too), so `stats` gets no adjoint.
+    BatchNormTrain {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `[x, stats, gamma, dy] -> [dx]`: the input gradient of [`TOp::BatchNormTrain`].
+    BatchNormGradInput {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `[x, stats, dy] -> [dgamma [C]]`: `sum(dy * normalized x)` per channel.
+    BatchNormGradGamma {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `[x, mask] -> [x * mask]`: dropout by a fed mask; also its own gradient
+    /// (`[dy, mask] -> [dx]`).
+    Dropout,
 }
 
 impl TOp {
@@ -140,6 +164,11 @@ impl TOp {
             TOp::TanhGrad => "tanh_grad",
             TOp::ReduceTo => "reduce_to",
             TOp::Slice { .. } => "slice",
+            TOp::BatchNormStats => "batch_norm_stats",
+            TOp::BatchNormTrain { .. } => "batch_norm_train",
+            TOp::BatchNormGradInput { .. } => "batch_norm_grad_input",
+            TOp::BatchNormGradGamma { .. } => "batch_norm_grad_gamma",
+            TOp::Dropout => "dropout",
         }
     }
 }
@@ -171,7 +200,8 @@ pub struct TrainGraph {
     pub tensors: Vec<TTensor>,
     /// Nodes, every operand produced before use.
     pub nodes: Vec<TNode>,
-    /// Fed tensors in order: the IR graph's inputs, then the loss target if any.
+    /// Fed tensors in order: the IR graph's inputs, then the loss target if any, then
+    /// the dropout masks ([`TrainGraph::dropouts`]).
     pub inputs: Vec<Tid>,
     /// Trainable parameters, in IR tensor order.
     pub params: Vec<Tid>,
@@ -185,6 +215,10 @@ pub struct TrainGraph {
     pub grads: Vec<Tid>,
     /// Number of forward nodes (IR nodes and the loss); gradient nodes follow.
     pub forward_len: usize,
+    /// Batch norms in training mode; their statistics are kept after a run.
+    pub batch_norms: Vec<BatchNormStep>,
+    /// Dropouts and their fed masks, in feed order.
+    pub dropouts: Vec<DropoutMask>,
 }
 
 impl TrainGraph {
@@ -301,7 +335,8 @@ impl TrainGraph {
             Loss::Mse => (TOp::Mse, "mse"),
         };
         let target = self.add_tensor("target", shape, Kind::Input);
-        self.inputs.push(target);
+        let at = self.inputs.len() - self.dropouts.len();
+        self.inputs.insert(at, target);
         let l = self.add_node(op, vec![out, target], name, vec![1]);
         self.loss = Some(l);
         self.forward_len = self.nodes.len();

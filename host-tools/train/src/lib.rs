@@ -16,7 +16,7 @@
 //! ```no_run
 //! use kiln_train::{data::Dataset, model::ModelSpec, optim::*, train::*};
 //! let spec = ModelSpec::load("models/lenet/model.toml".as_ref())?;
-//! let mut graph = spec.build(1)?;
+//! let (mut graph, layers) = spec.build_training(1)?; // layers: batch norm, dropout
 //! let data = Dataset::load_dir("data/mnist-10k".as_ref(), &spec.input, None)?;
 //! let cfg = TrainConfig {
 //!     epochs: 1,
@@ -25,6 +25,7 @@
 //!     optimizer: OptimizerKind::parse("adam", 0.0).unwrap(),
 //!     schedule: Schedule::Constant,
 //!     seed: 1,
+//!     layers,
 //! };
 //! let history = train(&mut graph, &data, None, &cfg, &mut |_| {})?;
 //! println!("loss {}", history[0].loss);
@@ -87,6 +88,7 @@ pub mod data;
 pub mod exec;
 pub mod graph;
 pub mod kernels;
+pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod rng;

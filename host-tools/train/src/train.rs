@@ -5,6 +5,7 @@ use crate::autodiff::differentiate;
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Loss, TrainGraph};
+use crate::layers::{self, RunningStats, TrainingLayers};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 use crate::rng::Rng;
 use crate::TrainError;
@@ -27,8 +28,13 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     /// Learning-rate schedule.
     pub schedule: Schedule,
-    /// Seed of the batch shuffling.
+    /// Seed of the batch shuffling (and of the dropout masks).
     pub seed: u64,
+    /// The model's batch norm and dropout layers
+    /// ([`ModelSpec::training_layers`](crate::model::ModelSpec::training_layers));
+    /// empty for models without them. Without it a model's batch norms would train as
+    /// plain per-channel scales and its dropouts would not drop.
+    pub layers: TrainingLayers,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +53,7 @@ impl Default for TrainConfig {
             },
             schedule: Schedule::Constant,
             seed: 1,
+            layers: TrainingLayers::default(),
         }
     }
 }
@@ -147,7 +154,7 @@ pub fn train(
             data.len()
         )));
     }
-    let mut g = TrainGraph::from_ir(ir, cfg.batch)?;
+    let mut g = TrainGraph::from_ir_training(ir, &cfg.layers, cfg.batch)?;
     let sample_len: usize = g.shape(g.inputs[0])[1..].iter().product();
     if sample_len != data.sample_len() {
         return Err(TrainError::Graph(format!(
@@ -160,6 +167,10 @@ pub fn train(
     differentiate(&mut g)?;
     let param_ir = g.param_ir.clone();
     let (loss_t, logits_t, grads_t) = (g.loss.unwrap_or(0), g.outputs[0], g.grads.clone());
+    let mut running = RunningStats::new(ir, &g)?;
+    // Dropout masks come from their own stream, so adding dropout to a model does not
+    // change its batch order.
+    let mut mask_rng = Rng::new(cfg.seed ^ 0xD50F_0A7E_5EED_0001);
     let mut exec = Executor::new(g);
     let mut params = read_params(ir, &param_ir);
     let mut opt = Optimizer::new(cfg.optimizer);
@@ -182,7 +193,11 @@ pub fn train(
                 x[b * sample_len..][..sample_len].copy_from_slice(data.image(i));
                 y[b * classes + data.labels[i]] = 1.0;
             }
-            exec.run(&[&x, &y], &params)?;
+            let masks = layers::draw_masks(exec.graph(), &mut mask_rng);
+            let mut feeds: Vec<&[f32]> = vec![&x, &y];
+            feeds.extend(masks.iter().map(Vec::as_slice));
+            exec.run(&feeds, &params)?;
+            running.update(&exec);
             let loss = exec.value(loss_t).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -215,6 +230,7 @@ pub fn train(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
+        running.write(ir);
         let test_accuracy = match test {
             Some(t) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
             None => None,
@@ -231,6 +247,7 @@ pub fn train(
         });
     }
     write_params(ir, &param_ir, &params);
+    running.write(ir);
     Ok(history)
 }
 

@@ -24,6 +24,7 @@ fn config(optimizer: &str, epochs: usize) -> TrainConfig {
             Schedule::Constant
         },
         seed: 7,
+        ..TrainConfig::default()
     }
 }
 
