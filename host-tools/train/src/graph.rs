@@ -3,7 +3,9 @@
 //!
 //! Forward nodes carry the kiln [`Op`] they came from unchanged (`TOp::Ir`), so the
 //! forward half of a training graph maps 1:1 onto the kiln [`Graph`] it was built from;
-//! backward nodes use training-only ops ([`TOp`]'s other variants). Every tensor has a
+//! backward nodes use training-only ops ([`TOp`]'s other variants). The exceptions are
+//! batch norm and dropout in training mode ([`crate::layers`]), whose forward nodes are
+//! training-only ops too. Every tensor has a
 //! static shape: activations are the IR's batch-1 shapes with dimension 0 replaced by
 //! the batch size, parameters keep their IR shapes.
 

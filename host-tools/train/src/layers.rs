@@ -239,6 +239,13 @@ impl TrainGraph {
                 m.name, a.name
             )));
         }
+        if reader(m.outputs[0], "ADD")? != add || ir.outputs.contains(&m.outputs[0]) {
+            return Err(err(&format!(
+                "'{}' (x * scale) must feed only the ADD '{}'",
+                ir.tensor(m.outputs[0]).name,
+                a.name
+            )));
+        }
         let x = m.inputs[0];
         let shape = self.shape(x.0).to_vec();
         let c = *shape.last().unwrap_or(&0);

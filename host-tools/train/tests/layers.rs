@@ -263,6 +263,26 @@ fn model_file_errors_name_the_layer() {
         e.contains("batch_norm2") && e.contains("at least 2 values"),
         "{e}"
     );
+    // Layers that do not match the graph are refused, naming the layer and tensor.
+    let mut wrong = layers.clone();
+    wrong.batch_norms[0].name = "nope".into();
+    let e = TrainGraph::from_ir_training(&ir, &wrong, 4)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "nope: the graph has no tensor 'nope/gamma'");
+    let mut wrong = layers.clone();
+    wrong.dropouts.push(layers::Dropout {
+        name: "dropout9".into(),
+        after: "dense1/weights".into(),
+        rate: 0.5,
+    });
+    let e = TrainGraph::from_ir_training(&ir, &wrong, 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dropout9: 'dense1/weights' is a constant"),
+        "{e}"
+    );
 }
 
 fn config(epochs: usize, batch: usize, spec: &ModelSpec) -> TrainConfig {
