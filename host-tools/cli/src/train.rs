@@ -177,12 +177,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let label_column = LabelColumn::parse(&args.label_column)
         .map_err(|e| anyhow::anyhow!("--label-column: {e}"))?;
     let grad_checkpoint = checkpointing(args.grad_checkpoint.as_deref())?;
-    let mut graph = spec.build(args.seed)?;
+    let (mut graph, layers) = spec.build_training(args.seed)?;
     let with = match grad_checkpoint {
         Checkpointing::Off => Checkpointing::Auto,
         c => c,
     };
-    let (plain, checkpointed) = train::memory_plans(&graph, args.batch.max(1), with)?;
+    let (plain, checkpointed) = train::memory_plans(&graph, &layers, args.batch.max(1), with)?;
     if args.memory_report {
         print_memory(args.batch.max(1), &plain, &checkpointed);
         return Ok(ExitCode::SUCCESS);
@@ -256,6 +256,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             start_epoch: args.qat_start_epoch.unwrap_or(args.epochs),
             ..QatConfig::default()
         }),
+        layers,
     };
     let done = resume.as_ref().map_or(0, |c| c.epoch);
     if let (Some(c), Some(path)) = (&resume, &args.resume) {

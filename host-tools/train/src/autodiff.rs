@@ -161,6 +161,17 @@ fn rule(
                 start += len;
             }
         }
+        TOp::BatchNormTrain { eps } => {
+            // The total derivative of x, through the batch statistics as well: the
+            // statistics operand (1) gets no adjoint, so its node adds none.
+            let eps = *eps;
+            let dx = TOp::BatchNormGradInput { eps };
+            grad(g, &mut out, 0, dx, vec![x[0], x[1], x[2], dy]);
+            let dgamma = TOp::BatchNormGradGamma { eps };
+            grad(g, &mut out, 2, dgamma, vec![x[0], x[1], dy]);
+            grad(g, &mut out, 3, TOp::BiasGrad, vec![dy]);
+        }
+        TOp::Dropout => grad(g, &mut out, 0, TOp::Dropout, vec![dy, x[1]]),
         TOp::SoftmaxCrossEntropy => {
             grad(g, &mut out, 0, TOp::SoftmaxCrossEntropyGrad, vec![x[0], x[1], dy])
         }

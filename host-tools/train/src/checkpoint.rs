@@ -40,6 +40,11 @@ pub struct Checkpoint {
     pub config: BTreeMap<String, String>,
     /// Statistics of every epoch completed.
     pub history: Vec<EpochStats>,
+    /// Non-trained model state: the batch norms' running statistics (IR name, shape,
+    /// values), saved as `state/<name>`.
+    pub state: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// State of the dropout-mask generator.
+    pub mask_rng: u64,
 }
 
 /// The settings a resumed run must share with the checkpoint to continue the same
@@ -91,6 +96,8 @@ impl Checkpoint {
             order: order.to_vec(),
             config,
             history,
+            state: Vec::new(),
+            mask_rng: 0,
         }
     }
 
@@ -121,6 +128,14 @@ impl Checkpoint {
                 }
             }
         }
+        for (name, shape, values) in &self.state {
+            tensors.push((
+                format!("state/{name}"),
+                safetensors::Dtype::F32,
+                shape.clone(),
+                f32_bytes(values),
+            ));
+        }
         let order: Vec<u8> = self
             .order
             .iter()
@@ -143,6 +158,7 @@ impl Checkpoint {
         meta.insert("epoch".into(), self.epoch.to_string());
         meta.insert("optimizer_steps".into(), self.optimizer_steps.to_string());
         meta.insert("rng".into(), self.rng.to_string());
+        meta.insert("mask_rng".into(), self.mask_rng.to_string());
         meta.insert("history".into(), history_text(&self.history));
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| err(e.to_string()))?;
         let tmp = path.with_extension("safetensors.tmp");
@@ -195,10 +211,11 @@ impl Checkpoint {
         let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
         names.sort();
         let (mut params, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new());
-        for name in names
-            .iter()
-            .filter(|n| !n.starts_with("optim/") && !n.starts_with("train/"))
-        {
+        for name in names.iter().filter(|n| {
+            !["optim/", "train/", "state/"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        }) {
             let t = st.tensor(name).map_err(|e| err(e.to_string()))?;
             params.push((name.clone(), t.shape().to_vec(), f32s(name, &t)?));
             for (prefix, out) in [("optim/m/", &mut m), ("optim/v/", &mut v)] {
@@ -238,11 +255,20 @@ impl Checkpoint {
             .filter(|(k, _)| {
                 !matches!(
                     k.as_str(),
-                    "format" | "epoch" | "optimizer_steps" | "rng" | "history"
+                    "format" | "epoch" | "optimizer_steps" | "rng" | "mask_rng" | "history"
                 )
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut state = Vec::new();
+        for name in names.iter().filter(|n| n.starts_with("state/")) {
+            let t = st.tensor(name).map_err(|e| err(e.to_string()))?;
+            state.push((
+                name["state/".len()..].to_string(),
+                t.shape().to_vec(),
+                f32s(name, &t)?,
+            ));
+        }
         Ok(Checkpoint {
             epoch: num("epoch")? as usize,
             params,
@@ -253,6 +279,8 @@ impl Checkpoint {
             order,
             config,
             history: parse_history(get("history")?).map_err(err)?,
+            state,
+            mask_rng: num("mask_rng")?,
         })
     }
 

@@ -376,6 +376,15 @@ impl Operands<'_> {
                 qat::fake_quant_bias(arg(0), arg(1), shape(1), *axis, arg(2), out)
             }
             TOp::MinMax => qat::min_max(arg(0), out),
+            TOp::BatchNormStats => k::batch_norm_stats(arg(0), shape(0)[0], out),
+            TOp::BatchNormTrain { eps } => k::batch_norm(arg(0), arg(1), arg(2), arg(3), *eps, out),
+            TOp::BatchNormGradInput { eps } => {
+                k::batch_norm_grad_input(arg(0), arg(1), arg(2), arg(3), shape(0)[0], *eps, out)
+            }
+            TOp::BatchNormGradGamma { eps } => {
+                k::batch_norm_grad_gamma(arg(0), arg(1), arg(2), shape(0)[0], *eps, out)
+            }
+            TOp::Dropout => k::dropout(arg(0), arg(1), out),
             TOp::Ir(other) => {
                 return Err(TrainError::Graph(format!(
                     "executor: no f32 training kernel for {}",

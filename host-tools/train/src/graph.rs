@@ -3,10 +3,13 @@
 //!
 //! Forward nodes carry the kiln [`Op`] they came from unchanged (`TOp::Ir`), so the
 //! forward half of a training graph maps 1:1 onto the kiln [`Graph`] it was built from;
-//! backward nodes use training-only ops ([`TOp`]'s other variants). Every tensor has a
+//! backward nodes use training-only ops ([`TOp`]'s other variants). The exceptions are
+//! batch norm and dropout in training mode ([`crate::layers`]), whose forward nodes are
+//! training-only ops too. Every tensor has a
 //! static shape: activations are the IR's batch-1 shapes with dimension 0 replaced by
 //! the batch size, parameters keep their IR shapes.
 
+use crate::layers::{BatchNormStep, DropoutMask};
 use crate::TrainError;
 use kiln_codegen::ir::{
     Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Op, Pool2dAttrs, TensorId,
@@ -135,6 +138,29 @@ pub enum TOp {
     },
     /// `[x] -> [2]`: the minimum and maximum of `x` (QAT range observation; no gradient).
     MinMax,
+    /// `[x [.., C]] -> [stats [2, C]]`: batch mean and biased variance per channel (over
+    /// every axis but the last); see [`crate::layers`].
+    BatchNormStats,
+    /// `[x, stats, gamma [C], beta [C]] -> [y]`: `gamma * (x - mean) / sqrt(var + eps) + beta`
+    /// with the batch statistics. Its gradient rule gives the total derivative of `x`
+    /// (through the statistics too), so `stats` gets no adjoint.
+    BatchNormTrain {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `[x, stats, gamma, dy] -> [dx]`: the input gradient of [`TOp::BatchNormTrain`].
+    BatchNormGradInput {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `[x, stats, dy] -> [dgamma [C]]`: `sum(dy * normalized x)` per channel.
+    BatchNormGradGamma {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `[x, mask] -> [x * mask]`: dropout by a fed mask; also its own gradient
+    /// (`[dy, mask] -> [dx]`).
+    Dropout,
 }
 
 impl TOp {
@@ -168,6 +194,11 @@ impl TOp {
             TOp::FakeQuantWeights { .. } => "fake_quant_weights",
             TOp::FakeQuantBias { .. } => "fake_quant_bias",
             TOp::MinMax => "min_max",
+            TOp::BatchNormStats => "batch_norm_stats",
+            TOp::BatchNormTrain { .. } => "batch_norm_train",
+            TOp::BatchNormGradInput { .. } => "batch_norm_grad_input",
+            TOp::BatchNormGradGamma { .. } => "batch_norm_grad_gamma",
+            TOp::Dropout => "dropout",
         }
     }
 }
@@ -199,7 +230,8 @@ pub struct TrainGraph {
     pub tensors: Vec<TTensor>,
     /// Nodes, every operand produced before use.
     pub nodes: Vec<TNode>,
-    /// Fed tensors in order: the IR graph's inputs, then the loss target if any.
+    /// Fed tensors in order: the IR graph's inputs, then the loss target if any, then
+    /// the dropout masks ([`TrainGraph::dropouts`]).
     pub inputs: Vec<Tid>,
     /// Trainable parameters, in IR tensor order.
     pub params: Vec<Tid>,
@@ -213,9 +245,24 @@ pub struct TrainGraph {
     pub grads: Vec<Tid>,
     /// Number of forward nodes (IR nodes and the loss); gradient nodes follow.
     pub forward_len: usize,
+    /// Batch norms in training mode; their statistics are kept after a run.
+    pub batch_norms: Vec<BatchNormStep>,
+    /// Dropouts and their fed masks, in feed order.
+    pub dropouts: Vec<DropoutMask>,
 }
 
 impl TrainGraph {
+    /// The tensors whose values outlive a run (read after it): the outputs, the loss,
+    /// the gradients and the batch norms' statistics (for the running averages).
+    pub fn kept(&self) -> impl Iterator<Item = Tid> + '_ {
+        self.outputs
+            .iter()
+            .chain(&self.loss)
+            .chain(&self.grads)
+            .copied()
+            .chain(self.batch_norms.iter().map(|b| b.stats))
+    }
+
     /// Adds a tensor and returns its id.
     pub fn add_tensor(&mut self, name: impl Into<String>, shape: Vec<usize>, kind: Kind) -> Tid {
         self.tensors.push(TTensor {
@@ -329,7 +376,8 @@ impl TrainGraph {
             Loss::Mse => (TOp::Mse, "mse"),
         };
         let target = self.add_tensor("target", shape, Kind::Input);
-        self.inputs.push(target);
+        let at = self.inputs.len() - self.dropouts.len();
+        self.inputs.insert(at, target);
         let l = self.add_node(op, vec![out, target], name, vec![1]);
         self.loss = Some(l);
         self.forward_len = self.nodes.len();

@@ -662,3 +662,135 @@ pub fn softmax_cross_entropy_grad(
         }
     }
 }
+
+/// Values per parallel task of the elementwise batch-norm and dropout kernels.
+const ELEMS: usize = 1 << 14;
+
+/// Batch mean and biased variance per channel (the last axis) of `x` holding `n`
+/// samples: `stats[..C]` the means, `stats[C..]` the variances (two passes; per-sample
+/// partial sums added in [`CHUNK`] order).
+pub fn batch_norm_stats(x: &[f32], n: usize, stats: &mut [f32]) {
+    let c = stats.len() / 2;
+    let per = x.len() / n.max(1);
+    let count = (x.len() / c.max(1)).max(1) as f32;
+    let (mean, var) = stats.split_at_mut(c);
+    chunked_sum(n, c, mean, |i, part| {
+        for row in x[i * per..][..per].chunks(c) {
+            part.iter_mut().zip(row).for_each(|(p, v)| *p += v);
+        }
+    });
+    mean.iter_mut().for_each(|m| *m /= count);
+    let m: &[f32] = mean;
+    chunked_sum(n, c, var, |i, part| {
+        for row in x[i * per..][..per].chunks(c) {
+            for ((p, v), m) in part.iter_mut().zip(row).zip(m) {
+                *p += (v - m) * (v - m);
+            }
+        }
+    });
+    var.iter_mut().for_each(|v| *v /= count);
+}
+
+/// `1 / sqrt(var + eps)` per channel of batch statistics `[mean; C] ++ [var; C]`.
+fn inv_std(stats: &[f32], eps: f32) -> Vec<f32> {
+    stats[stats.len() / 2..]
+        .iter()
+        .map(|v| 1.0 / (v + eps).sqrt())
+        .collect()
+}
+
+/// Batch norm in training mode: `y = gamma * (x - mean) * inv_std + beta` per channel.
+pub fn batch_norm(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
+    let c = gamma.len();
+    let mean = &stats[..c];
+    let a: Vec<f32> = gamma
+        .iter()
+        .zip(inv_std(stats, eps))
+        .map(|(g, s)| g * s)
+        .collect();
+    y.par_chunks_mut(ELEMS * c)
+        .zip(x.par_chunks(ELEMS * c))
+        .for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(c).zip(xc.chunks(c)) {
+                for ch in 0..c {
+                    yr[ch] = (xr[ch] - mean[ch]) * a[ch] + beta[ch];
+                }
+            }
+        });
+}
+
+/// Per channel `sum(dy)` (first C values) and `sum(dy * xhat)` (next C), `xhat` the
+/// normalized `x`.
+fn batch_norm_sums(x: &[f32], stats: &[f32], dy: &[f32], n: usize, eps: f32) -> Vec<f32> {
+    let c = stats.len() / 2;
+    let (mean, inv) = (&stats[..c], inv_std(stats, eps));
+    let per = x.len() / n.max(1);
+    let mut sums = vec![0.0; 2 * c];
+    chunked_sum(n, 2 * c, &mut sums, |i, part| {
+        let (s1, s2) = part.split_at_mut(c);
+        for (xr, dr) in x[i * per..][..per]
+            .chunks(c)
+            .zip(dy[i * per..][..per].chunks(c))
+        {
+            for ch in 0..c {
+                s1[ch] += dr[ch];
+                s2[ch] += dr[ch] * (xr[ch] - mean[ch]) * inv[ch];
+            }
+        }
+    });
+    sums
+}
+
+/// Input gradient of [`batch_norm`] through the batch statistics:
+/// `dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat))` per channel.
+pub fn batch_norm_grad_input(
+    x: &[f32],
+    stats: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    n: usize,
+    eps: f32,
+    dx: &mut [f32],
+) {
+    let c = gamma.len();
+    let count = (x.len() / c.max(1)).max(1) as f32;
+    let sums = batch_norm_sums(x, stats, dy, n, eps);
+    let (mean, inv) = (&stats[..c], inv_std(stats, eps));
+    let (m1, m2): (Vec<f32>, Vec<f32>) = (0..c)
+        .map(|ch| (sums[ch] / count, sums[c + ch] / count))
+        .unzip();
+    dx.par_chunks_mut(ELEMS * c)
+        .zip(x.par_chunks(ELEMS * c).zip(dy.par_chunks(ELEMS * c)))
+        .for_each(|(dc, (xc, gc))| {
+            for ((dr, xr), gr) in dc.chunks_mut(c).zip(xc.chunks(c)).zip(gc.chunks(c)) {
+                for ch in 0..c {
+                    let xhat = (xr[ch] - mean[ch]) * inv[ch];
+                    dr[ch] = gamma[ch] * inv[ch] * (gr[ch] - m1[ch] - xhat * m2[ch]);
+                }
+            }
+        });
+}
+
+/// Gamma gradient of [`batch_norm`]: `sum(dy * xhat)` per channel.
+pub fn batch_norm_grad_gamma(
+    x: &[f32],
+    stats: &[f32],
+    dy: &[f32],
+    n: usize,
+    eps: f32,
+    dgamma: &mut [f32],
+) {
+    let c = dgamma.len();
+    dgamma.copy_from_slice(&batch_norm_sums(x, stats, dy, n, eps)[c..]);
+}
+
+/// Elementwise `x * mask` (dropout forward, and its gradient `dy * mask`).
+pub fn dropout(x: &[f32], mask: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(ELEMS)
+        .zip(x.par_chunks(ELEMS).zip(mask.par_chunks(ELEMS)))
+        .for_each(|(yc, (xc, mc))| {
+            for ((o, v), m) in yc.iter_mut().zip(xc).zip(mc) {
+                *o = v * m;
+            }
+        });
+}

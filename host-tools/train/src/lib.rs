@@ -19,7 +19,7 @@
 //! ```no_run
 //! use kiln_train::{data::Dataset, model::ModelSpec, optim::*, train::*};
 //! let spec = ModelSpec::load("models/lenet/model.toml".as_ref())?;
-//! let mut graph = spec.build(1)?;
+//! let (mut graph, layers) = spec.build_training(1)?; // layers: batch norm, dropout
 //! let data = Dataset::load_dir("data/mnist-10k".as_ref(), &spec.input, None)?;
 //! let cfg = TrainConfig {
 //!     epochs: 1,
@@ -28,6 +28,7 @@
 //!     optimizer: OptimizerKind::parse("adam", 0.0).unwrap(),
 //!     schedule: Schedule::Constant,
 //!     seed: 1,
+//!     layers,
 //!     ..TrainConfig::default()
 //! };
 //! let history = train(&mut graph, &data, None, &cfg, &mut |_| {})?;
@@ -67,10 +68,25 @@
 //! | `relu`, `relu6`, `sigmoid`, `tanh` | RELU, RELU6, LOGISTIC, TANH | |
 //! | `leaky_relu` | LEAKY_RELU | `alpha` (0.01) |
 //! | `flatten` | RESHAPE to `[N, -1]` | |
+//! | `batch_norm` | MUL, ADD by per-channel constants (last axis; NHWC or `[N, F]`) | `momentum` (0.1), `eps` (1e-5) |
+//! | `dropout` | none (training only) | `rate` (zeroed fraction, in `[0, 1)`) |
+//!
+//! `batch_norm` and `dropout` train differently from how they infer ([`layers`]): batch
+//! norm normalizes with the batch mean and biased variance, learns gamma and beta, and
+//! moves its running mean and (unbiased) running variance by `momentum` each step;
+//! dropout zeroes values with probability `rate` and scales the rest by
+//! `1 / (1 - rate)`, with masks from the seed. The kiln graph is the inference graph:
+//! batch norm `x * scale + shift` from the running statistics (kiln's `fold_batch_norm`
+//! folds it into the conv/depthwise/dense before it), no dropout. gamma, beta, the
+//! running statistics, scale and shift are constants named `batch_norm<n>/<role>`, so
+//! weight files carry them. Training needs [`model::ModelSpec::training_layers`] in
+//! [`train::TrainConfig::layers`] to know where they are (`build_training` returns both).
 //!
 //! The last layer's outputs are the class logits; training uses softmax cross-entropy
 //! (a softmax layer is not needed and has no gradient rule). `models/lenet/model.toml`
-//! is LeNet-5, `models/lenet/mlp.toml` an MLP. Weights start He-uniform from the seed,
+//! is LeNet-5, `models/lenet/mlp.toml` an MLP, `models/lenet/lenet-bn.toml` LeNet-5 with
+//! batch norm and dropout, `models/lenet/dscnn.toml` a depthwise-separable CNN with
+//! batch norm. Weights start He-uniform from the seed,
 //! biases at zero.
 //!
 //! # Data
@@ -119,7 +135,8 @@
 //!
 //! # Determinism
 //!
-//! One seed fixes the initial weights and the batch order. Every kernel either computes
+//! One seed fixes the initial weights, the batch order and the dropout masks (drawn on
+//! one thread before each step). Every kernel either computes
 //! each output element in one task, or sums per-chunk partials of a fixed [`kernels::CHUNK`]
 //! of samples in chunk order, so a seed gives bit-identical training for any number of
 //! threads.
@@ -151,6 +168,7 @@ pub mod data;
 pub mod exec;
 pub mod graph;
 pub mod kernels;
+pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod plan;

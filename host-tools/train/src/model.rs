@@ -5,6 +5,7 @@
 //! errors (a window that does not fit, a dense layer on nothing) with the layer's
 //! number and line.
 
+use crate::layers::{BatchNorm, Dropout, TrainingLayers};
 use crate::rng::Rng;
 use crate::TrainError;
 use kiln_codegen::ir::{
@@ -173,6 +174,30 @@ pub enum LayerSpec {
     Tanh,
     /// RESHAPE to `[N, everything]`.
     Flatten,
+    /// Batch normalization per channel (the last axis). Trained with batch statistics;
+    /// in the kiln graph a MUL and an ADD by per-channel constants from the running
+    /// statistics (see [`crate::layers`]).
+    BatchNorm {
+        /// Weight of the new batch statistic in the running ones (0.1, as PyTorch).
+        #[serde(default = "momentum_default")]
+        momentum: f32,
+        /// Added to the variance before the square root (1e-5).
+        #[serde(default = "eps_default")]
+        eps: f32,
+    },
+    /// Inverted dropout during training only; absent from the kiln graph.
+    Dropout {
+        /// Fraction of values zeroed, in `[0, 1)`.
+        rate: f32,
+    },
+}
+
+fn momentum_default() -> f32 {
+    0.1
+}
+
+fn eps_default() -> f32 {
+    1e-5
 }
 
 fn usize_one() -> usize {
@@ -263,6 +288,18 @@ impl ModelSpec {
     /// Builds the float kiln IR graph (batch 1) with weights drawn from `seed`
     /// (He-uniform, zero biases). Errors name the layer and its line.
     pub fn build(&self, seed: u64) -> Result<Graph, TrainError> {
+        Ok(self.build_training(seed)?.0)
+    }
+
+    /// The model's batch-norm and dropout layers, for [`crate::train::TrainConfig::layers`]
+    /// (empty for a model without them).
+    pub fn training_layers(&self) -> Result<TrainingLayers, TrainError> {
+        Ok(self.build_training(0)?.1)
+    }
+
+    /// [`build`](Self::build) and [`training_layers`](Self::training_layers) at once.
+    pub fn build_training(&self, seed: u64) -> Result<(Graph, TrainingLayers), TrainError> {
+        let mut layers = TrainingLayers::default();
         let mut rng = Rng::new(seed);
         let mut b = GraphBuilder::default();
         let mut shape = vec![1];
@@ -402,6 +439,27 @@ impl ModelSpec {
                 LayerSpec::Sigmoid => (Op::Logistic, vec![x]),
                 LayerSpec::Tanh => (Op::Tanh, vec![x]),
                 LayerSpec::Flatten => (Op::Reshape, vec![x]),
+                LayerSpec::BatchNorm { momentum, eps } => {
+                    let bn = BatchNorm {
+                        name: format!("batch_norm{n}"),
+                        momentum: *momentum,
+                        eps: *eps,
+                    };
+                    bn.check().map_err(err)?;
+                    x = b.batch_norm(&bn, x);
+                    layers.batch_norms.push(bn);
+                    continue;
+                }
+                LayerSpec::Dropout { rate } => {
+                    let d = Dropout {
+                        name: format!("dropout{n}"),
+                        after: b.g.tensor(x).name.clone(),
+                        rate: *rate,
+                    };
+                    d.check().map_err(err)?;
+                    layers.dropouts.push(d);
+                    continue;
+                }
             };
             let out_shape = if op == Op::Reshape {
                 vec![1, cur[1..].iter().product()]
@@ -423,7 +481,7 @@ impl ModelSpec {
         b.g.validate().map_err(|e| {
             TrainError::Graph(format!("{}: built graph is invalid: {e}", self.file))
         })?;
-        Ok(b.g)
+        Ok((b.g, layers))
     }
 }
 
@@ -453,6 +511,8 @@ fn layer_name(l: &LayerSpec) -> &'static str {
         LayerSpec::Sigmoid => "sigmoid",
         LayerSpec::Tanh => "tanh",
         LayerSpec::Flatten => "flatten",
+        LayerSpec::BatchNorm { .. } => "batch_norm",
+        LayerSpec::Dropout { .. } => "dropout",
     }
 }
 
@@ -499,5 +559,41 @@ impl GraphBuilder {
     fn zeros(&mut self, name: &str, shape: Vec<usize>) -> TensorId {
         let len = shape.iter().product();
         self.tensor(name, shape, Some(vec![0.0; len]))
+    }
+
+    /// Batch norm `bn` on `x` as kiln sees it: its state tensors (gamma 1, beta 0,
+    /// running mean 0, running variance 1; read by no node) and `x * scale + shift`.
+    fn batch_norm(&mut self, bn: &BatchNorm, x: TensorId) -> TensorId {
+        let shape = self.g.info(x).shape.clone();
+        let c = *shape.last().unwrap_or(&1);
+        let gamma = self.tensor(&bn.tensor("gamma"), vec![c], Some(vec![1.0; c]));
+        let beta = self.zeros(&bn.tensor("beta"), vec![c]);
+        let mean = self.zeros(&bn.tensor("running_mean"), vec![c]);
+        let var = self.tensor(&bn.tensor("running_var"), vec![c], Some(vec![1.0; c]));
+        let v = |g: &Graph, t: TensorId| crate::train::read_params(g, &[t]).remove(0);
+        let (scale, shift) = bn.affine(
+            &v(&self.g, gamma),
+            &v(&self.g, beta),
+            &v(&self.g, mean),
+            &v(&self.g, var),
+        );
+        let scale = self.tensor(&bn.tensor("scale"), vec![c], Some(scale));
+        let shift = self.tensor(&bn.tensor("shift"), vec![c], Some(shift));
+        let scaled = self.tensor(&bn.tensor("scaled"), shape.clone(), None);
+        let out = self.tensor(&bn.tensor("out"), shape, None);
+        let none = Activation::None;
+        self.g.nodes.push(Node {
+            name: bn.tensor("mul"),
+            op: Op::Mul { activation: none },
+            inputs: vec![x, scale],
+            outputs: vec![scaled],
+        });
+        self.g.nodes.push(Node {
+            name: bn.tensor("add"),
+            op: Op::Add { activation: none },
+            inputs: vec![scaled, shift],
+            outputs: vec![out],
+        });
+        out
     }
 }

@@ -7,6 +7,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Loss, Tid, TrainGraph};
+use crate::layers::{self, RunningStats, TrainingLayers};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 use crate::plan::{Checkpointing, MemoryPlan, MemoryReport};
 use crate::qat::{self, Observers, Qat, QatConfig};
@@ -31,7 +32,7 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     /// Learning-rate schedule.
     pub schedule: Schedule,
-    /// Seed of the batch shuffling (and of the augmentation).
+    /// Seed of the batch shuffling (and of the augmentation and the dropout masks).
     pub seed: u64,
     /// Augmentation of training batches (none by default); evaluation never augments.
     pub augment: Augment,
@@ -43,6 +44,11 @@ pub struct TrainConfig {
     /// Gradient checkpointing: recompute forward activations in the backward pass to
     /// lower peak memory (same results, more compute).
     pub grad_checkpoint: Checkpointing,
+    /// The model's batch norm and dropout layers
+    /// ([`ModelSpec::training_layers`](crate::model::ModelSpec::training_layers));
+    /// empty for models without them. Without it a model's batch norms would train as
+    /// plain per-channel scales and its dropouts would not drop.
+    pub layers: TrainingLayers,
 }
 
 impl Default for TrainConfig {
@@ -65,6 +71,7 @@ impl Default for TrainConfig {
             checkpoint: None,
             qat: None,
             grad_checkpoint: Checkpointing::Off,
+            layers: TrainingLayers::default(),
         }
     }
 }
@@ -196,6 +203,7 @@ struct StepGraph {
 impl StepGraph {
     fn new(
         ir: &Graph,
+        layers: &TrainingLayers,
         batch: usize,
         qat: Option<&Qat>,
         checkpointing: Checkpointing,
@@ -203,7 +211,7 @@ impl StepGraph {
         let (mut g, observers) = match qat {
             Some(q) => q.graph(ir, batch, Some(Loss::SoftmaxCrossEntropy))?,
             None => {
-                let mut g = TrainGraph::from_ir(ir, batch)?;
+                let mut g = TrainGraph::from_ir_training(ir, layers, batch)?;
                 g.add_loss(Loss::SoftmaxCrossEntropy)?;
                 (g, Observers::default())
             }
@@ -257,7 +265,13 @@ pub fn train_model(
         None => None,
     };
     let qat_from = cfg.qat.map_or(usize::MAX, |q| q.start_epoch - 1);
-    let mut sg = StepGraph::new(ir, cfg.batch, None, cfg.grad_checkpoint)?;
+    if cfg.qat.is_some() && !cfg.layers.is_empty() {
+        return Err(TrainError::Graph(
+            "quantization-aware training of models with batch_norm or dropout layers is not supported yet (train in float and use --quantize int8)".into(),
+        ));
+    }
+    layers::check_declared(ir, &cfg.layers)?;
+    let mut sg = StepGraph::new(ir, &cfg.layers, cfg.batch, None, cfg.grad_checkpoint)?;
     let input = &sg.exec.graph().inputs[0];
     let sample_len: usize = sg.exec.graph().shape(*input)[1..].iter().product();
     if sample_len != data.sample_len() {
@@ -276,6 +290,9 @@ pub fn train_model(
         .iter()
         .map(|&id| (ir.tensor(id).name.clone(), ir.tensor(id).info.shape.clone()))
         .collect();
+    // Dropout masks come from their own stream, so adding dropout to a model does not
+    // change its batch order.
+    let mut mask_rng = Rng::new(cfg.seed ^ 0xD50F_0A7E_5EED_0001);
     let mut params = read_params(ir, &param_ir);
     let mut opt = Optimizer::new(cfg.optimizer);
     let mut rng = Rng::new(cfg.seed);
@@ -299,6 +316,19 @@ pub fn train_model(
         first_epoch = c.epoch;
         all_history.clone_from(&c.history);
         write_params(ir, &param_ir, &params);
+        restore_state(ir, &c.state)?;
+        mask_rng = Rng::from_state(c.mask_rng);
+    }
+    let mut running = RunningStats::new(ir, sg.exec.graph())?;
+    let state_ids = running.tensors();
+    if let Some(c) = resume {
+        if c.state.len() != state_ids.len() {
+            return Err(TrainError::Graph(format!(
+                "checkpoint does not fit the model: it holds {} batch-norm statistics tensors, the model has {}",
+                c.state.len(),
+                state_ids.len()
+            )));
+        }
     }
     let steps = data.len() / cfg.batch;
     let total = steps * cfg.epochs;
@@ -309,7 +339,13 @@ pub fn train_model(
         rng.shuffle(&mut order);
         let quantized = epoch >= qat_from;
         if epoch == qat_from {
-            sg = StepGraph::new(ir, cfg.batch, qat.as_ref(), cfg.grad_checkpoint)?;
+            sg = StepGraph::new(
+                ir,
+                &cfg.layers,
+                cfg.batch,
+                qat.as_ref(),
+                cfg.grad_checkpoint,
+            )?;
         }
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -323,9 +359,11 @@ pub fn train_model(
             }
             cfg.augment
                 .apply_batch(&mut x, &sample_shape, cfg.seed, epoch, s * cfg.batch);
+            let masks = layers::draw_masks(sg.exec.graph(), &mut mask_rng);
             let mut run = |qat: &mut Option<Qat>| -> Result<(), TrainError> {
                 let qparams = qat.as_ref().filter(|_| quantized).map(Qat::qparams);
                 let mut feeds: Vec<&[f32]> = vec![&x, &y];
+                feeds.extend(masks.iter().map(Vec::as_slice));
                 feeds.extend(qparams.iter().flatten().map(|p| &p[..]));
                 sg.exec.run(&feeds, &params)?;
                 if let Some(q) = qat.as_mut().filter(|_| quantized) {
@@ -338,6 +376,7 @@ pub fn train_model(
             }
             run(&mut qat)?;
             let exec = &sg.exec;
+            running.update(exec);
             let loss = exec.value(sg.loss).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -371,6 +410,7 @@ pub fn train_model(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
+        running.write(ir);
         let test_accuracy = match (test, qat.as_ref().filter(|_| quantized)) {
             (Some(t), Some(q)) => Some(accuracy(&qat::predict(ir, q, t, 256)?, &t.labels)),
             (Some(t), None) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
@@ -389,7 +429,7 @@ pub fn train_model(
         history.push(stats);
         all_history.push(stats);
         if let Some(path) = &cfg.checkpoint {
-            Checkpoint::capture(
+            let mut checkpoint = Checkpoint::capture(
                 epoch + 1,
                 &names,
                 &params,
@@ -398,15 +438,49 @@ pub fn train_model(
                 &order,
                 cfg,
                 all_history.clone(),
-            )
-            .save(path)?;
+            );
+            checkpoint.state = state_ids
+                .iter()
+                .zip(read_params(ir, &state_ids))
+                .map(|(&id, v)| (ir.tensor(id).name.clone(), ir.info(id).shape.clone(), v))
+                .collect();
+            checkpoint.mask_rng = mask_rng.state();
+            checkpoint.save(path)?;
         }
     }
     write_params(ir, &param_ir, &params);
+    running.write(ir);
     Ok(Trained { history, qat })
 }
 
 type State = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// Writes a checkpoint's non-trained state (batch-norm running statistics) into the
+/// constants of `ir` with the same names and shapes.
+fn restore_state(
+    ir: &mut Graph,
+    state: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<(), TrainError> {
+    for (name, shape, values) in state {
+        let Some(i) = ir
+            .tensors
+            .iter()
+            .position(|t| &t.name == name && t.data.is_some())
+        else {
+            return Err(TrainError::Graph(format!(
+                "checkpoint does not fit the model: it holds the state '{name}', which the model has no constant for"
+            )));
+        };
+        if &ir.tensors[i].info.shape != shape {
+            return Err(TrainError::Graph(format!(
+                "checkpoint does not fit the model: '{name}' is {shape:?} in the checkpoint, {:?} in the model",
+                ir.tensors[i].info.shape
+            )));
+        }
+        write_params(ir, &[TensorId(i)], std::slice::from_ref(values));
+    }
+    Ok(())
+}
 
 /// The parameters and optimizer moments of `c` in the order of `names` (the training
 /// graph's parameters), checking that the model and the checkpoint match.
@@ -464,15 +538,17 @@ fn resumed_state(
     Ok((p, m, v))
 }
 
-/// The memory plans of training `ir` (softmax cross-entropy) at `batch`: without and
+/// The memory plans of training `ir` with its training-only `layers` (softmax
+/// cross-entropy) at `batch`: without and
 /// with `checkpointing`. Plans only; nothing runs, so this is cheap.
 pub fn memory_plans(
     ir: &Graph,
+    layers: &TrainingLayers,
     batch: usize,
     checkpointing: Checkpointing,
 ) -> Result<(MemoryReport, MemoryReport), TrainError> {
     classes_of(ir)?;
-    let mut g = TrainGraph::from_ir(ir, batch)?;
+    let mut g = TrainGraph::from_ir_training(ir, layers, batch)?;
     g.add_loss(Loss::SoftmaxCrossEntropy)?;
     differentiate(&mut g)?;
     Ok((

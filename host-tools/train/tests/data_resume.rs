@@ -356,3 +356,66 @@ fn mismatched_checkpoints_are_refused() {
     let e = resume(&mut mlp().build(1).unwrap(), &cfg, &c);
     assert!(e.contains("completed 1 epochs"), "{e}");
 }
+
+#[test]
+fn resume_restores_batch_norm_statistics_and_dropout_masks() {
+    // LeNet with batch norms (running statistics are state, not parameters) and
+    // dropouts (masks from their own generator): a resumed run must restore both.
+    let spec = ModelSpec::load(&root().join("models/lenet/lenet-bn.toml")).unwrap();
+    let data = mnist(64);
+    let dir = temp("resume-bn");
+    let layers = spec.training_layers().unwrap();
+    let cfg = |epochs, ckpt: &Path| TrainConfig {
+        epochs,
+        batch: 16,
+        layers: layers.clone(),
+        checkpoint: Some(ckpt.to_path_buf()),
+        ..TrainConfig::default()
+    };
+    let mut straight = spec.build(5).unwrap();
+    let straight_ckpt = dir.join("straight.safetensors");
+    train::train(
+        &mut straight,
+        &data,
+        None,
+        &cfg(2, &straight_ckpt),
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let ckpt = dir.join("split.safetensors");
+    let mut first = spec.build(5).unwrap();
+    train::train(&mut first, &data, None, &cfg(1, &ckpt), &mut |_| {}).unwrap();
+    let c = Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(c.state.len(), 2 * layers.batch_norms.len(), "{:?}", c.state);
+    let mut resumed = spec.build(77).unwrap();
+    train::train_from(
+        &mut resumed,
+        &data,
+        None,
+        &cfg(2, &ckpt),
+        Some(&c),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        resumed == straight,
+        "resumed weights or running statistics differ"
+    );
+    // Without the batch-norm layers declared, training refuses instead of silently
+    // training them as plain scales.
+    let mut g = spec.build(5).unwrap();
+    let e = train::train(
+        &mut g,
+        &data,
+        None,
+        &TrainConfig {
+            batch: 16,
+            ..TrainConfig::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("does not declare"), "{e}");
+}

@@ -6,6 +6,7 @@
 //! input's per-sample shape, so its gradient `sum_n dOP/dx_n * input_n` checks the op's
 //! input gradient; the op's own weights are parameters too. Every parameter element
 //! sampled is compared with the central difference `(L(p + e) - L(p - e)) / 2e`.
+//! Batch norm runs in training mode (batch statistics) and dropout with a fixed mask.
 
 use kiln_codegen::ir::{
     infer_output_shape, Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op,
@@ -14,12 +15,14 @@ use kiln_codegen::ir::{
 use kiln_train::autodiff::differentiate;
 use kiln_train::exec::Executor;
 use kiln_train::graph::{Kind, Loss, TOp, TrainGraph};
+use kiln_train::layers::{BatchNorm, Dropout, TrainingLayers};
 use kiln_train::rng::Rng;
 use kiln_train::train::read_params;
 
 struct B {
     g: Graph,
     rng: Rng,
+    layers: TrainingLayers,
 }
 
 impl B {
@@ -80,6 +83,7 @@ fn check(
     let mut b = B {
         g: Graph::default(),
         rng: Rng::new(seed),
+        layers: TrainingLayers::default(),
     };
     let mut shape = vec![1];
     shape.extend(&sample);
@@ -96,8 +100,13 @@ fn check(
     b.g.outputs.push(out);
     b.g.validate()
         .unwrap_or_else(|e| panic!("{name}: invalid test graph: {e}"));
-    let batch = 1 + b.rng.below(3);
-    let mut g = TrainGraph::from_ir(&b.g, batch).expect("from_ir");
+    // Batch norm of [N, F] needs two samples for a variance.
+    let batch = if b.layers.batch_norms.is_empty() {
+        1
+    } else {
+        2
+    } + b.rng.below(3);
+    let mut g = TrainGraph::from_ir_training(&b.g, &b.layers, batch).expect("from_ir");
     g.add_loss(loss).expect("loss");
     differentiate(&mut g).expect("differentiate");
     let inputs: Vec<Vec<f32>> = g
@@ -106,7 +115,19 @@ fn check(
         .enumerate()
         .map(|(i, &t)| {
             let len = g.tensors[t].len();
-            if i == 0 || loss == Loss::Mse {
+            if i >= 2 {
+                // A dropout mask, fixed for every run.
+                let rate = g.dropouts[i - 2].rate;
+                (0..len)
+                    .map(|_| {
+                        if b.rng.unit() < rate {
+                            0.0
+                        } else {
+                            1.0 / (1.0 - rate)
+                        }
+                    })
+                    .collect()
+            } else if i == 0 || loss == Loss::Mse {
                 (0..len).map(|_| b.rng.uniform(-1.0, 1.0)).collect()
             } else {
                 let classes = *g.shape(t).last().unwrap();
@@ -631,4 +652,126 @@ fn fake_quant_weights_and_bias_pass_gradients_straight_through() {
         assert!((grads[0][c] - 2.0 * (y[c] - t3[c]) / 3.0).abs() <= 1e-6);
     }
     assert!(grads[1].iter().all(|&d| d == 0.0));
+}
+
+/// Batch norm `x * scale + shift` as a model file builds it, with random gamma, beta
+/// and running statistics; registered as a training-only layer.
+fn batch_norm(b: &mut B, x: TensorId) -> TensorId {
+    let c = *b.shape(x).last().unwrap();
+    let name = format!("bn{}", b.layers.batch_norms.len());
+    let bn = BatchNorm {
+        name: name.clone(),
+        momentum: 0.1,
+        eps: [1e-5, 1e-3][b.rng.below(2)],
+    };
+    let named = |b: &mut B, role: &str, lo: f32, hi: f32| {
+        let t = b.param(vec![c], lo, hi);
+        b.g.tensors[t.0].name = bn.tensor(role);
+        t
+    };
+    for (role, lo, hi) in [
+        ("gamma", 0.5, 1.5),
+        ("beta", -1.0, 1.0),
+        ("running_mean", -1.0, 1.0),
+        ("running_var", 0.5, 2.0),
+    ] {
+        named(b, role, lo, hi);
+    }
+    let scale = named(b, "scale", 0.5, 1.5);
+    let shift = named(b, "shift", -1.0, 1.0);
+    let none = Activation::None;
+    let y = b.node(Op::Mul { activation: none }, vec![x, scale]);
+    b.layers.batch_norms.push(bn);
+    b.node(Op::Add { activation: none }, vec![y, shift])
+}
+
+/// Dropout of `x` with a random rate (the check feeds a fixed mask).
+fn dropout(b: &mut B, x: TensorId) -> TensorId {
+    let d = Dropout {
+        name: format!("dropout{}", b.layers.dropouts.len()),
+        after: b.g.tensors[x.0].name.clone(),
+        rate: [0.1, 0.3, 0.5][b.rng.below(3)],
+    };
+    b.layers.dropouts.push(d);
+    x
+}
+
+#[test]
+fn batch_norm_training_mode() {
+    for seed in SEEDS {
+        let mut r = Rng::new(seed);
+        let sample = if seed % 2 == 0 {
+            vec![2 + r.below(12)]
+        } else {
+            image(&mut r)
+        };
+        check("batch_norm", seed, sample, Loss::Mse, |b, x| {
+            if b.shape(x).len() == 4 && b.rng.below(2) == 0 {
+                // After a convolution, as in a CNN.
+                let c = b.shape(x)[3];
+                let o = b.pick(&[1, 3, 4]);
+                let f = b.param(vec![o, 3, 3, c], -1.0, 1.0);
+                let attrs = Conv2dAttrs {
+                    stride: [1, 1],
+                    dilation: [1, 1],
+                    padding: Padding::Same,
+                    activation: Activation::None,
+                    residual: None,
+                };
+                let y = b.node(Op::Conv2d(attrs), vec![x, f]);
+                batch_norm(b, y)
+            } else {
+                batch_norm(b, x)
+            }
+        });
+    }
+}
+
+#[test]
+fn dropout_with_a_fixed_mask() {
+    for seed in SEEDS {
+        let mut r = Rng::new(seed);
+        let sample = if seed % 2 == 0 {
+            vec![3 + r.below(12)]
+        } else {
+            image(&mut r)
+        };
+        check("dropout", seed, sample, Loss::Mse, |b, x| {
+            // Dropout between two layers with parameters, and on the output.
+            let y = dropout(b, x);
+            let units = 2 + b.rng.below(6);
+            let y = dense(b, y, units);
+            dropout(b, y)
+        });
+    }
+}
+
+#[test]
+fn conv_batch_norm_relu_dropout_dense_stack() {
+    for seed in [2, 5] {
+        check(
+            "bn/dropout stack",
+            seed,
+            vec![8, 8, 2],
+            Loss::SoftmaxCrossEntropy,
+            |b, x| {
+                let f = b.param(vec![3, 3, 3, 2], -1.0, 1.0);
+                let attrs = Conv2dAttrs {
+                    stride: [1, 1],
+                    dilation: [1, 1],
+                    padding: Padding::Valid,
+                    activation: Activation::None,
+                    residual: None,
+                };
+                let y = b.node(Op::Conv2d(attrs), vec![x, f]);
+                let y = batch_norm(b, y);
+                let y = b.node(Op::Relu, vec![y]);
+                let y = dropout(b, y);
+                let y = dense(b, y, 6);
+                let y = batch_norm(b, y);
+                let y = dropout(b, y);
+                dense(b, y, 4)
+            },
+        );
+    }
 }

@@ -384,7 +384,8 @@ fn checkpointing_lowers_the_peak_of_a_deep_net() {
 
 #[test]
 fn memory_plans_of_lenet() {
-    let (off, auto) = train::memory_plans(&lenet(), 32, Checkpointing::Auto).unwrap();
+    let (off, auto) =
+        train::memory_plans(&lenet(), &Default::default(), 32, Checkpointing::Auto).unwrap();
     assert!(off.arena_bytes * 2 < off.unshared_bytes, "{off:?}");
     assert!(off.in_place > 0);
     // LeNet's peak is the first layer's backward (its ReLU output, that output's gradient

@@ -58,7 +58,7 @@ pub(super) fn schedule(g: &TrainGraph, segments: usize) -> Schedule {
         producer[n.output] = i;
     }
     let mut retained = vec![false; g.tensors.len()];
-    for &t in g.outputs.iter().chain(&g.loss).chain(&g.grads) {
+    for t in g.kept() {
         retained[t] = true;
     }
     for (i, n) in g.nodes[..fwd].iter().enumerate() {

@@ -106,7 +106,7 @@ pub struct MemoryPlan {
     pub steps: Vec<Step>,
     /// Arena length in f32 elements.
     pub arena_len: usize,
-    /// For every tensor kept after the run (outputs, loss, gradients), its elements.
+    /// For every tensor kept after the run (outputs, loss, gradients, batch-norm statistics: [`TrainGraph::kept`]), its elements.
     pub kept: Vec<Option<Range<usize>>>,
     /// Sizes and quality.
     pub report: MemoryReport,
@@ -170,7 +170,7 @@ fn plan(g: &TrainGraph, schedule: &Schedule, in_place: bool) -> MemoryPlan {
     let (order, segments) = (&schedule.order, schedule.segments);
     let n = order.len();
     let mut kept = vec![false; g.tensors.len()];
-    for &t in g.outputs.iter().chain(&g.loss).chain(&g.grads) {
+    for t in g.kept() {
         kept[t] = true;
     }
     // Values and who reads them.
