@@ -36,6 +36,7 @@ pub mod builder;
 pub mod compile;
 pub mod emit;
 pub mod exec;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod import;
