@@ -128,7 +128,10 @@ fn splice_after(g: &mut Graph, i: usize, name: &str, op: Op, channel: Vec<f32>) 
     );
 }
 
-const MODELS: [(&str, fn() -> Graph); 2] = [("lenet", lenet), ("layers", layers)];
+/// Builds one test model's float graph.
+type Build = fn() -> Graph;
+
+const MODELS: [(&str, Build); 2] = [("lenet", lenet), ("layers", layers)];
 
 #[test]
 fn exports_equal_the_committed_models() {

@@ -1,7 +1,8 @@
 //! `kiln train --model FILE.toml --data DIR [--test DIR] --epochs N --out DIR`: trains
 //! a model described by a kiln-train model file on an IDX dataset, writes the weights
-//! (safetensors), the model file and a training-curve SVG, and reports float (and with
-//! `--quantize int8`, kiln's int8) test accuracy measured by running the graphs.
+//! (safetensors), the model file and a training-curve SVG (`--export-onnx FILE`: also an
+//! ONNX model), and reports float (and with `--quantize int8`, kiln's int8) test accuracy
+//! measured by running the graphs.
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -67,6 +68,10 @@ pub struct Args {
     /// Training samples used to calibrate --quantize.
     #[arg(long, default_value_t = 1000)]
     calib_samples: usize,
+    /// Also export the trained float model as ONNX (opset 13, NCHW input with a symbolic
+    /// batch `N`, as PyTorch exports; see kiln_codegen::export::onnx).
+    #[arg(long, value_name = "FILE")]
+    export_onnx: Option<PathBuf>,
 }
 
 /// Trains, writes OUT and prints the report; exit 0.
@@ -176,6 +181,16 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .map(kiln_codegen::ir::TensorId)
         .collect();
     train::save_weights(&graph, &ids, &weights)?;
+    if let Some(path) = &args.export_onnx {
+        kiln_codegen::export::onnx::write(&graph, path)
+            .with_context(|| format!("exporting {} to ONNX", spec.name))?;
+        println!(
+            "wrote {} (ONNX opset {}, batch dimension '{}')",
+            path.display(),
+            kiln_codegen::export::onnx::OPSET,
+            kiln_codegen::export::onnx::BATCH
+        );
+    }
     let svg = args.out.join("curve.svg");
     std::fs::write(&svg, kiln_train::svg::training_curve(&spec.name, &history))
         .with_context(|| format!("{}: cannot write", svg.display()))?;
