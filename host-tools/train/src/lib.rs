@@ -69,6 +69,14 @@
 //! is LeNet-5, `models/lenet/mlp.toml` an MLP. Weights start He-uniform from the seed,
 //! biases at zero.
 //!
+//! # Export
+//!
+//! A trained graph leaves kiln-train as the model file plus its weights ([`load`] joins
+//! them again, and `kiln compile MODEL.toml --weights W.safetensors` compiles from them
+//! directly), or as ONNX with [`kiln_codegen::export::onnx::write`] (`kiln train
+//! --export-onnx FILE`): NCHW with a symbolic batch, as PyTorch exports, matching
+//! onnxruntime within 1e-5 (`tests/export_onnx.rs`). Every layer type above exports.
+//!
 //! # Determinism
 //!
 //! One seed fixes the initial weights and the batch order. Every kernel either computes
