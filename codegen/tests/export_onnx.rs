@@ -339,7 +339,17 @@ fn flatten_then_dense_round_trip() {
         vec![c, w2],
         &[],
     );
-    let g = b.done(vec![sm, fc2]);
+    // Joining the flattened features with another tensor needs kiln's (HWC) order back.
+    let joined = b.op(
+        "join",
+        Op::Concatenation {
+            axis: 1,
+            activation: Activation::None,
+        },
+        vec![t, fc2],
+        &[],
+    );
+    let g = b.done(vec![sm, fc2, joined]);
     round_trip(&g);
 }
 
