@@ -3,7 +3,7 @@
 //! A model file is imported into the [`ir::Graph`] ([`import`]), checked by
 //! [`ir::Graph::validate`], and executed on the host with the same kernels the device
 //! runs ([`exec`]). Later stages (passes, quantizer, planner, emitters) consume the same
-//! graph.
+//! graph; [`export`] writes a float graph back out as ONNX.
 //!
 //! ```no_run
 //! let graph = kiln_codegen::import::tflite::load("models/kws_ref_model/model.tflite".as_ref())?;
@@ -36,6 +36,7 @@ pub mod builder;
 pub mod compile;
 pub mod emit;
 pub mod exec;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod import;

@@ -11,13 +11,20 @@ use std::process::ExitCode;
 /// Arguments of `kiln check`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite or .onnx).
+    /// The model file (.tflite, .onnx, or a kiln-train .toml with --weights).
     model: PathBuf,
+    /// The trained weights of a kiln-train model file (.toml).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
 }
 
 /// Prints the model's operators and either "supported" or the full list of problems.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
+    if crate::model::is_train_model(&args.model) || args.weights.is_some() {
+        let graph = crate::model::load(&args.model, args.weights.as_deref())?;
+        return report(&file, &graph);
+    }
     let bytes = std::fs::read(&args.model).with_context(|| format!("{file}: cannot read"))?;
     let is_onnx = args
         .model
@@ -44,8 +51,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
-    print_summary(&file, &graph);
-    let refused = exec::check(&graph)?;
+    report(&file, &graph)
+}
+
+/// Prints the summary and whether every node's kernel can be prepared.
+fn report(file: &str, graph: &Graph) -> anyhow::Result<ExitCode> {
+    print_summary(file, graph);
+    let refused = exec::check(graph)?;
     if refused.is_empty() {
         println!("supported: every operator has a kiln kernel");
         return Ok(ExitCode::SUCCESS);

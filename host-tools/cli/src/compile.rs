@@ -16,7 +16,8 @@ use std::process::ExitCode;
 /// Arguments of `kiln compile`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite or .onnx).
+    /// The model file: .tflite, .onnx, or a kiln-train model file (.toml) with
+    /// --weights (built directly from the model file and its trained weights).
     model: PathBuf,
     /// The device: host (default), cortex-m0plus, cortex-m3, cortex-m4, cortex-m7,
     /// cortex-m33, riscv32imac.

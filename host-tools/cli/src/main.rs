@@ -10,6 +10,7 @@ mod emulate;
 mod eval;
 mod flash;
 mod inspect;
+mod model;
 mod quantize;
 mod run;
 mod train;

@@ -79,10 +79,11 @@ impl Calib {
     /// Imports the float model at `model`, optimizes it (batch norms and activations
     /// folded into convolutions, as TFLite's converter does before quantizing, so they
     /// are not quantized on their own) and quantizes it on the calibration data.
-    pub fn quantize(&self, model: &Path) -> anyhow::Result<Quantized> {
+    /// `weights`: those of a kiln-train model file (see [`crate::model::load`]).
+    pub fn quantize(&self, model: &Path, weights: Option<&Path>) -> anyhow::Result<Quantized> {
         let file = model.display().to_string();
         let options = self.options()?;
-        let mut float = kiln_codegen::import::load(model)?;
+        let mut float = crate::model::load(model, weights)?;
         kiln_codegen::passes::optimize(&mut float).with_context(|| file.clone())?;
         if let Some(id) = float
             .inputs
@@ -110,9 +111,14 @@ impl Calib {
     }
 }
 
-/// `--quantize int8` and its calibration options, for commands that load a model.
+/// How commands that compile or run a model load it: `--weights` for a kiln-train
+/// model file, and `--quantize int8` with its calibration options.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Quantizing {
+    /// The trained weights (safetensors, as `kiln train` writes them) when MODEL is a
+    /// kiln-train model file (.toml): the graph is built from both, no export needed.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
     /// Quantize a float model to int8 (TFLite's full-integer scheme) before use;
     /// needs --calib.
     #[arg(long, value_parser = ["int8"])]
@@ -129,9 +135,9 @@ impl Quantizing {
             if !self.calib.calib.is_empty() {
                 bail!("--calib is only used with --quantize int8");
             }
-            return Ok(kiln_codegen::import::load(model)?);
+            return crate::model::load(model, self.weights.as_deref());
         }
-        let q = self.calib.quantize(model)?;
+        let q = self.calib.quantize(model, self.weights.as_deref())?;
         eprintln!(
             "quantized {} to int8: {} calibration samples, {}, {:.2} s",
             model.display(),
@@ -146,8 +152,11 @@ impl Quantizing {
 /// Arguments of `kiln quantize`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The float model file (.tflite or .onnx).
+    /// The float model file (.tflite, .onnx, or a kiln-train .toml with --weights).
     model: PathBuf,
+    /// The trained weights of a kiln-train model file (.toml).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     #[command(flatten)]
     calib: Calib,
     /// Print the per-layer comparison with the float model: SQNR of every tensor,
@@ -163,7 +172,7 @@ pub struct Args {
 /// Quantizes the model and prints its int8 parameters (and the report).
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
-    let q = args.calib.quantize(&args.model)?;
+    let q = args.calib.quantize(&args.model, args.weights.as_deref())?;
     println!(
         "{file}: quantized to int8 in {:.2} s ({} nodes, calibrated on {} samples, {})",
         q.took.as_secs_f64(),

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 /// Arguments of `kiln run`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (.tflite or .onnx).
+    /// The model file: .tflite, .onnx, or a kiln-train model file (.toml) with
+    /// --weights (built directly from the model file and its trained weights).
     model: PathBuf,
     /// Input .npy, one per model input, in order. Its shape is the model input's shape,
     /// or that shape with a leading sample axis [N, ...] to run N samples. float32 data

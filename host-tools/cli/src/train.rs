@@ -3,8 +3,9 @@
 //! optional `--augment`), writes the weights (safetensors), a resumable checkpoint
 //! (`--resume` continues from it), the model file and a training-curve SVG, and reports
 //! float (and with `--quantize int8`, kiln's int8) test accuracy measured by running
-//! the graphs. With `--qat`, the last epochs train with fake quantization and kiln's
-//! int8 model is built from the ranges QAT tracked (written to OUT/qat_ranges.toml).
+//! the graphs (`--export-onnx FILE`: also an ONNX model). With `--qat`, the last epochs
+//! train with fake quantization and kiln's int8 model is built from the ranges QAT
+//! tracked (written to OUT/qat_ranges.toml).
 //! `--grad-checkpoint` recomputes forward activations to lower peak memory;
 //! `--memory-report` prints the memory plans with and without it and exits.
 
@@ -111,6 +112,10 @@ pub struct Args {
     /// without training.
     #[arg(long)]
     memory_report: bool,
+    /// Also export the trained float model as ONNX (opset 13, NCHW input with a symbolic
+    /// batch `N`, as PyTorch exports; see kiln_codegen::export::onnx).
+    #[arg(long, value_name = "FILE")]
+    export_onnx: Option<PathBuf>,
 }
 
 /// The checkpointing of `--grad-checkpoint` (`auto` or a segment count).
@@ -336,6 +341,16 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .map(kiln_codegen::ir::TensorId)
         .collect();
     train::save_weights(&graph, &ids, &weights)?;
+    if let Some(path) = &args.export_onnx {
+        kiln_codegen::export::onnx::write(&graph, path)
+            .with_context(|| format!("exporting {} to ONNX", spec.name))?;
+        println!(
+            "wrote {} (ONNX opset {}, batch dimension '{}')",
+            path.display(),
+            kiln_codegen::export::onnx::OPSET,
+            kiln_codegen::export::onnx::BATCH
+        );
+    }
     let svg = out_dir.join("curve.svg");
     // The curve covers the whole run, the epochs before a resume included.
     let mut curve = resume.map(|c| c.history).unwrap_or_default();

@@ -111,8 +111,9 @@
 //!
 //! With `TrainConfig::checkpoint` set, every epoch writes a [`checkpoint::Checkpoint`]:
 //! a safetensors file with the parameters (under their IR names, so it also loads as
-//! weights), the optimizer state (`optim/m/*`, `optim/v/*`), the sample order, and in
-//! its metadata the epoch, optimizer step count, shuffle-generator state, configuration
+//! weights), the optimizer state (`optim/m/*`, `optim/v/*`), the batch norms' running
+//! statistics (`state/*`), the sample order, and in its metadata the epoch, optimizer
+//! step count, shuffle- and dropout-generator states, configuration
 //! essentials and per-epoch history. [`train::train_from`] continues from it: K epochs,
 //! a stop and N-K more give bit-identical weights to N epochs straight. A checkpoint of
 //! another model (missing tensor, other shape) or other settings (optimizer, batch,
@@ -132,6 +133,14 @@
 //! [`kiln_codegen::quantize::quantize_with_ranges`], so kiln's int8 model predicts
 //! what the fake-quantized graph predicts ([`qat::predict`]); `kiln train --qat`
 //! reports both and writes the ranges (`qat_ranges.toml`, [`qat::load_ranges`]).
+//!
+//! # Export
+//!
+//! A trained graph leaves kiln-train as the model file plus its weights ([`load`] joins
+//! them again, and `kiln compile MODEL.toml --weights W.safetensors` compiles from them
+//! directly), or as ONNX with [`kiln_codegen::export::onnx::write`] (`kiln train
+//! --export-onnx FILE`): NCHW with a symbolic batch, as PyTorch exports, matching
+//! onnxruntime within 1e-5 (`tests/export_onnx.rs`). Every layer type above exports.
 //!
 //! # Determinism
 //!

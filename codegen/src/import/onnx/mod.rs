@@ -21,7 +21,7 @@
 mod consts;
 mod convert;
 #[allow(clippy::all, missing_docs)]
-mod proto;
+pub(crate) mod proto;
 mod quant;
 mod tensor;
 
@@ -68,6 +68,18 @@ pub fn parse(
     file: &str,
     base_dir: Option<&Path>,
 ) -> std::result::Result<Graph, ImportError> {
+    parse_with_dims(bytes, file, base_dir, &[])
+}
+
+/// [`parse`], with symbolic input dimensions fixed: `dims` gives the size of each named
+/// dimension (e.g. `[("N", 1)]` for the batch of a model from
+/// [`crate::export::onnx`]). Symbols not listed are refused as in [`parse`].
+pub fn parse_with_dims(
+    bytes: &[u8],
+    file: &str,
+    base_dir: Option<&Path>,
+    dims: &[(&str, usize)],
+) -> std::result::Result<Graph, ImportError> {
     let malformed = |message: String| ImportError::Malformed {
         file: file.to_string(),
         message,
@@ -92,6 +104,7 @@ pub fn parse(
     let mut imp = Importer {
         file: file.to_string(),
         base_dir,
+        dims,
         opset,
         graph: Graph::default(),
         values: HashMap::new(),
@@ -155,6 +168,8 @@ enum Value {
 struct Importer<'a> {
     file: String,
     base_dir: Option<&'a Path>,
+    /// Sizes of symbolic input dimensions, by name.
+    dims: &'a [(&'a str, usize)],
     opset: i64,
     graph: Graph,
     values: HashMap<String, Value>,
@@ -371,6 +386,9 @@ impl Importer<'_> {
         for (axis, d) in dims.dim.iter().enumerate() {
             match &d.value {
                 Some(D::DimValue(v)) if *v > 0 => shape.push(*v as usize),
+                Some(D::DimParam(p)) if self.dims.iter().any(|(n, v)| n == p && *v > 0) => {
+                    shape.extend(self.dims.iter().filter(|(n, _)| n == p).map(|(_, v)| *v).take(1))
+                }
                 Some(D::DimParam(p)) => {
                     return Err(Problem::Unsupported(format!(
                         "graph input '{name}': dimension {axis} is the symbol '{p}'; kiln needs static shapes (fix it with onnxruntime.tools.make_dynamic_shape_fixed or re-export with a fixed batch size)"
