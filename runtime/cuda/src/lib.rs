@@ -193,6 +193,9 @@ pub struct Session {
     manifest: Manifest,
     device_allocations: usize,
     arch: String,
+    /// Host buffer laid out like one port's arena region (samples at their strides), so
+    /// each port moves in one copy per run.
+    staging: Vec<u8>,
 }
 
 impl std::fmt::Debug for Session {
@@ -311,7 +314,17 @@ impl Session {
             manifest,
             device_allocations,
             arch,
+            staging: Vec::new(),
         };
+        let largest = session
+            .manifest
+            .inputs
+            .iter()
+            .chain(&session.manifest.outputs)
+            .map(|p| p.stride * session.manifest.batch)
+            .max()
+            .unwrap_or(0);
+        session.staging = vec![0; largest];
         if options.cuda_graph {
             session
                 .stream
@@ -362,25 +375,33 @@ impl Session {
             batch,
         )?;
         for (x, p) in inputs.iter().zip(&self.manifest.inputs) {
+            let region = p.stride * batch;
             for n in 0..batch {
-                let at = p.offset + n * p.stride;
-                let mut view = self.arena.slice_mut(at..at + p.bytes);
-                self.stream
-                    .memcpy_htod(&x[n * p.bytes..(n + 1) * p.bytes], &mut view)
-                    .map_err(driver(format!("copying input '{}'", p.name)))?;
+                self.staging[n * p.stride..n * p.stride + p.bytes]
+                    .copy_from_slice(&x[n * p.bytes..(n + 1) * p.bytes]);
             }
+            let mut view = self.arena.slice_mut(p.offset..p.offset + region);
+            self.stream
+                .memcpy_htod(&self.staging[..region], &mut view)
+                .map_err(driver(format!("copying input '{}'", p.name)))?;
         }
         match &self.graph {
             Some(g) => g.launch().map_err(driver("replaying the CUDA Graph"))?,
             None => self.launch_all()?,
         }
         for (y, p) in outputs.iter_mut().zip(&self.manifest.outputs) {
+            let region = p.stride * batch;
+            let view = self.arena.slice(p.offset..p.offset + region);
+            self.stream
+                .memcpy_dtoh(&view, &mut self.staging[..region])
+                .map_err(driver(format!("copying output '{}'", p.name)))?;
+            // The copy must have landed before the staging buffer is read.
+            self.stream
+                .synchronize()
+                .map_err(driver("waiting for the kernels"))?;
             for n in 0..batch {
-                let at = p.offset + n * p.stride;
-                let view = self.arena.slice(at..at + p.bytes);
-                self.stream
-                    .memcpy_dtoh(&view, &mut y[n * p.bytes..(n + 1) * p.bytes])
-                    .map_err(driver(format!("copying output '{}'", p.name)))?;
+                y[n * p.bytes..(n + 1) * p.bytes]
+                    .copy_from_slice(&self.staging[n * p.stride..n * p.stride + p.bytes]);
             }
         }
         self.stream

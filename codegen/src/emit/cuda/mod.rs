@@ -208,12 +208,12 @@ pub fn emit(
         )));
     }
     let tpb = options.threads_per_block;
-    if tpb == 0 || tpb > 1024 || tpb % 32 != 0 {
+    if tpb == 0 || tpb > 1024 || !tpb.is_multiple_of(32) {
         return Err(CudaEmitError::Options(format!(
             "threads per block {tpb} must be a multiple of 32, at most 1024"
         )));
     }
-    if plan.alignment % ALIGNMENT != 0 {
+    if !plan.alignment.is_multiple_of(ALIGNMENT) {
         return Err(CudaEmitError::Options(format!(
             "the plan's alignment {} is not a multiple of {ALIGNMENT}: plan with cuda::plan_options",
             plan.alignment
@@ -589,9 +589,9 @@ fn node_kernel(
                     "      for (int k = 0; k < {fin}; k += 4) {{\n        const int xv = *(const int*)(xp + k);\n        const int fv = *(const int*)(fp + k);\n        acc = __dp4a(xv, fv, acc);\n        fsum = __dp4a(fv, 0x01010101, fsum);\n      }}\n"
                 );
             } else {
-                let _ = write!(
+                let _ = writeln!(
                     s,
-                    "      for (int k = 0; k < {fin}; ++k) acc = kiln_wadd(acc, (int)fp[k] * ((int)xp[k] + ({io})));\n"
+                    "      for (int k = 0; k < {fin}; ++k) acc = kiln_wadd(acc, (int)fp[k] * ((int)xp[k] + ({io})));"
                 );
             }
             s.push_str("    }\n  }\n");
@@ -778,7 +778,7 @@ fn node_kernel(
         Prepared::SoftmaxI8(p, depth) => {
             let depth = *depth;
             let len = out_info.num_elements();
-            if depth == 0 || len % depth != 0 {
+            if depth == 0 || !len.is_multiple_of(depth) {
                 return None;
             }
             threads = (len / depth) as u64;
