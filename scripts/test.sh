@@ -62,6 +62,53 @@ for features in "" "--features profile"; do
     --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/kiln-emulate/target" -- -D warnings
 done
 # -----------------------------------------------------------------------------------
+# -- CUDA backend (owner: cuda) ------------------------------------------------------
+# No GPU in CI. NVRTC compiles CUDA C on the CPU, so `cargo test` below compiles the
+# generated source of both shipped models for sm_87 and sm_90 when $KILN_NVRTC names a
+# libnvrtc: the pip wheel nvidia-cuda-nvrtc in a venv under target/ (13 s, 167 MB here).
+# boards/jetson (own workspace) is built for x86_64 and, with Debian's cross linker
+# (gcc-aarch64-linux-gnu, 31 s to install here), for the Jetson's aarch64-unknown-linux-gnu;
+# a crate written by `kiln compile --target cuda` is built too.
+T="${CARGO_TARGET_DIR:-$PWD/target}"
+NVRTC_VENV="$T/nvrtc-venv"
+if [ -z "${KILN_NVRTC:-}" ]; then
+  if [ ! -d "$NVRTC_VENV/lib" ] && command -v python3 >/dev/null; then
+    echo "== pip install nvidia-cuda-nvrtc into $NVRTC_VENV"
+    python3 -m venv "$NVRTC_VENV" && "$NVRTC_VENV/bin/pip" install -q nvidia-cuda-nvrtc ||
+      echo "warning: no NVRTC venv; the NVRTC test will say it skipped" >&2
+  fi
+  KILN_NVRTC=$(find "$NVRTC_VENV" -name 'libnvrtc.so.1*' ! -name '*builtins*' 2>/dev/null | head -1)
+  export KILN_NVRTC
+fi
+echo "== libnvrtc for the NVRTC test: ${KILN_NVRTC:-none}"
+rustup target add aarch64-unknown-linux-gnu
+if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y gcc-aarch64-linux-gnu >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y gcc-aarch64-linux-gnu >/dev/null; }
+  else
+    echo "error: aarch64-linux-gnu-gcc is missing: run \`sudo apt-get install -y gcc-aarch64-linux-gnu\`" >&2
+    exit 1
+  fi
+fi
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+echo "== boards/jetson: fmt, clippy, build (x86_64 and aarch64-unknown-linux-gnu)"
+cargo fmt --check --manifest-path boards/jetson/Cargo.toml
+for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
+  cargo clippy --manifest-path boards/jetson/Cargo.toml --locked --release --target "$triple" \
+    --target-dir "$T/boards" -- -D warnings
+  cargo build --manifest-path boards/jetson/Cargo.toml --locked --release --target "$triple" \
+    --target-dir "$T/boards"
+done
+echo "== a crate from kiln compile --target cuda builds (x86_64 and aarch64)"
+cargo run --release --locked -q -p kiln-cli -- compile models/kws_ref_model/model.tflite \
+  --target cuda --batch 8 --out "$T/cuda-kws" >/dev/null
+for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
+  cargo build --manifest-path "$T/cuda-kws/Cargo.toml" --release --target "$triple" \
+    --target-dir "$T/boards"
+done
+# -----------------------------------------------------------------------------------
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== kiln-runtime for Cortex-M (no_std, no alloc)"

@@ -25,11 +25,14 @@ pub enum Target {
     CortexM33,
     /// RISC-V RV32IMAC.
     Riscv32imac,
+    /// An NVIDIA GPU (Jetson Orin and desktop cards): CUDA C kernels plus Rust host
+    /// code on `kiln-cuda` (see [`crate::emit::cuda`]).
+    Cuda,
 }
 
 impl Target {
     /// Every target, in the order `--help` lists them.
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 8] = [
         Target::Host,
         Target::CortexM0Plus,
         Target::CortexM3,
@@ -37,6 +40,7 @@ impl Target {
         Target::CortexM7,
         Target::CortexM33,
         Target::Riscv32imac,
+        Target::Cuda,
     ];
 
     /// The name used on the command line.
@@ -49,6 +53,7 @@ impl Target {
             Target::CortexM7 => "cortex-m7",
             Target::CortexM33 => "cortex-m33",
             Target::Riscv32imac => "riscv32imac",
+            Target::Cuda => "cuda",
         }
     }
 
@@ -62,10 +67,11 @@ impl Target {
         )
     }
 
-    /// The Rust target triple, `None` for the host.
+    /// The Rust target triple of a Rust crate for the device, `None` for the host and
+    /// for CUDA (whose host code runs on the host or the Jetson's own CPU).
     pub fn triple(self) -> Option<&'static str> {
         match self {
-            Target::Host => None,
+            Target::Host | Target::Cuda => None,
             Target::CortexM0Plus => Some("thumbv6m-none-eabi"),
             Target::CortexM3 => Some("thumbv7m-none-eabi"),
             Target::CortexM4 | Target::CortexM7 => Some("thumbv7em-none-eabihf"),
@@ -118,6 +124,14 @@ pub enum CompileError {
         file: String,
         /// What the emitter refused.
         source: EmitError,
+    },
+    /// The graph cannot be expressed as CUDA kernels.
+    #[error("{file}: {source}")]
+    CudaEmit {
+        /// The model file.
+        file: String,
+        /// What the CUDA emitter refused.
+        source: crate::emit::cuda::CudaEmitError,
     },
     /// The model does not fit the board it was compiled for.
     #[error("{file}: {source}")]

@@ -20,9 +20,12 @@ pub struct Args {
     /// --weights (built directly from the model file and its trained weights).
     model: PathBuf,
     /// The device: host (default), cortex-m0plus, cortex-m3, cortex-m4, cortex-m7,
-    /// cortex-m33, riscv32imac.
+    /// cortex-m33, riscv32imac, cuda (CUDA C kernels + a Rust crate on kiln-cuda).
     #[arg(long)]
     target: Option<Target>,
+    /// Samples per run (`--target cuda` only): every activation is N times larger.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// The board: nrf52840-dk, nucleo-f767zi, mps2-an386, mps2-an385, microbit. Implies
     /// its core's --target; fails when arena + stack exceed its RAM or weights + code
     /// its flash.
@@ -73,6 +76,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         (Some(b), _) => b.target,
         (None, t) => t.unwrap_or_default(),
     };
+    if target == Target::Cuda {
+        return cuda(args, &file);
+    }
+    if args.batch != 1 {
+        anyhow::bail!("--batch is for --target cuda only");
+    }
     let graph = args.quantizing.load(&args.model)?;
     let mut options = CompileOptions {
         target,
@@ -116,6 +125,88 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--target cuda`: plans without in-place convs or banded blocks (sequential ring
+/// buffers), writes the CUDA crate and prints one row per kernel launch.
+fn cuda(args: Args, file: &str) -> anyhow::Result<ExitCode> {
+    use kiln_codegen::emit::cuda::{plan_options, write_crate, CudaOptions, DriverDependency};
+    let graph = args.quantizing.load(&args.model)?;
+    let mut options = CompileOptions {
+        target: Target::Cuda,
+        ..Default::default()
+    };
+    options.plan.max_arena_bytes = args.max_arena;
+    options.plan = plan_options(&options.plan);
+    let planned = optimize_and_plan(graph, &options, file)?;
+    let (graph, plan) = (&planned.graph, &planned.plan);
+    let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
+    let driver = match args.runtime.as_deref() {
+        Some(v) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+            DriverDependency::Version(v.to_string())
+        }
+        Some(p) => DriverDependency::Path(
+            std::fs::canonicalize(Path::new(p).join("cuda")).unwrap_or_else(|_| PathBuf::from(p)),
+        ),
+        None => {
+            let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/cuda");
+            match std::fs::canonicalize(&checkout) {
+                Ok(p) => DriverDependency::Path(p),
+                Err(_) => DriverDependency::Version(env!("CARGO_PKG_VERSION").to_string()),
+            }
+        }
+    };
+    let cuda = CudaOptions {
+        batch: args.batch,
+        ..Default::default()
+    };
+    let model = write_crate(&args.out, &name, file, graph, plan, &driver, &cuda)?;
+    if args.report == "json" {
+        let launches: Vec<serde_json::Value> = model
+            .launches
+            .iter()
+            .map(|l| {
+                serde_json::json!({"node": l.node, "op": graph.nodes[l.node].op.name(),
+                    "kernel": l.kernel, "grid": l.grid, "block": l.block})
+            })
+            .collect();
+        let report = serde_json::json!({
+            "name": name, "target": "cuda", "batch": model.batch,
+            "arena_bytes": model.arena_bytes, "plan_arena_bytes": model.plan_arena_bytes,
+            "weight_bytes": model.weights.len(), "macs_per_sample": kiln_codegen::ir::cost::total_macs(graph),
+            "launches": launches,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>4} {:<18} {:<16} {:>8} {:>6}  name",
+        "node", "op", "kernel", "blocks", "threads"
+    );
+    for l in &model.launches {
+        let n = &graph.nodes[l.node];
+        let name: String = n.name.chars().take(48).collect();
+        println!(
+            "{:>4} {:<18} {:<16} {:>8} {:>6}  {name}",
+            l.node,
+            n.op.name(),
+            l.kernel,
+            l.grid,
+            l.block
+        );
+    }
+    println!("batch:          {}", model.batch);
+    println!(
+        "device arena:   {} bytes (plan {} per sample x {}, then inputs and outputs)",
+        model.arena_bytes, model.plan_arena_bytes, model.batch
+    );
+    println!("weights:        {} bytes", model.weights.len());
+    println!("kernel launches per run: {}", model.launches.len());
+    println!(
+        "wrote crate '{name}' for cuda to {} (src/model.cu, src/model.manifest, src/model.weights.bin)",
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,940 @@
+//! The CUDA emitter: a planned int8 graph becomes one CUDA C source file with one fused
+//! kernel per node that runs code, a weights blob, and a manifest that tells a host
+//! driver (the `kiln-cuda` crate) where every tensor lives in the one device arena and
+//! which kernels to launch, in plan order, with which grid.
+//!
+//! Every kernel takes the same two arguments, the weights buffer `W` and the arena `A`;
+//! all offsets, shapes and quantization constants are literals in the source, taken
+//! from the same prepared parameters (`exec::kernel::Prepared`) the host executor and
+//! the Rust emitter use, and the arithmetic is a line-by-line port of kiln-runtime's
+//! fixed-point code (`prelude.cuh`), so the results are bit-exact with the CPU int8
+//! path. Convolutions and dense layers fold bias, requantization, the activation clamp
+//! and (for convs) a fused residual ADD into their epilogue; where channels come in
+//! groups of four at 4-byte-aligned addresses the dot products use `__dp4a`.
+//!
+//! Batch `N` ([`CudaOptions::batch`]): every activation is `N` times larger. The plan
+//! is made for one sample; each arena offset is multiplied by `N` and sample `n` of a
+//! tensor sits at `N * offset + n * stride`, `stride` its byte size rounded up to the
+//! plan's 16-byte alignment, so the plan's non-overlap (and its in-place sharing)
+//! carries over unchanged. Graph inputs and outputs get their own regions after the
+//! activations, inside the same arena: one device allocation for all activations.
+//!
+//! The plan must not run convolutions in place or in row bands (their ring buffers
+//! rely on sequential execution); [`plan_options`] switches those off. Element-wise
+//! in-place reuse stays: each thread reads the element it then overwrites.
+//!
+//! Without a GPU the generated source compiles with a host C++ compiler through
+//! [`EMULATION_HEADER`] (which defines `__global__`, `threadIdx`, `__dp4a`, ...) and
+//! [`EMULATION_MAIN`], which runs every block and thread serially: the tests compare that
+//! with the CPU executor bit for bit.
+
+use crate::exec::kernel::{Kernel, Multipliers, Prepared};
+use crate::exec::ExecError;
+use crate::ir::{DType, Graph, TensorId};
+use crate::plan::{Location, Plan, PlanOptions, Reuse};
+use kiln_runtime::activation::ActivationRange;
+use kiln_runtime::kernels::reference::add::AddParams;
+use kiln_runtime::quant::QuantizedMultiplier;
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub mod emulate;
+
+/// The fixed-point functions every generated source starts with.
+pub const PRELUDE: &str = include_str!("prelude.cuh");
+/// Host C++ definitions of the CUDA built-ins the generated kernels use, for the CPU
+/// emulation (`g++ -x c++ -include kiln_cuda_emu.h model.cu kiln_cuda_emu_main.cpp`).
+pub const EMULATION_HEADER: &str = include_str!("emu/kiln_cuda_emu.h");
+/// The emulation's `main`: loads the weights and inputs, runs every launch of the
+/// generated launch table serially, writes the outputs (see the file's header).
+pub const EMULATION_MAIN: &str = include_str!("emu/kiln_cuda_emu_main.cpp");
+/// Version of the manifest format (first line: `kiln-cuda-manifest 1`).
+pub const MANIFEST_VERSION: u32 = 1;
+/// Byte alignment of every tensor (arena offsets, per-sample strides, weights).
+pub const ALIGNMENT: usize = 16;
+
+/// Settings of the CUDA emitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// Samples per `run` (every activation is this many times larger). At least 1.
+    pub batch: usize,
+    /// Threads per block of every launch (a multiple of 32, at most 1024).
+    pub threads_per_block: u32,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            batch: 1,
+            threads_per_block: 128,
+        }
+    }
+}
+
+/// One kernel launch of `run`, in plan order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// Index of the node in the planned graph.
+    pub node: usize,
+    /// The `extern "C" __global__` function's name.
+    pub kernel: String,
+    /// Blocks (1-D grid).
+    pub grid: u32,
+    /// Threads per block.
+    pub block: u32,
+}
+
+/// Where one graph input or output lives in the device arena.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    /// Tensor name.
+    pub name: String,
+    /// Element type (`int8` or `float32`).
+    pub dtype: DType,
+    /// Shape of one sample (the graph tensor's shape).
+    pub shape: Vec<usize>,
+    /// Byte offset of sample 0 in the arena.
+    pub offset: usize,
+    /// Bytes from one sample to the next.
+    pub stride: usize,
+    /// Bytes of one sample.
+    pub bytes: usize,
+    /// Scale and zero point (int8 tensors).
+    pub quant: Option<(f32, i32)>,
+}
+
+/// The generated source, data and launch plan of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CudaModel {
+    /// CUDA C source: prelude, one kernel per node, and (for the emulation only) the
+    /// launch table behind `#ifdef KILN_CUDA_EMULATION`.
+    pub source: String,
+    /// Constant tensors, each at an offset aligned to [`ALIGNMENT`].
+    pub weights: Vec<u8>,
+    /// Kernel launches in plan order.
+    pub launches: Vec<Launch>,
+    /// Bytes of the device arena (activations of all samples, then inputs, outputs).
+    pub arena_bytes: usize,
+    /// The plan's arena for one sample.
+    pub plan_arena_bytes: usize,
+    /// Samples per run.
+    pub batch: usize,
+    /// Graph inputs.
+    pub inputs: Vec<Port>,
+    /// Graph outputs.
+    pub outputs: Vec<Port>,
+    /// The manifest text the host driver reads (see [`CudaModel::manifest`]).
+    pub manifest: String,
+}
+
+/// Why a graph could not be emitted as CUDA.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaEmitError {
+    /// A node's kernel parameters cannot be derived.
+    #[error(transparent)]
+    Prepare(#[from] ExecError),
+    /// The CUDA backend has no kernel for this node (yet).
+    #[error("node {index} '{name}' ({op}): not supported by the CUDA backend: {reason}")]
+    Unsupported {
+        /// Node index.
+        index: usize,
+        /// Node name.
+        name: String,
+        /// Operator name.
+        op: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+    /// The options or the plan cannot be used.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// `base` with the techniques the CUDA backend cannot run switched off: in-place convs
+/// and banded residual blocks (sequential ring buffers), and an alignment of
+/// [`ALIGNMENT`] so every tensor starts on a 16-byte boundary (`__dp4a` loads).
+pub fn plan_options(base: &PlanOptions) -> PlanOptions {
+    PlanOptions {
+        alignment: ALIGNMENT,
+        in_place_conv: false,
+        band_blocks: false,
+        only_where_smaller: false,
+        ..base.clone()
+    }
+}
+
+/// How a kernel addresses one tensor: `base + n * stride` bytes into `W` or `A`.
+#[derive(Debug, Clone, Copy)]
+struct Addr {
+    weights: bool,
+    base: usize,
+    stride: usize,
+}
+
+impl Addr {
+    /// A typed pointer expression for sample `n`.
+    fn ptr(&self, ty: &str, constant: bool) -> String {
+        let (buf, q) = if self.weights {
+            ("W", "const ")
+        } else if constant {
+            ("A", "const ")
+        } else {
+            ("A", "")
+        };
+        if self.stride == 0 {
+            format!("(({q}{ty}*)({buf} + {}ull))", self.base)
+        } else {
+            format!(
+                "(({q}{ty}*)({buf} + {}ull + (unsigned long long)n * {}ull))",
+                self.base, self.stride
+            )
+        }
+    }
+}
+
+/// Emits the CUDA source and launch plan for `graph` placed by `plan` (made with
+/// [`plan_options`]); `source_model` names the model in the header comment.
+pub fn emit(
+    graph: &Graph,
+    plan: &Plan,
+    source_model: &str,
+    options: &CudaOptions,
+) -> Result<CudaModel, CudaEmitError> {
+    let n = options.batch;
+    if n == 0 || n > 1 << 20 {
+        return Err(CudaEmitError::Options(format!(
+            "batch {n} is out of range (1 to {})",
+            1 << 20
+        )));
+    }
+    let tpb = options.threads_per_block;
+    if tpb == 0 || tpb > 1024 || !tpb.is_multiple_of(32) {
+        return Err(CudaEmitError::Options(format!(
+            "threads per block {tpb} must be a multiple of 32, at most 1024"
+        )));
+    }
+    if !plan.alignment.is_multiple_of(ALIGNMENT) {
+        return Err(CudaEmitError::Options(format!(
+            "the plan's alignment {} is not a multiple of {ALIGNMENT}: plan with cuda::plan_options",
+            plan.alignment
+        )));
+    }
+    let kernels = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| crate::exec::prepare(graph, i, node))
+        .collect::<Result<Vec<Kernel>, _>>()?;
+    let (weights, weight_offsets) = weights_blob(graph);
+    let stride = |id: TensorId| graph.info(id).byte_size().next_multiple_of(ALIGNMENT);
+    let activations = plan
+        .arena_bytes
+        .checked_mul(n)
+        .ok_or_else(|| CudaEmitError::Options("the arena overflows".into()))?;
+    let mut end = activations.next_multiple_of(ALIGNMENT);
+    let port = |id: TensorId, end: &mut usize| {
+        let info = graph.info(id);
+        let p = Port {
+            name: graph.tensor(id).name.clone(),
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            offset: *end,
+            stride: stride(id),
+            bytes: info.byte_size(),
+            quant: info.scale_zero_point(),
+        };
+        *end += n * p.stride;
+        p
+    };
+    let inputs: Vec<Port> = graph.inputs.iter().map(|&id| port(id, &mut end)).collect();
+    let outputs: Vec<Port> = graph.outputs.iter().map(|&id| port(id, &mut end)).collect();
+    let arena_bytes = end.max(ALIGNMENT);
+    let addr = |id: TensorId| -> Addr {
+        match plan.location(id) {
+            Location::Const => Addr {
+                weights: true,
+                base: weight_offsets[id.0],
+                stride: 0,
+            },
+            Location::Arena(off) => Addr {
+                weights: false,
+                base: off * n,
+                stride: stride(id),
+            },
+            Location::Input(i) => Addr {
+                weights: false,
+                base: inputs[i].offset,
+                stride: inputs[i].stride,
+            },
+            Location::Output(j) => Addr {
+                weights: false,
+                base: outputs[j].offset,
+                stride: outputs[j].stride,
+            },
+        }
+    };
+
+    let mut s = String::new();
+    let version = env!("CARGO_PKG_VERSION");
+    let _ = writeln!(
+        s,
+        "// Generated by kiln {version} from {}. Do not edit: run `kiln compile --target cuda` again.",
+        comment_text(source_model)
+    );
+    let _ = writeln!(
+        s,
+        "// Batch {n}; device arena {arena_bytes} bytes (plan: {} per sample); weights {} bytes.",
+        plan.arena_bytes,
+        weights.len()
+    );
+    let _ = writeln!(
+        s,
+        "// Every kernel: W = weights buffer, A = arena; one thread per output element (per row for softmax).\n"
+    );
+    s.push_str(PRELUDE);
+    let mut launches = Vec::new();
+    for &node_id in &plan.order {
+        let i = node_id.0;
+        let node = &graph.nodes[i];
+        let unsupported = |reason: &str| CudaEmitError::Unsupported {
+            index: i,
+            name: node.name.clone(),
+            op: node.op.name(),
+            reason: reason.to_string(),
+        };
+        let out = node.outputs[0];
+        let _ = writeln!(
+            s,
+            "\n// node {i}: {} '{}' {:?} -> {:?}",
+            node.op.name(),
+            comment_text(&node.name),
+            graph.info(out).shape,
+            plan.location(out)
+        );
+        match plan.reuse[i] {
+            Reuse::Alias => {
+                let _ = writeln!(s, "// (an alias of its input: nothing to launch)");
+                continue;
+            }
+            Reuse::Band { .. } | Reuse::BandBlock { .. } => {
+                return Err(unsupported(
+                    "banded residual blocks run sequentially: plan with cuda::plan_options",
+                ))
+            }
+            Reuse::InPlace { operand } => {
+                let conv = matches!(
+                    kernels[i].0,
+                    Prepared::Conv2dI8(..)
+                        | Prepared::DepthwiseI8(..)
+                        | Prepared::Conv2dF32(..)
+                        | Prepared::DepthwiseF32(..)
+                );
+                if conv || (operand == 0 && matches!(kernels[i].0, Prepared::Conv2dAddI8(..))) {
+                    return Err(unsupported(
+                        "in-place convolutions run sequentially: plan with cuda::plan_options",
+                    ));
+                }
+            }
+            Reuse::None => {}
+        }
+        let ins: Vec<Addr> = node.inputs.iter().map(|&t| addr(t)).collect();
+        let y = addr(out);
+        let kernel = format!("kiln_node_{i}");
+        let body = node_kernel(graph, i, &kernels[i].0, &ins, y, &kernel, n)
+            .ok_or_else(|| unsupported(unsupported_reason(&kernels[i].0)))?;
+        s.push_str(&body.source);
+        let threads = body
+            .threads
+            .checked_mul(n as u64)
+            .ok_or_else(|| unsupported("too many threads"))?;
+        let grid = threads.div_ceil(u64::from(tpb));
+        if grid == 0 || grid > u64::from(i32::MAX as u32) {
+            return Err(unsupported("grid out of range"));
+        }
+        launches.push(Launch {
+            node: i,
+            kernel,
+            grid: grid as u32,
+            block: tpb,
+        });
+    }
+    emulation_tables(
+        &mut s,
+        &launches,
+        &inputs,
+        &outputs,
+        arena_bytes,
+        n,
+        weights.len(),
+    );
+    let mut model = CudaModel {
+        source: s,
+        weights,
+        launches,
+        arena_bytes,
+        plan_arena_bytes: plan.arena_bytes,
+        batch: n,
+        inputs,
+        outputs,
+        manifest: String::new(),
+    };
+    model.manifest = model.manifest_text(source_model);
+    Ok(model)
+}
+
+fn unsupported_reason(p: &Prepared) -> &'static str {
+    match p {
+        Prepared::Conv2dF32(..)
+        | Prepared::Conv2dAddF32(..)
+        | Prepared::DepthwiseF32(..)
+        | Prepared::FullyConnectedF32(..)
+        | Prepared::AveragePoolF32(..)
+        | Prepared::MaxPoolF32(..)
+        | Prepared::AddF32(..)
+        | Prepared::MulF32(..)
+        | Prepared::SoftmaxF32(..) => "float32 kernels are not generated yet (int8 models only)",
+        _ => "no CUDA kernel for this operator yet",
+    }
+}
+
+/// The emulation's launch table and port table (ignored by NVRTC: only compiled with
+/// `-DKILN_CUDA_EMULATION`).
+fn emulation_tables(
+    s: &mut String,
+    launches: &[Launch],
+    inputs: &[Port],
+    outputs: &[Port],
+    arena: usize,
+    batch: usize,
+    weight_bytes: usize,
+) {
+    let _ = writeln!(s, "\n#ifdef KILN_CUDA_EMULATION");
+    let _ = writeln!(
+        s,
+        "// What the host driver does, for the serial CPU emulation."
+    );
+    let _ = writeln!(
+        s,
+        "static const unsigned long long KILN_ARENA_BYTES = {arena}ull;\nstatic const unsigned long long KILN_WEIGHT_BYTES = {weight_bytes}ull;\nstatic const unsigned long long KILN_BATCH = {batch}ull;"
+    );
+    let _ = writeln!(s, "static const kiln_launch KILN_LAUNCHES[] = {{");
+    for l in launches {
+        let _ = writeln!(s, "  {{{}, {}u, {}u}},", l.kernel, l.grid, l.block);
+    }
+    let _ = writeln!(s, "  {{0, 0u, 0u}}\n}};");
+    for (name, ports) in [("INPUTS", inputs), ("OUTPUTS", outputs)] {
+        let _ = writeln!(s, "static const kiln_port KILN_{name}[] = {{");
+        for p in ports {
+            let _ = writeln!(s, "  {{{}ull, {}ull, {}ull}},", p.offset, p.stride, p.bytes);
+        }
+        let _ = writeln!(s, "  {{0ull, 0ull, 0ull}}\n}};");
+    }
+    let _ = writeln!(s, "#endif");
+}
+
+impl CudaModel {
+    /// The manifest: a line-based text file the host driver parses (`kiln-cuda`'s
+    /// `Manifest`). Lines: `kiln-cuda-manifest 1`, `model TEXT`, `batch N`,
+    /// `arena_bytes N`, `weight_bytes N`, then per port `input|output DTYPE OFFSET
+    /// STRIDE BYTES SCALE ZERO_POINT D0xD1x.. NAME` (`-` for no quantization), then per
+    /// launch `kernel NAME GRID BLOCK NODE`.
+    fn manifest_text(&self, source_model: &str) -> String {
+        let mut m = String::new();
+        let _ = writeln!(m, "kiln-cuda-manifest {MANIFEST_VERSION}");
+        let _ = writeln!(m, "model {}", comment_text(source_model));
+        let _ = writeln!(m, "batch {}", self.batch);
+        let _ = writeln!(m, "arena_bytes {}", self.arena_bytes);
+        let _ = writeln!(m, "weight_bytes {}", self.weights.len());
+        for (kind, ports) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for p in ports {
+                let (scale, zp) = match p.quant {
+                    Some((s, z)) => (format!("{s:e}"), z.to_string()),
+                    None => ("-".into(), "-".into()),
+                };
+                let shape: Vec<String> = p.shape.iter().map(|d| d.to_string()).collect();
+                let shape = if shape.is_empty() {
+                    "scalar".to_string()
+                } else {
+                    shape.join("x")
+                };
+                let _ = writeln!(
+                    m,
+                    "{kind} {} {} {} {} {scale} {zp} {shape} {}",
+                    p.dtype.name(),
+                    p.offset,
+                    p.stride,
+                    p.bytes,
+                    comment_text(&p.name)
+                );
+            }
+        }
+        for l in &self.launches {
+            let _ = writeln!(m, "kernel {} {} {} {}", l.kernel, l.grid, l.block, l.node);
+        }
+        m
+    }
+}
+
+/// One generated kernel: its source and how many threads one sample needs.
+struct Body {
+    source: String,
+    threads: u64,
+}
+
+fn act_range(r: &ActivationRange) -> (i32, i32) {
+    (r.min, r.max)
+}
+
+/// Multiplier table of a conv-like node: `__constant__` arrays when per channel, two
+/// literals otherwise. Returns the declarations and the C expressions for channel `c`.
+fn multiplier_table(kernel: &str, m: &Multipliers) -> (String, String, String) {
+    match m {
+        Multipliers::PerTensor(q) => (String::new(), q.multiplier.to_string(), q.shift.to_string()),
+        Multipliers::PerChannel(t) => {
+            let ms: Vec<String> = t.iter().map(|q| q.multiplier.to_string()).collect();
+            let ss: Vec<String> = t.iter().map(|q| q.shift.to_string()).collect();
+            (
+                format!(
+                    "__constant__ int {kernel}_m[{}] = {{{}}};\n__constant__ int {kernel}_s[{}] = {{{}}};\n",
+                    t.len(),
+                    ms.join(", "),
+                    t.len(),
+                    ss.join(", ")
+                ),
+                format!("{kernel}_m[c]"),
+                format!("{kernel}_s[c]"),
+            )
+        }
+    }
+}
+
+fn add_args(p: &AddParams) -> String {
+    let q = |m: QuantizedMultiplier| format!("{}, {}", m.multiplier, m.shift);
+    format!(
+        "{}, {}, {}, {}, {}, {}, {}, {}, {}",
+        p.input1_offset,
+        p.input2_offset,
+        p.output_offset,
+        p.left_shift,
+        q(p.input1_multiplier),
+        q(p.input2_multiplier),
+        q(p.output_multiplier),
+        p.activation.min,
+        p.activation.max
+    )
+}
+
+/// The kernel's opening lines: the global thread index `t` over one sample's `threads`
+/// work items and the sample `n`.
+fn open(kernel: &str, threads: u64, batch_total: &str) -> String {
+    format!(
+        "extern \"C\" __global__ void {kernel}(const unsigned char* __restrict__ W, unsigned char* A) {{\n  const unsigned long long g = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n  if (g >= {threads}ull * {batch_total}) return;\n  const unsigned long long n = g / {threads}ull;\n  const long long t = (long long)(g % {threads}ull);\n"
+    )
+}
+
+/// The source of node `i`'s kernel, or `None` when the backend has no kernel for it.
+fn node_kernel(
+    graph: &Graph,
+    i: usize,
+    prepared: &Prepared,
+    ins: &[Addr],
+    y: Addr,
+    kernel: &str,
+    samples: usize,
+) -> Option<Body> {
+    let node = &graph.nodes[i];
+    let out_info = graph.info(node.outputs[0]);
+    let batch = &format!("{samples}ull");
+    let mut s = String::new();
+    let threads: u64;
+    match prepared {
+        Prepared::Conv2dI8(p, q) | Prepared::Conv2dAddI8(p, q, _) => {
+            let w = &p.window;
+            let [ih, iw] = w.input;
+            let [fh, fw] = w.filter;
+            let [oh, ow] = w.output;
+            let (ic, oc, fin) = (p.input_depth, p.output_depth, p.filter_input_depth);
+            let groups = ic / fin;
+            let fpg = oc / groups;
+            threads = (p.batches * oh * ow * oc) as u64;
+            let (decl, m, sh) = multiplier_table(kernel, &q.multipliers);
+            s.push_str(&decl);
+            s.push_str(&open(kernel, threads, batch));
+            let (lo, hi) = act_range(&q.quant.activation);
+            let io = q.quant.input_offset;
+            let dp4a = fin % 4 == 0 && ic % 4 == 0;
+            let _ = write!(
+                s,
+                "  const signed char* x = {};\n  const signed char* f = {};\n  signed char* y = {};\n",
+                ins[0].ptr("signed char", true),
+                ins[1].ptr("signed char", true),
+                y.ptr("signed char", false)
+            );
+            let _ = write!(
+                s,
+                "  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int group = c / {fpg};\n  const signed char* xb = x + (long long)b * {} + group * {fin};\n  int acc = 0;\n",
+                ih * iw * ic
+            );
+            if dp4a {
+                s.push_str("  int fsum = 0;\n");
+            }
+            let _ = write!(
+                s,
+                "  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n      const signed char* xp = xb + (iy * {iw} + ix) * {ic};\n      const signed char* fp = f + ((c * {fh} + fy) * {fw} + fx) * {fin};\n",
+                w.stride[0], w.pad[0], w.dilation[0], w.stride[1], w.pad[1], w.dilation[1]
+            );
+            if dp4a {
+                let _ = write!(
+                    s,
+                    "      for (int k = 0; k < {fin}; k += 4) {{\n        const int xv = *(const int*)(xp + k);\n        const int fv = *(const int*)(fp + k);\n        acc = __dp4a(xv, fv, acc);\n        fsum = __dp4a(fv, 0x01010101, fsum);\n      }}\n"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "      for (int k = 0; k < {fin}; ++k) acc = kiln_wadd(acc, (int)fp[k] * ((int)xp[k] + ({io})));"
+                );
+            }
+            s.push_str("    }\n  }\n");
+            if dp4a && io != 0 {
+                let _ = writeln!(s, "  acc = kiln_wadd(acc, kiln_wmul(fsum, {io}));");
+            }
+            if node.inputs.len() > 2 {
+                let _ = writeln!(s, "  acc = kiln_wadd(acc, {}[c]);", ins[2].ptr("int", true));
+            }
+            let _ = writeln!(
+                s,
+                "  int v = kiln_clamp(kiln_wadd(kiln_mbqm(acc, {m}, {sh}), {}), {lo}, {hi});",
+                q.quant.output_offset
+            );
+            if let Prepared::Conv2dAddI8(_, _, r) = prepared {
+                let _ = writeln!(
+                    s,
+                    "  const int skip = (int)({})[t];",
+                    ins[3].ptr("signed char", true)
+                );
+                let (a, bb) = if r.conv_is_first {
+                    ("v", "skip")
+                } else {
+                    ("skip", "v")
+                };
+                let _ = writeln!(s, "  v = kiln_add_one({a}, {bb}, {});", add_args(&r.add));
+            }
+            s.push_str("  y[t] = (signed char)v;\n}\n");
+        }
+        Prepared::DepthwiseI8(p, q) => {
+            let w = &p.window;
+            let [ih, iw] = w.input;
+            let [fh, fw] = w.filter;
+            let [oh, ow] = w.output;
+            let ic = p.input_depth;
+            let dm = p.depth_multiplier;
+            let oc = ic * dm;
+            threads = (p.batches * oh * ow * oc) as u64;
+            let (decl, m, sh) = multiplier_table(kernel, &q.multipliers);
+            s.push_str(&decl);
+            s.push_str(&open(kernel, threads, batch));
+            let (lo, hi) = act_range(&q.quant.activation);
+            let io = q.quant.input_offset;
+            let _ = write!(
+                s,
+                "  const signed char* x = {};\n  const signed char* f = {};\n  signed char* y = {};\n",
+                ins[0].ptr("signed char", true),
+                ins[1].ptr("signed char", true),
+                y.ptr("signed char", false)
+            );
+            let _ = write!(
+                s,
+                "  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int ic = c / {dm};\n  const signed char* xb = x + (long long)b * {} + ic;\n  int acc = 0;\n  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n      acc = kiln_wadd(acc, (int)f[(fy * {fw} + fx) * {oc} + c] * ((int)xb[(iy * {iw} + ix) * {ic}] + ({io})));\n    }}\n  }}\n",
+                ih * iw * ic,
+                w.stride[0],
+                w.pad[0],
+                w.dilation[0],
+                w.stride[1],
+                w.pad[1],
+                w.dilation[1]
+            );
+            if node.inputs.len() > 2 {
+                let _ = writeln!(s, "  acc = kiln_wadd(acc, {}[c]);", ins[2].ptr("int", true));
+            }
+            let _ = writeln!(
+                s,
+                "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {m}, {sh}), {}), {lo}, {hi});\n}}",
+                q.quant.output_offset
+            );
+        }
+        Prepared::FullyConnectedI8(p, q) => {
+            let (d, od) = (p.accum_depth, p.output_depth);
+            threads = (p.batches * od) as u64;
+            let (decl, m, sh) = multiplier_table(kernel, &q.multipliers);
+            s.push_str(&decl);
+            s.push_str(&open(kernel, threads, batch));
+            let (lo, hi) = act_range(&q.quant.activation);
+            let (io, wo) = (q.quant.input_offset, q.quant.weights_offset);
+            let _ = write!(
+                s,
+                "  const signed char* x = {};\n  const signed char* f = {};\n  signed char* y = {};\n  const int c = (int)(t % {od}); const long long b = t / {od};\n  const signed char* xp = x + b * {d};\n  const signed char* fp = f + (long long)c * {d};\n  int acc = 0;\n",
+                ins[0].ptr("signed char", true),
+                ins[1].ptr("signed char", true),
+                y.ptr("signed char", false)
+            );
+            if d % 4 == 0 {
+                let _ = write!(
+                    s,
+                    "  int fsum = 0, xsum = 0;\n  for (int k = 0; k < {d}; k += 4) {{\n    const int xv = *(const int*)(xp + k);\n    const int fv = *(const int*)(fp + k);\n    acc = __dp4a(xv, fv, acc);\n    fsum = __dp4a(fv, 0x01010101, fsum);\n    xsum = __dp4a(xv, 0x01010101, xsum);\n  }}\n  // sum (f + {wo}) * (x + {io}) = f.x + {io} * sum f + {wo} * sum x + {d} * {io} * {wo}\n  acc = kiln_wadd(acc, kiln_wmul(fsum, {io}));\n  acc = kiln_wadd(acc, kiln_wmul(xsum, {wo}));\n  acc = kiln_wadd(acc, kiln_wmul({d}, kiln_wmul({io}, {wo})));\n"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  for (int k = 0; k < {d}; ++k) acc = kiln_wadd(acc, ((int)fp[k] + ({wo})) * ((int)xp[k] + ({io})));"
+                );
+            }
+            if node.inputs.len() > 2 {
+                let _ = writeln!(s, "  acc = kiln_wadd(acc, {}[c]);", ins[2].ptr("int", true));
+            }
+            let _ = writeln!(
+                s,
+                "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {m}, {sh}), {}), {lo}, {hi});\n}}",
+                q.quant.output_offset
+            );
+        }
+        Prepared::AveragePoolI8(p, r) | Prepared::MaxPoolI8(p, r) => {
+            let avg = matches!(prepared, Prepared::AveragePoolI8(..));
+            let w = &p.window;
+            let [ih, iw] = w.input;
+            let [fh, fw] = w.filter;
+            let [oh, ow] = w.output;
+            let c = p.depth;
+            threads = (p.batches * oh * ow * c) as u64;
+            s.push_str(&open(kernel, threads, batch));
+            let (lo, hi) = act_range(r);
+            let _ = write!(
+                s,
+                "  const signed char* x = {};\n  signed char* y = {};\n  const int c = (int)(t % {c}); long long r = t / {c};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int y0 = oy * {} - {}, x0 = ox * {} - {};\n  const int ys = y0 < 0 ? 0 : (y0 > {ih} ? {ih} : y0), ye0 = y0 + {fh} < 0 ? 0 : (y0 + {fh} > {ih} ? {ih} : y0 + {fh});\n  const int xs = x0 < 0 ? 0 : (x0 > {iw} ? {iw} : x0), xe0 = x0 + {fw} < 0 ? 0 : (x0 + {fw} > {iw} ? {iw} : x0 + {fw});\n  const int ye = ye0 < ys ? ys : ye0, xe = xe0 < xs ? xs : xe0;\n  const signed char* xb = x + (long long)b * {} + c;\n",
+                ins[0].ptr("signed char", true),
+                y.ptr("signed char", false),
+                w.stride[0],
+                w.pad[0],
+                w.stride[1],
+                w.pad[1],
+                ih * iw * c
+            );
+            if avg {
+                let _ = write!(
+                    s,
+                    "  int acc = 0, count = 0;\n  for (int iy = ys; iy < ye; ++iy)\n    for (int ix = xs; ix < xe; ++ix) {{ acc = kiln_wadd(acc, (int)xb[(iy * {iw} + ix) * {c}]); ++count; }}\n  const int half = count / 2;\n  const int avg = count == 0 ? 0 : (acc > 0 ? (acc + half) / count : (acc - half) / count);\n  y[t] = (signed char)kiln_clamp(avg, {lo}, {hi});\n}}\n"
+                );
+            } else {
+                let _ = write!(
+                    s,
+                    "  int m = -128;\n  for (int iy = ys; iy < ye; ++iy)\n    for (int ix = xs; ix < xe; ++ix) {{ const int v = (int)xb[(iy * {iw} + ix) * {c}]; m = v > m ? v : m; }}\n  y[t] = (signed char)kiln_clamp(m, {lo}, {hi});\n}}\n"
+                );
+            }
+        }
+        Prepared::AddI8(_, plan) | Prepared::MulI8(_, plan) => {
+            threads = plan.output_len() as u64;
+            s.push_str(&open(kernel, threads, batch));
+            let _ = write!(
+                s,
+                "  const signed char* a = {};\n  const signed char* bb = {};\n  signed char* y = {};\n  long long r = t, i1 = 0, i2 = 0;\n",
+                ins[0].ptr("signed char", true),
+                ins[1].ptr("signed char", true),
+                y.ptr("signed char", false)
+            );
+            for d in (0..plan.extents.len()).rev() {
+                let e = plan.extents[d];
+                if e == 1 {
+                    continue;
+                }
+                let _ = writeln!(
+                    s,
+                    "  {{ const long long k = r % {e}; r /= {e}; i1 += k * {}; i2 += k * {}; }}",
+                    plan.stride1[d], plan.stride2[d]
+                );
+            }
+            match prepared {
+                Prepared::AddI8(p, _) => {
+                    let _ = writeln!(
+                        s,
+                        "  y[t] = (signed char)kiln_add_one((int)a[i1], (int)bb[i2], {});\n}}",
+                        add_args(p)
+                    );
+                }
+                Prepared::MulI8(p, _) => {
+                    let _ = writeln!(
+                        s,
+                        "  const int v = ({} + (int)a[i1]) * ({} + (int)bb[i2]);\n  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(v, {}, {}), {}), {}, {});\n}}",
+                        p.input1_offset,
+                        p.input2_offset,
+                        p.output_multiplier.multiplier,
+                        p.output_multiplier.shift,
+                        p.output_offset,
+                        p.activation.min,
+                        p.activation.max
+                    );
+                }
+                _ => unreachable!(),
+            }
+        }
+        Prepared::SoftmaxI8(p, depth) => {
+            let depth = *depth;
+            let len = out_info.num_elements();
+            if depth == 0 || !len.is_multiple_of(depth) {
+                return None;
+            }
+            threads = (len / depth) as u64;
+            s.push_str(&open(kernel, threads, batch));
+            let _ = write!(
+                s,
+                "  const signed char* x = {} + t * {depth};\n  signed char* y = {} + t * {depth};\n  int mx = -128;\n  for (int k = 0; k < {depth}; ++k) mx = (int)x[k] > mx ? (int)x[k] : mx;\n  int sum = 0;\n  for (int k = 0; k < {depth}; ++k) {{\n    const int diff = (int)x[k] - mx;\n    if (diff >= {dmin}) sum = kiln_wadd(sum, kiln_rescale(kiln_exp_on_negative_values(kiln_mbqm_greater(diff, {mul}, {ls}), 5), 0, 12));\n  }}\n  int bits = 0;\n  const int scale = kiln_get_reciprocal(sum, 12, &bits);\n  const int exponent = bits + 31 - 8;\n  for (int k = 0; k < {depth}; ++k) {{\n    const int diff = (int)x[k] - mx;\n    if (diff >= {dmin}) {{\n      const int e = kiln_exp_on_negative_values(kiln_mbqm_greater(diff, {mul}, {ls}), 5);\n      y[k] = (signed char)kiln_clamp(kiln_rdbp(kiln_srdhm(scale, e), exponent) - 128, -128, 127);\n    }} else {{\n      y[k] = (signed char)-128;\n    }}\n  }}\n}}\n",
+                ins[0].ptr("signed char", true),
+                y.ptr("signed char", false),
+                dmin = p.diff_min,
+                mul = p.input_multiplier,
+                ls = p.input_left_shift,
+            );
+        }
+        Prepared::Copy => {
+            let bytes = out_info.byte_size();
+            threads = bytes as u64;
+            s.push_str(&open(kernel, threads, batch));
+            let _ = writeln!(
+                s,
+                "  {}[t] = {}[t];\n}}",
+                y.ptr("unsigned char", false),
+                ins[0].ptr("unsigned char", true)
+            );
+        }
+        _ => return None,
+    }
+    Some(Body { source: s, threads })
+}
+
+/// Packs every constant tensor some node reads into one blob, each at an offset aligned
+/// to [`ALIGNMENT`]. Returns the blob and each tensor's offset (by tensor index).
+fn weights_blob(graph: &Graph) -> (Vec<u8>, Vec<usize>) {
+    let mut used = vec![false; graph.tensors.len()];
+    for n in &graph.nodes {
+        for i in &n.inputs {
+            used[i.0] = true;
+        }
+    }
+    let mut blob = Vec::new();
+    let mut offsets = vec![0; graph.tensors.len()];
+    for (i, t) in graph.tensors.iter().enumerate() {
+        if let (Some(data), true) = (&t.data, used[i]) {
+            blob.resize(blob.len().next_multiple_of(ALIGNMENT), 0);
+            offsets[i] = blob.len();
+            blob.extend_from_slice(data);
+        }
+    }
+    blob.resize(blob.len().next_multiple_of(ALIGNMENT).max(ALIGNMENT), 0);
+    (blob, offsets)
+}
+
+/// `text` for a `//` comment: control characters become spaces.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Where the generated crate finds the `kiln-cuda` host driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverDependency {
+    /// A local checkout (path to the `runtime/cuda` folder).
+    Path(std::path::PathBuf),
+    /// A crates.io version requirement.
+    Version(String),
+}
+
+/// Writes a crate around the model: `Cargo.toml` (depending on `kiln-cuda`),
+/// `src/lib.rs`, `src/model.cu`, `src/model.weights.bin` and `src/model.manifest`. The
+/// crate's `load()` compiles the source with NVRTC, uploads the weights and allocates
+/// the arena once; see `kiln-cuda`'s `Session`. `boards/jetson` loads the same three
+/// files from a folder at run time instead.
+#[allow(clippy::too_many_arguments)]
+pub fn write_crate(
+    dir: &Path,
+    crate_name: &str,
+    graph_source: &str,
+    graph: &Graph,
+    plan: &Plan,
+    driver: &DriverDependency,
+    options: &CudaOptions,
+) -> Result<CudaModel, crate::CompileError> {
+    let model = emit(graph, plan, graph_source, options).map_err(|source| {
+        crate::CompileError::CudaEmit {
+            file: graph_source.to_string(),
+            source,
+        }
+    })?;
+    let io = |e: std::io::Error, p: &Path| crate::CompileError::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
+    let valid_name = crate_name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && crate_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid_name {
+        let message = format!(
+            "'{crate_name}' is not a crate name (letters, digits, '_', '-'; a letter first)"
+        );
+        return Err(io(
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+            dir,
+        ));
+    }
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
+    let toml = |t: &str| comment_text(t).replace('\\', "\\\\").replace('"', "\\\"");
+    let dep = match driver {
+        DriverDependency::Path(p) => format!("{{ path = \"{}\" }}", toml(&p.display().to_string())),
+        DriverDependency::Version(v) => format!("\"{}\"", toml(v)),
+    };
+    let cargo = format!(
+        "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\ndescription = \"{} compiled for CUDA by kiln {}\"\n\n[dependencies]\nkiln-cuda = {dep}\n\n[workspace]\n",
+        toml(graph_source),
+        env!("CARGO_PKG_VERSION")
+    );
+    let lib = format!(
+        r#"//! The model {source}, compiled ahead of time by kiln for CUDA (batch {batch}):
+//! [`load`] it once (NVRTC compile, weights upload, one arena allocation), then call
+//! `run` as often as needed; nothing is allocated on the device after `load`.
+
+/// Samples per `run`.
+pub const BATCH: usize = {batch};
+/// Bytes of the one device arena (activations of every sample, inputs, outputs).
+pub const ARENA_BYTES: usize = {arena};
+/// The generated CUDA C source.
+pub const CUDA_SOURCE: &str = include_str!("model.cu");
+/// The launch plan and the arena layout.
+pub const MANIFEST: &str = include_str!("model.manifest");
+/// The constant tensors, uploaded once by [`load`].
+pub static WEIGHTS: &[u8] = include_bytes!("model.weights.bin");
+
+/// Loads the model on device 0 (see [`kiln_cuda::Session::load`]): an error, never a
+/// panic, when there is no driver, no GPU or no NVRTC.
+pub fn load(options: &kiln_cuda::LoadOptions) -> Result<kiln_cuda::Session, kiln_cuda::Error> {{
+    let manifest = kiln_cuda::Manifest::parse(MANIFEST)?;
+    kiln_cuda::Session::load(manifest, CUDA_SOURCE, WEIGHTS, options)
+}}
+"#,
+        source = comment_text(graph_source),
+        batch = model.batch,
+        arena = model.arena_bytes,
+    );
+    for (path, bytes) in [
+        (dir.join("Cargo.toml"), cargo.as_bytes()),
+        (src.join("lib.rs"), lib.as_bytes()),
+        (src.join("model.cu"), model.source.as_bytes()),
+        (src.join("model.manifest"), model.manifest.as_bytes()),
+        (src.join("model.weights.bin"), model.weights.as_slice()),
+    ] {
+        std::fs::write(&path, bytes).map_err(|e| io(e, &path))?;
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests;
