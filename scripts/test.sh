@@ -74,7 +74,7 @@ NVRTC_VENV="$T/nvrtc-venv"
 if [ -z "${KILN_NVRTC:-}" ]; then
   if [ ! -d "$NVRTC_VENV/lib" ] && command -v python3 >/dev/null; then
     echo "== pip install nvidia-cuda-nvrtc into $NVRTC_VENV"
-    python3 -m venv "$NVRTC_VENV" && "$NVRTC_VENV/bin/pip" install -q nvidia-cuda-nvrtc ||
+    python3 -m venv "$NVRTC_VENV" && "$NVRTC_VENV/bin/pip" install -q nvidia-cuda-nvrtc==13.5.37 ||
       echo "warning: no NVRTC venv; the NVRTC test will say it skipped" >&2
   fi
   KILN_NVRTC=$(find "$NVRTC_VENV" -name 'libnvrtc.so.1*' ! -name '*builtins*' 2>/dev/null | head -1)
@@ -102,7 +102,7 @@ for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
     --target-dir "$T/boards"
 done
 echo "== a crate from kiln compile --target cuda builds (x86_64 and aarch64)"
-cargo run --release --locked -q -p kiln-cli -- compile models/kws_ref_model/model.tflite \
+cargo run --locked -q -p kiln-cli -- compile models/kws_ref_model/model.tflite \
   --target cuda --batch 8 --out "$T/cuda-kws" >/dev/null
 for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
   cargo build --manifest-path "$T/cuda-kws/Cargo.toml" --release --target "$triple" \
