@@ -318,10 +318,10 @@ fn conv_add(
 }
 
 /// Pixels the in-place 1x1 conv copies to scratch at a time.
-const CHUNK_PIXELS: usize = 64;
+const CHUNK_PIXELS: usize = 16;
 
 /// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (64) input pixels.
+/// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (16) input pixels.
 pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams) -> usize {
     conv_2d_scratch_words(p).saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
 }
@@ -341,7 +341,7 @@ fn copy_into(dst: &mut [i8], src: &[i8]) {
 /// input channels), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_1x1_in_place_scratch_words`]) instead of a ring:
-/// `CHUNK_PIXELS` (64) pixels at a time are copied to scratch and convolved from there
+/// `CHUNK_PIXELS` (16) pixels at a time are copied to scratch and convolved from there
 /// with [`conv_2d_1x1_i8`] back into their own bytes. Writes nothing unless `p` is such
 /// a conv and the lengths match.
 pub fn conv_2d_1x1_i8_in_place(
@@ -400,29 +400,32 @@ pub fn conv_2d_1x1_i8_in_place(
 }
 
 /// Words of scratch [`conv_2d_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]), the input rows one output row reads, and copies of the
-/// input rows above the current one that later rows still read.
+/// ([`conv_2d_scratch_words`]) and the input rows one output row reads.
 pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams) -> usize {
     let w = &p.window;
     let row = w.input[1].saturating_mul(p.input_depth);
-    let span = w.filter[0]
+    conv_2d_scratch_words(p).saturating_add(span_rows(p).saturating_mul(row).div_ceil(4))
+}
+
+/// Input rows one output row of `p` reads: `(filter_h - 1) * dilation_h + 1`.
+fn span_rows(p: &Conv2dParams) -> usize {
+    let w = &p.window;
+    w.filter[0]
         .saturating_sub(1)
         .saturating_mul(w.dilation[0])
-        .saturating_add(1);
-    let saved = w.pad[0].saturating_add(1);
-    conv_2d_scratch_words(p)
-        .saturating_add(span.saturating_add(saved).saturating_mul(row).div_ceil(4))
+        .saturating_add(1)
 }
 
 /// CONV_2D writing its result over its input `inout` (stride 1, result shape equal to
-/// the input shape), in the role of
+/// the input shape, at most `span - 1` rows of top padding — every "same" conv), in the
+/// role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_in_place_scratch_words`]) instead of a ring of
-/// pixels: row by row, the input rows an output row reads are gathered into scratch
-/// (from `inout` for rows not overwritten yet, from saved copies for the ones above),
-/// the row's own input is saved for the rows below that still read it, and the row is
-/// computed by [`conv_2d_i8`] from the gathered rows into its own bytes. Writes nothing
-/// unless `p` is such a conv and the lengths match.
+/// pixels: the input rows an output row reads are kept in scratch as a rolling window
+/// (each output row shifts the rows still needed to the front and appends the next
+/// input rows, which no output row has overwritten yet), and the row is computed by
+/// [`conv_2d_i8`] from that window into its own bytes. Writes nothing unless `p` is
+/// such a conv and the lengths match.
 pub fn conv_2d_i8_in_place(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -435,25 +438,23 @@ pub fn conv_2d_i8_in_place(
     let Some((_, len, _, _)) = conv_lens(p) else {
         return;
     };
+    let span = span_rows(p);
+    // Output row oy reads input rows from oy - pad_top on; with pad_top < span the rows
+    // above oy it reads were already in the window of row oy - 1.
     if w.stride != [1, 1]
         || w.output != w.input
         || p.output_depth != p.input_depth
+        || w.pad[0] >= span
         || inout.len() != len
     {
         return;
     }
     let [h, width] = w.input;
     let row = width * p.input_depth;
-    let span = w.filter[0].saturating_sub(1) * w.dilation[0] + 1;
-    // Rows above the current one that it or a later row reads: at most pad[0].
-    let saved_rows = w.pad[0] + 1;
     let Some((conv_scratch, rows)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
         return;
     };
-    let Some((gather, saved)) = bytes_mut(rows).split_at_mut_checked(span * row) else {
-        return;
-    };
-    let Some(saved) = saved.get_mut(..saved_rows * row) else {
+    let Some(window) = bytes_mut(rows).get_mut(..span * row) else {
         return;
     };
     let mut prepared = None;
@@ -461,31 +462,29 @@ pub fn conv_2d_i8_in_place(
         let Some(image) = inout.get_mut(n * h * row..(n + 1) * h * row) else {
             return;
         };
+        // Input rows held in the window: `held.0..held.1`, from its start.
+        let mut held: (usize, usize) = (0, 0);
         for oy in 0..h {
             let Some((origin, first, last)) = rows_read(p, oy) else {
                 continue;
             };
-            // Gather input rows first..=last: saved copies above oy, intact rows below.
-            for (i, j) in (first..=last).enumerate() {
-                let src = if j < oy {
-                    let slot = j.checked_rem(saved_rows).unwrap_or(0) * row;
-                    saved.get(slot..slot + row)
-                } else {
-                    image.get(j * row..(j + 1) * row)
-                };
-                if let (Some(src), Some(dst)) = (src, gather.get_mut(i * row..)) {
+            // Keep rows first..held.1 (moved to the front), append held.1.max(first)..=last.
+            let keep = held.1.saturating_sub(first.max(held.0));
+            if keep > 0 {
+                let from = (first - held.0) * row;
+                window.copy_within(from..from + keep * row, 0);
+            }
+            for (i, j) in (first + keep..=last).enumerate() {
+                if let (Some(src), Some(dst)) = (
+                    image.get(j * row..(j + 1) * row),
+                    window.get_mut((keep + i) * row..),
+                ) {
                     copy_into(dst, src);
                 }
             }
-            // Row oy's input, for the rows below that read it once it is overwritten.
-            let slot = oy.checked_rem(saved_rows).unwrap_or(0) * row;
-            if let (Some(src), Some(dst)) =
-                (image.get(oy * row..(oy + 1) * row), saved.get_mut(slot..))
-            {
-                copy_into(dst, src);
-            }
+            held = (first, last + 1);
             let (Some(x), Some(y)) = (
-                gather.get(..(last + 1 - first) * row),
+                window.get(..(last + 1 - first) * row),
                 image.get_mut(oy * row..(oy + 1) * row),
             ) else {
                 continue;
