@@ -76,6 +76,7 @@
 //! | all three | 16,000 | 49,152 |
 
 mod assign;
+pub(crate) mod dsp;
 mod model;
 mod order;
 mod report;
@@ -141,7 +142,9 @@ pub enum Reuse {
 }
 
 /// Arena bytes a node uses as scratch while it runs (an in-place conv's ring of input
-/// pixels, a banded block's ring of rows): planned like a tensor live for one step.
+/// pixels, a banded block's ring of rows, and with [`PlanOptions::dsp_scratch`] the DSP
+/// kernels' scratch, after the ring for a banded block): planned like a tensor live for
+/// one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scratch {
     /// Arena offset in bytes.
@@ -181,6 +184,12 @@ pub struct PlanOptions {
     pub max_search_states: usize,
     /// Fail when the arena (or one tensor in it) needs more bytes than this.
     pub max_arena_bytes: Option<usize>,
+    /// Plan the scratch of the Cortex-M DSP kernels (`kiln_runtime::kernels::dsp`: im2col
+    /// columns, requantization tables, staged rows) in the arena, as each node's
+    /// [`Plan::scratch`] live for its one step, so it overlaps dead tensors and the arena
+    /// is all the RAM the model takes besides a small call stack. Set from the target by
+    /// [`crate::compile::CompileOptions::plan_options`] (cortex-m4/m7/m33). Default off.
+    pub dsp_scratch: bool,
 }
 
 impl Default for PlanOptions {
@@ -194,6 +203,7 @@ impl Default for PlanOptions {
             only_where_smaller: true,
             max_search_states: 200_000,
             max_arena_bytes: None,
+            dsp_scratch: false,
         }
     }
 }

@@ -87,7 +87,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true, target)?;
     let mut report = Report::new(graph, plan, model.weights.len());
     report.passes = planned.passes.clone();
-    report.techniques = kiln_codegen::plan::technique_arenas(graph, &options.plan)?;
+    report.techniques = kiln_codegen::plan::technique_arenas(graph, &options.plan_options())?;
     if let (Some(triple), false) = (target.triple(), args.no_size) {
         let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
         let sizes = measure(&args.out, &name, graph, triple, &work)?;

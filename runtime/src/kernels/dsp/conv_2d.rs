@@ -470,9 +470,9 @@ pub fn conv_2d_i8_in_place(
             };
             // Keep rows first..held.1 (moved to the front), append held.1.max(first)..=last.
             let keep = held.1.saturating_sub(first.max(held.0));
-            if keep > 0 {
-                let from = (first - held.0) * row;
-                window.copy_within(from..from + keep * row, 0);
+            let from = (first - held.0) * row;
+            if keep > 0 && from + keep * row <= window.len() {
+                move_to_front(window, from, keep * row);
             }
             for (i, j) in (first + keep..=last).enumerate() {
                 if let (Some(src), Some(dst)) = (
@@ -493,6 +493,16 @@ pub fn conv_2d_i8_in_place(
             prepared =
                 conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared).or(prepared);
         }
+    }
+}
+
+/// Moves `window[from..from + len]` to the front of `window` (the ranges may overlap),
+/// without a panicking path.
+#[allow(unsafe_code)]
+fn move_to_front(window: &mut [i8], from: usize, len: usize) {
+    if from.checked_add(len).is_some_and(|end| end <= window.len()) {
+        // SAFETY: both ranges lie inside `window` (checked above); `copy` allows overlap.
+        unsafe { core::ptr::copy(window.as_ptr().add(from), window.as_mut_ptr(), len) };
     }
 }
 
