@@ -367,6 +367,8 @@ fn main() -> ! {
         .u(usize::try_from(model::MACS).unwrap_or(usize::MAX))
         .s(" scratch-bytes ")
         .u(model::SCRATCH_BYTES)
+        .s(" table-bytes ")
+        .u(model::PARAMETER_TABLE_BYTES)
         .s("\n");
     #[cfg(kiln_profile)]
     {

@@ -206,7 +206,17 @@ pub fn emit(
         "/// Largest kernel scratch of one layer in bytes (the DSP kernels' im2col columns and\n/// requantization tables), planned inside the arena: [`ARENA_BYTES`] includes it."
     )
     .unwrap();
-    writeln!(s, "pub const SCRATCH_BYTES: usize = {};\n", 4 * scratch).unwrap();
+    writeln!(s, "pub const SCRATCH_BYTES: usize = {};", 4 * scratch).unwrap();
+    let tables: usize = (0..graph.nodes.len())
+        .filter(|&v| plan.reuse[v] != Reuse::Alias)
+        .map(|v| ops::table_bytes(&kernels[v].0))
+        .sum();
+    writeln!(
+        s,
+        "/// Bytes of per-channel requantization tables (multiplier and shift per output\n/// channel) in flash: model data besides [`WEIGHT_BYTES`], not runtime code."
+    )
+    .unwrap();
+    writeln!(s, "pub const PARAMETER_TABLE_BYTES: usize = {tables};\n").unwrap();
     writeln!(
         s,
         "#[allow(unused_variables, unused_unsafe, unexpected_cfgs, clippy::all)]"

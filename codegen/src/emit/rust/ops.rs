@@ -60,6 +60,24 @@ pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
     }
 }
 
+/// Bytes of per-channel requantization table (multiplier and shift of each output
+/// channel) the call of `prepared` puts in flash: model data, like the per-channel
+/// parameters TFLM computes into its arena at init from the flatbuffer's scales.
+pub(super) fn table_bytes(prepared: &Prepared) -> usize {
+    let m = match prepared {
+        Prepared::Conv2dI8(_, q)
+        | Prepared::Conv2dAddI8(_, q, _)
+        | Prepared::DepthwiseI8(_, q)
+        | Prepared::TransposeConv2dI8(_, q) => &q.multipliers,
+        Prepared::FullyConnectedI8(_, q) => &q.multipliers,
+        _ => return 0,
+    };
+    match m {
+        Multipliers::PerChannel(t) => std::mem::size_of_val(t.as_slice()),
+        Multipliers::PerTensor(_) => 0,
+    }
+}
+
 /// The DSP call of a conv the plan runs in place over its operand 0 (`y`): convs row by
 /// row (1x1 ones in chunks of pixels) and 3x3 depthwise convs, with the DSP kernel's
 /// scratch (the plan's [`crate::plan::dsp::in_place_conv_words`]) instead of a ring of

@@ -496,13 +496,20 @@ pub fn conv_2d_i8_in_place(
     }
 }
 
-/// Moves `window[from..from + len]` to the front of `window` (the ranges may overlap),
-/// without a panicking path.
-#[allow(unsafe_code)]
+/// Moves `window[from..from + len]` to the front of `window` (the ranges may overlap) in
+/// pieces of at most `from` bytes, each a plain non-overlapping copy: no `memmove` in
+/// flash and no panicking path.
 fn move_to_front(window: &mut [i8], from: usize, len: usize) {
-    if from.checked_add(len).is_some_and(|end| end <= window.len()) {
-        // SAFETY: both ranges lie inside `window` (checked above); `copy` allows overlap.
-        unsafe { core::ptr::copy(window.as_ptr().add(from), window.as_mut_ptr(), len) };
+    let mut done = 0;
+    while done < len && from > 0 {
+        let n = from.min(len - done);
+        let Some((head, tail)) = window.split_at_mut_checked(done + from) else {
+            return;
+        };
+        if let (Some(dst), Some(src)) = (head.get_mut(done..done + n), tail.get(..n)) {
+            copy_into(dst, src);
+        }
+        done += n;
     }
 }
 
