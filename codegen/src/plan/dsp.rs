@@ -13,15 +13,10 @@ use kiln_runtime::kernels::reference::conv_2d::Conv2dParams;
 use kiln_runtime::kernels::reference::depthwise_conv_2d::DepthwiseConv2dParams;
 
 /// Whether a conv can run in place through the DSP kernels: stride 1, a result of the
-/// input's shape, and at most `span - 1` rows of top padding (every "same" conv), which
-/// the rolling row window of `conv_2d_i8_in_place` needs.
+/// input's shape.
 pub(crate) fn in_place_conv(p: &Conv2dParams) -> bool {
     let w = &p.window;
-    let span = w.filter[0]
-        .saturating_sub(1)
-        .saturating_mul(w.dilation[0])
-        .saturating_add(1);
-    w.stride == [1, 1] && w.output == w.input && p.output_depth == p.input_depth && w.pad[0] < span
+    w.stride == [1, 1] && w.output == w.input && p.output_depth == p.input_depth
 }
 
 /// Whether an in-place conv takes the DSP in-place 1x1 kernel (chunks of pixels).

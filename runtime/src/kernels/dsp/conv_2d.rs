@@ -400,32 +400,23 @@ pub fn conv_2d_1x1_i8_in_place(
 }
 
 /// Words of scratch [`conv_2d_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]) and the input rows one output row reads.
+/// ([`conv_2d_scratch_words`]) and `pad_top + 1` output rows held back.
 pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams) -> usize {
     let w = &p.window;
-    let row = w.input[1].saturating_mul(p.input_depth);
-    conv_2d_scratch_words(p).saturating_add(span_rows(p).saturating_mul(row).div_ceil(4))
-}
-
-/// Input rows one output row of `p` reads: `(filter_h - 1) * dilation_h + 1`.
-fn span_rows(p: &Conv2dParams) -> usize {
-    let w = &p.window;
-    w.filter[0]
-        .saturating_sub(1)
-        .saturating_mul(w.dilation[0])
-        .saturating_add(1)
+    let row = w.output[1].saturating_mul(p.output_depth);
+    let held = w.pad[0].saturating_add(1);
+    conv_2d_scratch_words(p).saturating_add(held.saturating_mul(row).div_ceil(4))
 }
 
 /// CONV_2D writing its result over its input `inout` (stride 1, result shape equal to
-/// the input shape, at most `span - 1` rows of top padding — every "same" conv), in the
-/// role of
+/// the input shape), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_in_place_scratch_words`]) instead of a ring of
-/// pixels: the input rows an output row reads are kept in scratch as a rolling window
-/// (each output row shifts the rows still needed to the front and appends the next
-/// input rows, which no output row has overwritten yet), and the row is computed by
-/// [`conv_2d_i8`] from that window into its own bytes. Writes nothing unless `p` is
-/// such a conv and the lengths match.
+/// pixels: output row `oy` reads input rows from `oy - pad_top` on, so each output row
+/// is computed by [`conv_2d_i8`] straight from the intact input rows into a ring of
+/// `pad_top + 1` row buffers, and written over its own input row once the last output
+/// row reading that row is done (`pad_top` rows later). Nothing is copied but the
+/// output rows, once. Writes nothing unless `p` is such a conv and the lengths match.
 pub fn conv_2d_i8_in_place(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -438,23 +429,22 @@ pub fn conv_2d_i8_in_place(
     let Some((_, len, _, _)) = conv_lens(p) else {
         return;
     };
-    let span = span_rows(p);
-    // Output row oy reads input rows from oy - pad_top on; with pad_top < span the rows
-    // above oy it reads were already in the window of row oy - 1.
     if w.stride != [1, 1]
         || w.output != w.input
         || p.output_depth != p.input_depth
-        || w.pad[0] >= span
         || inout.len() != len
     {
         return;
     }
     let [h, width] = w.input;
     let row = width * p.input_depth;
+    // Output rows held back: row oy is written once row oy + pad_top is computed.
+    let delay = w.pad[0];
+    let slots = delay + 1;
     let Some((conv_scratch, rows)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
         return;
     };
-    let Some(window) = bytes_mut(rows).get_mut(..span * row) else {
+    let Some(ring) = bytes_mut(rows).get_mut(..slots * row) else {
         return;
     };
     let mut prepared = None;
@@ -462,54 +452,31 @@ pub fn conv_2d_i8_in_place(
         let Some(image) = inout.get_mut(n * h * row..(n + 1) * h * row) else {
             return;
         };
-        // Input rows held in the window: `held.0..held.1`, from its start.
-        let mut held: (usize, usize) = (0, 0);
-        for oy in 0..h {
-            let Some((origin, first, last)) = rows_read(p, oy) else {
-                continue;
-            };
-            // Keep rows first..held.1 (moved to the front), append held.1.max(first)..=last.
-            let keep = held.1.saturating_sub(first.max(held.0));
-            let from = (first - held.0) * row;
-            if keep > 0 && from + keep * row <= window.len() {
-                move_to_front(window, from, keep * row);
+        for oy in 0..h + delay {
+            // Compute output row oy (rows oy - delay and on are still input) ...
+            if let Some((origin, first, last)) = rows_read(p, oy).filter(|_| oy < h) {
+                let slot = (oy % slots) * row;
+                let (Some(x), Some(y)) = (
+                    image.get(first * row..(last + 1) * row),
+                    ring.get_mut(slot..slot + row),
+                ) else {
+                    return;
+                };
+                let pr = row_conv(p, origin, first, last);
+                prepared = conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared)
+                    .or(prepared);
             }
-            for (i, j) in (first + keep..=last).enumerate() {
+            // ... then write row oy - delay, which no later output row reads.
+            if let Some(done) = oy.checked_sub(delay) {
+                let slot = (done % slots) * row;
                 if let (Some(src), Some(dst)) = (
-                    image.get(j * row..(j + 1) * row),
-                    window.get_mut((keep + i) * row..),
+                    ring.get(slot..slot + row),
+                    image.get_mut(done * row..(done + 1) * row),
                 ) {
                     copy_into(dst, src);
                 }
             }
-            held = (first, last + 1);
-            let (Some(x), Some(y)) = (
-                window.get(..(last + 1 - first) * row),
-                image.get_mut(oy * row..(oy + 1) * row),
-            ) else {
-                continue;
-            };
-            let pr = row_conv(p, origin, first, last);
-            prepared =
-                conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared).or(prepared);
         }
-    }
-}
-
-/// Moves `window[from..from + len]` to the front of `window` (the ranges may overlap) in
-/// pieces of at most `from` bytes, each a plain non-overlapping copy: no `memmove` in
-/// flash and no panicking path.
-fn move_to_front(window: &mut [i8], from: usize, len: usize) {
-    let mut done = 0;
-    while done < len && from > 0 {
-        let n = from.min(len - done);
-        let Some((head, tail)) = window.split_at_mut_checked(done + from) else {
-            return;
-        };
-        if let (Some(dst), Some(src)) = (head.get_mut(done..done + n), tail.get(..n)) {
-            copy_into(dst, src);
-        }
-        done += n;
     }
 }
 
