@@ -23,9 +23,10 @@ pub(crate) const PRODUCT: u32 = 128 * 256;
 
 /// Words of scratch the DSP conv kernels need for `p`: four packed columns of
 /// `kp` values (`k = filter_h * filter_w * filter_input_depth` rounded up to a multiple
-/// of 8), `kp` bytes to gather a column in, the prepared requantization of
-/// every output channel and, when `kp > k`, a copy of the filter with each row
-/// zero-padded to `kp` (saturating on absurd shapes).
+/// of 8), `kp` bytes to gather a column in when the input channels do not come in
+/// whole groups of four, the prepared requantization of every output channel and, when
+/// `kp > k`, a copy of the filter with each row zero-padded to `kp` (saturating on
+/// absurd shapes).
 pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
     let k = p.window.filter[0]
         .saturating_mul(p.window.filter[1])
@@ -37,9 +38,20 @@ pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
         p.output_depth.saturating_mul(kp / 4)
     };
     columns_words(kp)
-        .saturating_add(kp / 4)
+        .saturating_add(stage_words(p, kp))
         .saturating_add(p.output_depth.saturating_mul(CHANNEL_WORDS))
         .saturating_add(copy)
+}
+
+/// Words of the byte buffer a column is gathered in before packing: `kp` bytes, needed
+/// only when the input channels do not come in whole groups of four (those are packed
+/// straight from the input).
+fn stage_words(p: &Conv2dParams, kp: usize) -> usize {
+    if p.filter_input_depth.is_multiple_of(4) {
+        0
+    } else {
+        kp / 4
+    }
 }
 
 /// `k` rounded up to a multiple of 8: the filter length the dot products run over, so
@@ -931,7 +943,7 @@ fn conv(
     };
     let kp = padded(k);
     let (cols, rest) = scratch.split_at_mut_checked(columns_words(kp))?;
-    let (stage, rest) = rest.split_at_mut_checked(kp / 4)?;
+    let (stage, rest) = rest.split_at_mut_checked(stage_words(p, kp))?;
     let stage = bytes_mut(stage);
     let (table, copy) = rest.split_at_mut_checked(out_c * CHANNEL_WORDS)?;
     let table = table.as_chunks_mut::<CHANNEL_WORDS>().0;
