@@ -446,10 +446,13 @@ fn main() -> ! {
                 }
             }
         }
-        if COMPARE {
+        if data::EXPECT_SAMPLE != 0 {
             let want = EXPECT.get(s * model::OUTPUT_LEN..(s + 1) * model::OUTPUT_LEN);
             let same = want.is_some_and(|w| w.iter().zip(&y).all(|(&w, &g)| w as i8 == g));
-            if !same {
+            // The empty firmware compares too (result ignored), so that the comparison
+            // counts as harness, not as model, when `kiln bench` subtracts the two.
+            let same = core::hint::black_box(same);
+            if COMPARE && !same {
                 failures += 1;
                 out.s("sample ").u(s).s(" MISMATCH\n");
             }
