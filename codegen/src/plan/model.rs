@@ -252,8 +252,10 @@ impl<'g> Model<'g> {
         options: &PlanOptions,
     ) -> Option<usize> {
         let a = self.band_first[v]?;
-        let (Some(first @ Prepared::Conv2dI8(pa, _)), Some(second @ Prepared::Conv2dAddI8(pb, _, _))) =
-            (kernels[a].as_ref(), kernels[v].as_ref())
+        let (
+            Some(first @ Prepared::Conv2dI8(pa, _)),
+            Some(second @ Prepared::Conv2dAddI8(pb, _, _)),
+        ) = (kernels[a].as_ref(), kernels[v].as_ref())
         else {
             return None;
         };

@@ -887,7 +887,13 @@ mod tests {
         let (p, info) = parse_printed(printed).unwrap();
         let p = p.unwrap();
         assert_eq!(
-            (info.weights, info.macs, info.scratch, info.tables, info.stack),
+            (
+                info.weights,
+                info.macs,
+                info.scratch,
+                info.tables,
+                info.stack
+            ),
             (24368, 2656768, 640, 4704, Some(940))
         );
         assert!(parse_printed("stack run-bytes many\n").is_err());

@@ -12,9 +12,9 @@ mod ops;
 pub mod probe;
 
 use crate::compile::Target;
+use crate::exec::kernel::Prepared;
 use crate::exec::{kernel::Kernel, ExecError};
 use crate::ir::{DType, Graph, TensorId};
-use crate::exec::kernel::Prepared;
 use crate::plan::{dsp, Location, Plan, Reuse, Scratch};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -354,8 +354,7 @@ pub fn emit(
                 // The DSP kernel takes the plan's range as its scratch, the reference
                 // kernel as its ring of input pixels.
                 let range = in_place::scratch_of(plan, node_id.0);
-                let call = match ops::dsp_in_place_conv_call(prepared, &names, "y", kernel_family)
-                {
+                let call = match ops::dsp_in_place_conv_call(prepared, &names, "y", kernel_family) {
                     Some(call) => {
                         let words = scratch_words[node_id.0];
                         writeln!(s, "        {}", scratch_binding(range, words)).unwrap();

@@ -3,8 +3,8 @@
 //! generated code and the executor cannot disagree on a single integer.
 
 use super::literal::literal;
-use crate::plan::dsp::{depthwise_3x3, in_place_1x1, in_place_conv, in_place_depthwise_3x3};
 use crate::exec::kernel::{Multipliers, Owned, Prepared};
+use crate::plan::dsp::{depthwise_3x3, in_place_1x1, in_place_conv, in_place_depthwise_3x3};
 use kiln_runtime::kernels::reference::conv_2d::ConvQuant;
 use kiln_runtime::kernels::reference::fully_connected::FullyConnectedQuant;
 use kiln_runtime::quant::QuantizedMultiplier;
