@@ -17,9 +17,21 @@ pub(super) struct Operands<'a> {
     pub output: &'a str,
 }
 
-fn multipliers(m: &Multipliers) -> String {
+/// The `ChannelMultipliers` literal of `m`: a per-channel table as two parallel arrays,
+/// multipliers (`i32`) and shifts (`i8`), 5 bytes of flash per channel instead of 8
+/// (`qm` pairs only if a shift does not fit `i8`, which TFLite's never do).
+pub(super) fn multipliers(m: &Multipliers) -> String {
     match m {
         Multipliers::PerTensor(q) => format!("ChannelMultipliers::PerTensor({})", literal(q)),
+        Multipliers::PerChannel(table) if table.iter().all(|q| i8::try_from(q.shift).is_ok()) => {
+            let m: Vec<String> = table.iter().map(|q| q.multiplier.to_string()).collect();
+            let s: Vec<String> = table.iter().map(|q| q.shift.to_string()).collect();
+            format!(
+                "ChannelMultipliers::PerChannelSplit {{ multipliers: &[{}], shifts: &[{}] }}",
+                m.join(", "),
+                s.join(", ")
+            )
+        }
         Multipliers::PerChannel(table) => {
             let items: Vec<String> = table.iter().map(short_multiplier).collect();
             format!("ChannelMultipliers::PerChannel(&[{}])", items.join(", "))
@@ -73,6 +85,9 @@ pub(super) fn table_bytes(prepared: &Prepared) -> usize {
         _ => return 0,
     };
     match m {
+        Multipliers::PerChannel(t) if t.iter().all(|q| i8::try_from(q.shift).is_ok()) => {
+            t.len() * (std::mem::size_of::<i32>() + std::mem::size_of::<i8>())
+        }
         Multipliers::PerChannel(t) => std::mem::size_of_val(t.as_slice()),
         Multipliers::PerTensor(_) => 0,
     }
