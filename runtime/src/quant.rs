@@ -383,8 +383,10 @@ pub enum ChannelMultipliers<'a> {
 impl ChannelMultipliers<'_> {
     /// The multiplier of output channel `c`. Precondition: `c` is below the channel
     /// count the table was built for; beyond it the result is
-    /// [`QuantizedMultiplier::ZERO`] (kernels check [`Self::covers`] first).
-    #[inline]
+    /// [`QuantizedMultiplier::ZERO`] (kernels check [`Self::covers`] first). Out of
+    /// line: kernels read it once per channel, not per MAC, and one copy of the three
+    /// table layouts takes less flash than one at every call site.
+    #[inline(never)]
     pub fn get(&self, c: usize) -> QuantizedMultiplier {
         match self {
             ChannelMultipliers::PerTensor(m) => *m,
