@@ -440,7 +440,7 @@ fn scratch_binding(range: Option<Scratch>, words: usize) -> String {
             "let scratch = unsafe {{ view_mut::<u32>(base, {}, {words}) }};",
             r.offset
         ),
-        None => format!("let scratch = &mut [0u32; {words}][..];"),
+        None => format!("let mut stack_scratch = [0u32; {words}];\n        let scratch = &mut stack_scratch[..];"),
     }
 }
 
@@ -761,6 +761,48 @@ mod tests {
         }
         assert!(calls > 0 && plan.reuse.contains(&Reuse::Alias));
         assert!(model.source.contains("fn kiln_profile_layer(node: usize);"));
+    }
+
+    /// Every DSP call's scratch is the node's planned arena range (none on the stack) when
+    /// the plan holds it; a plan made without `dsp_scratch` gets a stack array per call.
+    #[test]
+    fn dsp_scratch_lives_in_the_arena_when_planned() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/pretrainedResnet_quant/model.tflite");
+        let graph = crate::import::load(&path).unwrap();
+        let options = crate::compile::CompileOptions {
+            target: Target::CortexM4,
+            ..Default::default()
+        };
+        let planned = crate::compile::optimize_and_plan(graph, &options, "resnet").unwrap();
+        let (graph, plan) = (&planned.graph, &planned.plan);
+        let model = emit(graph, plan, "resnet", "w.bin", options.target).unwrap();
+        let calls = model.source.matches(", scratch);").count();
+        let views = model
+            .source
+            .matches("let scratch = unsafe { view_mut::<u32>(base, ")
+            .count();
+        assert!(calls >= 8, "{calls} DSP calls with scratch");
+        assert_eq!(views, calls);
+        assert!(!model.source.contains("stack_scratch"));
+        // Every range lies inside the arena and matches the plan.
+        for v in 0..graph.nodes.len() {
+            if let Some(r) = plan.scratch[v] {
+                assert!(r.offset + r.bytes <= plan.arena_bytes, "node {v}: {r:?}");
+            }
+        }
+        // The same graph planned without the DSP scratch: the calls fall back to stack
+        // arrays (the ring of the banded block still in the arena).
+        let bare = crate::plan::plan(graph, &crate::plan::PlanOptions::default()).unwrap();
+        let model = emit(graph, &bare, "resnet", "w.bin", options.target).unwrap();
+        assert_eq!(
+            model
+                .source
+                .matches("let mut stack_scratch = [0u32; ")
+                .count(),
+            calls
+        );
+        assert!(bare.arena_bytes < plan.arena_bytes);
     }
 
     #[test]
