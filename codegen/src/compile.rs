@@ -160,6 +160,18 @@ pub struct CompileOptions {
     pub plan: PlanOptions,
 }
 
+impl CompileOptions {
+    /// The planner's options for this target: [`Self::plan`] with the DSP kernels'
+    /// scratch planned in the arena on targets that run them
+    /// ([`PlanOptions::dsp_scratch`]).
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            dsp_scratch: self.plan.dsp_scratch || self.target.has_dsp(),
+            ..self.plan.clone()
+        }
+    }
+}
+
 /// A graph after the optimization passes, with its memory plan.
 #[derive(Debug, Clone)]
 pub struct Planned {
@@ -196,7 +208,7 @@ pub fn plan_graph(
     options: &CompileOptions,
     file: &str,
 ) -> Result<Plan, CompileError> {
-    crate::plan::plan(graph, &options.plan).map_err(|source| CompileError::Plan {
+    crate::plan::plan(graph, &options.plan_options()).map_err(|source| CompileError::Plan {
         file: file.to_string(),
         source,
     })

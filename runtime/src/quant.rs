@@ -370,19 +370,39 @@ pub enum ChannelMultipliers<'a> {
     PerTensor(QuantizedMultiplier),
     /// One multiplier per output channel, indexed by output channel.
     PerChannel(&'a [QuantizedMultiplier]),
+    /// One multiplier per output channel as two parallel tables, the shifts as `i8`
+    /// (5 bytes per channel instead of 8): what generated code keeps in flash.
+    PerChannelSplit {
+        /// The fixed-point multiplier of each channel.
+        multipliers: &'a [i32],
+        /// The shift of each channel (TFLite's shifts lie in `-31..=31`).
+        shifts: &'a [i8],
+    },
 }
 
 impl ChannelMultipliers<'_> {
     /// The multiplier of output channel `c`. Precondition: `c` is below the channel
     /// count the table was built for; beyond it the result is
-    /// [`QuantizedMultiplier::ZERO`] (kernels check [`Self::covers`] first).
-    #[inline]
+    /// [`QuantizedMultiplier::ZERO`] (kernels check [`Self::covers`] first). Out of
+    /// line: kernels read it once per channel, not per MAC, and one copy of the three
+    /// table layouts takes less flash than one at every call site.
+    #[inline(never)]
     pub fn get(&self, c: usize) -> QuantizedMultiplier {
         match self {
             ChannelMultipliers::PerTensor(m) => *m,
             ChannelMultipliers::PerChannel(ms) => {
                 ms.get(c).copied().unwrap_or(QuantizedMultiplier::ZERO)
             }
+            ChannelMultipliers::PerChannelSplit {
+                multipliers,
+                shifts,
+            } => match (multipliers.get(c), shifts.get(c)) {
+                (Some(&multiplier), Some(&shift)) => QuantizedMultiplier {
+                    multiplier,
+                    shift: shift.into(),
+                },
+                _ => QuantizedMultiplier::ZERO,
+            },
         }
     }
 
@@ -391,6 +411,10 @@ impl ChannelMultipliers<'_> {
         match self {
             ChannelMultipliers::PerTensor(_) => true,
             ChannelMultipliers::PerChannel(ms) => ms.len() == channels,
+            ChannelMultipliers::PerChannelSplit {
+                multipliers,
+                shifts,
+            } => multipliers.len() == channels && shifts.len() == channels,
         }
     }
 }
@@ -405,6 +429,27 @@ mod tests {
             multiplier: m,
             shift: s,
         }
+    }
+
+    #[test]
+    fn split_tables_give_the_per_channel_multipliers() {
+        let table = [qm(1 << 30, -7), qm(1_500_000_000, 3), qm(-5, -31)];
+        let split = ChannelMultipliers::PerChannelSplit {
+            multipliers: &[1 << 30, 1_500_000_000, -5],
+            shifts: &[-7, 3, -31],
+        };
+        let whole = ChannelMultipliers::PerChannel(&table);
+        for c in 0..4 {
+            assert_eq!(split.get(c), whole.get(c), "channel {c}");
+        }
+        assert!(split.covers(3) && !split.covers(2));
+        // Tables of different lengths cover nothing.
+        let uneven = ChannelMultipliers::PerChannelSplit {
+            multipliers: &[1, 2],
+            shifts: &[0],
+        };
+        assert!(!uneven.covers(2) && !uneven.covers(1));
+        assert_eq!(uneven.get(1), QuantizedMultiplier::ZERO);
     }
 
     #[test]

@@ -24,6 +24,9 @@ impl Multipliers {
         match m {
             ChannelMultipliers::PerTensor(m) => Multipliers::PerTensor(m),
             ChannelMultipliers::PerChannel(t) => Multipliers::PerChannel(t.to_vec()),
+            split @ ChannelMultipliers::PerChannelSplit { shifts, .. } => {
+                Multipliers::PerChannel((0..shifts.len()).map(|c| split.get(c)).collect())
+            }
         }
     }
 

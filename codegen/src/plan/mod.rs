@@ -64,18 +64,31 @@
 //! its convs in place (any one out of place brings back 16,000 B); ResNet-8 keeps only
 //! its first block banded.
 //!
-//! `kiln compile models/kws_ref_model/model.tflite --target cortex-m4` (and the same for
-//! `models/pretrainedResnet_quant`) prints the table; measured arenas (= their bounds):
+//! # Kernel scratch
 //!
-//! | technique off | KWS | ResNet-8 |
-//! |---|---|---|
-//! | none (all on) | 8,448 | 25,152 |
-//! | `band_blocks` | 8,448 | 32,768 |
-//! | `in_place_conv` | 16,000 | 32,768 |
-//! | `in_place` (element-wise and residual) | 8,448 | 32,768 |
-//! | all three | 16,000 | 49,152 |
+//! With [`PlanOptions::dsp_scratch`] (set for cortex-m4/m7/m33 by
+//! `CompileOptions::plan_options`) the Cortex-M DSP kernels' scratch is planned too:
+//! every node that runs one gets its words (`dsp.rs`: four packed im2col columns, the
+//! prepared requantization of each output channel, held-back rows, a chunk of pixels,
+//! the ADD's tables) as its [`Plan::scratch`], live for its one step, so it overlaps
+//! dead tensors; an in-place conv's DSP kernel takes that range instead of the ring, a
+//! banded block's follows its ring. `ARENA_BYTES` is then all the RAM a model needs but
+//! the call stack. `kiln compile ... --target cortex-m4` prints each step's scratch and
+//! live bytes.
+//!
+//! The plans without (`PlanOptions::default()`, e.g. the Cortex-M0/M3, which run the
+//! reference kernels) and with DSP scratch, as `plan::tests` checks them (arena = bound):
+//!
+//! | technique off | KWS | ResNet-8 | KWS, DSP scratch | ResNet-8, DSP scratch |
+//! |---|---|---|---|---|
+//! | none (all on) | 8,448 | 25,152 | 10,816 | 28,544 |
+//! | `band_blocks` | 8,448 | 32,768 | 10,816 | 36,800 |
+//! | `in_place_conv` | 16,000 | 32,768 | 17,792 | 35,712 |
+//! | `in_place` (element-wise and residual) | 8,448 | 32,768 | 10,816 | 36,096 |
+//! | all three | 16,000 | 49,152 | 17,792 | 53,184 |
 
 mod assign;
+pub(crate) mod dsp;
 mod model;
 mod order;
 mod report;
@@ -141,7 +154,9 @@ pub enum Reuse {
 }
 
 /// Arena bytes a node uses as scratch while it runs (an in-place conv's ring of input
-/// pixels, a banded block's ring of rows): planned like a tensor live for one step.
+/// pixels, a banded block's ring of rows, and with [`PlanOptions::dsp_scratch`] the DSP
+/// kernels' scratch, after the ring for a banded block): planned like a tensor live for
+/// one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scratch {
     /// Arena offset in bytes.
@@ -181,6 +196,12 @@ pub struct PlanOptions {
     pub max_search_states: usize,
     /// Fail when the arena (or one tensor in it) needs more bytes than this.
     pub max_arena_bytes: Option<usize>,
+    /// Plan the scratch of the Cortex-M DSP kernels (`kiln_runtime::kernels::dsp`: im2col
+    /// columns, requantization tables, staged rows) in the arena, as each node's
+    /// [`Plan::scratch`] live for its one step, so it overlaps dead tensors and the arena
+    /// is all the RAM the model takes besides a small call stack. Set from the target by
+    /// [`crate::compile::CompileOptions::plan_options`] (cortex-m4/m7/m33). Default off.
+    pub dsp_scratch: bool,
 }
 
 impl Default for PlanOptions {
@@ -194,6 +215,7 @@ impl Default for PlanOptions {
             only_where_smaller: true,
             max_search_states: 200_000,
             max_arena_bytes: None,
+            dsp_scratch: false,
         }
     }
 }

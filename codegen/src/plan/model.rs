@@ -9,7 +9,9 @@
 //! Two kinds of node need arena scratch while they run, counted in that cost: a conv or
 //! depthwise conv running in place keeps a ring of input pixels, and the second conv of
 //! a banded residual block keeps a ring of rows of the first conv's result (which then
-//! takes no arena bytes at all: [`Home::Band`]).
+//! takes no arena bytes at all: [`Home::Band`]). With [`PlanOptions::dsp_scratch`] the
+//! Cortex-M DSP kernels' own scratch (im2col columns, requantization tables, staged
+//! rows; see `dsp.rs`) is counted too, for every node that has some, in or out of place.
 
 use super::{Location, PlanOptions};
 use crate::exec::kernel::Prepared;
@@ -72,6 +74,10 @@ pub(super) struct Model<'g> {
     pub(super) band_into: Vec<Option<usize>>,
     /// For the second conv of a banded residual block: the first conv.
     pub(super) band_first: Vec<Option<usize>>,
+    /// Aligned arena bytes of kernel scratch each node needs while it runs out of place
+    /// (or in place over a fused residual's skip operand): the DSP kernels' scratch with
+    /// [`PlanOptions::dsp_scratch`], 0 otherwise.
+    pub(super) out_scratch: Vec<usize>,
 }
 
 impl<'g> Model<'g> {
@@ -90,6 +96,7 @@ impl<'g> Model<'g> {
             candidates: Vec::new(),
             band_into: vec![None; graph.nodes.len()],
             band_first: vec![None; graph.nodes.len()],
+            out_scratch: vec![0; graph.nodes.len()],
             producer,
         };
         model.add_aliases();
@@ -98,6 +105,16 @@ impl<'g> Model<'g> {
         if options.band_blocks {
             model.add_bands(&kernels, options);
         }
+        if options.dsp_scratch {
+            model.out_scratch = (0..graph.nodes.len())
+                .map(|v| match &kernels[v] {
+                    Some(k) if !model.alias[v] && model.band_into[v].is_none() => {
+                        aligned(4 * super::dsp::out_of_place_words(k), options.alignment)
+                    }
+                    _ => 0,
+                })
+                .collect();
+        }
         model.preds = graph
             .nodes
             .iter()
@@ -105,16 +122,24 @@ impl<'g> Model<'g> {
             .collect();
         model.candidates = (0..graph.nodes.len())
             .map(|v| {
-                if let Some(ring) = model.band_ring(v, &kernels, options.alignment) {
+                if let Some(ring) = model.band_ring(v, &kernels, options) {
                     // The banded block always writes over its skip tensor (operand 3).
                     return vec![(3, ring)];
                 }
                 let mut candidates: Vec<(usize, usize)> = Vec::new();
                 if options.in_place {
-                    candidates.extend(model.in_place_candidates(v).into_iter().map(|k| (k, 0)));
+                    // Element-wise kernels have no scratch; a conv with a fused residual
+                    // takes the same scratch in place as out of place.
+                    let scratch = model.out_scratch[v];
+                    candidates.extend(
+                        model
+                            .in_place_candidates(v)
+                            .into_iter()
+                            .map(|k| (k, scratch)),
+                    );
                 }
                 if options.in_place_conv && !options.out_of_place.contains(&v) {
-                    candidates.extend(model.conv_in_place(v, &kernels, options.alignment));
+                    candidates.extend(model.conv_in_place(v, &kernels, options));
                 }
                 candidates
             })
@@ -123,15 +148,19 @@ impl<'g> Model<'g> {
     }
 
     /// Scratch bytes of a stride-1 conv or depthwise conv writing over its input
-    /// (operand 0): a ring of input pixels (see `kiln_runtime::kernels::in_place`).
+    /// (operand 0): a ring of input pixels (see `kiln_runtime::kernels::in_place`), or
+    /// with [`PlanOptions::dsp_scratch`] the scratch of the DSP in-place kernel that
+    /// runs it instead (see `dsp.rs`).
     fn conv_in_place(
         &self,
         v: usize,
         kernels: &[Option<Prepared>],
-        alignment: usize,
+        options: &PlanOptions,
     ) -> Option<(usize, usize)> {
         use kiln_runtime::kernels::in_place::{conv_2d, depthwise_conv_2d};
-        let (elements, elem_bytes) = match kernels[v].as_ref()? {
+        let alignment = options.alignment;
+        let prepared = kernels[v].as_ref()?;
+        let (elements, elem_bytes) = match prepared {
             Prepared::Conv2dI8(p, _) => (conv_2d::conv_2d_in_place_scratch(p)?, 1),
             Prepared::Conv2dF32(p, _) => (conv_2d::conv_2d_in_place_scratch(p)?, 4),
             Prepared::DepthwiseI8(p, _) => (depthwise_conv_2d::depthwise_in_place_scratch(p)?, 1),
@@ -149,7 +178,12 @@ impl<'g> Model<'g> {
             && !shared
             && xi.shape == yi.shape
             && xi.dtype == yi.dtype;
-        fits.then(|| (0, aligned(elements * elem_bytes, alignment)))
+        let dsp = options
+            .dsp_scratch
+            .then(|| super::dsp::in_place_conv_words(prepared))
+            .flatten();
+        let bytes = dsp.map_or(elements * elem_bytes, |words| 4 * words);
+        fits.then(|| (0, aligned(bytes, alignment)))
     }
 
     /// Pairs `first -> second` of stride-1 convs forming a residual block
@@ -209,16 +243,29 @@ impl<'g> Model<'g> {
         ok.then_some(a)
     }
 
-    /// Aligned ring bytes of the banded block ending at node `v`.
-    fn band_ring(&self, v: usize, kernels: &[Option<Prepared>], alignment: usize) -> Option<usize> {
+    /// Aligned scratch bytes of the banded block ending at node `v`: its ring of rows,
+    /// then (with [`PlanOptions::dsp_scratch`]) the DSP block kernel's scratch.
+    fn band_ring(
+        &self,
+        v: usize,
+        kernels: &[Option<Prepared>],
+        options: &PlanOptions,
+    ) -> Option<usize> {
         let a = self.band_first[v]?;
-        let (Some(Prepared::Conv2dI8(pa, _)), Some(Prepared::Conv2dAddI8(pb, _, _))) =
-            (kernels[a].as_ref(), kernels[v].as_ref())
+        let (
+            Some(first @ Prepared::Conv2dI8(pa, _)),
+            Some(second @ Prepared::Conv2dAddI8(pb, _, _)),
+        ) = (kernels[a].as_ref(), kernels[v].as_ref())
         else {
             return None;
         };
         let ring = kiln_runtime::kernels::in_place::block::block_ring_len(pa, pb)?;
-        Some(aligned(ring, alignment))
+        let dsp = options
+            .dsp_scratch
+            .then(|| super::dsp::band_block_words(first, second))
+            .flatten()
+            .map_or(0, |words| aligned(4 * words, options.alignment));
+        Some(aligned(ring, options.alignment) + dsp)
     }
 
     /// Number of nodes.
@@ -356,7 +403,7 @@ impl<'g> Model<'g> {
             + match self.in_place_operand(v, done) {
                 _ if self.alias[v] => 0,
                 Some((_, scratch)) => scratch,
-                None => self.size[y],
+                None => self.size[y] + self.out_scratch[v],
             };
         let kept = if self.alias[v] || self.group_readers[y].is_empty() {
             0
@@ -392,7 +439,7 @@ impl<'g> Model<'g> {
             trace.during.push(during);
             let chosen = self.in_place_operand(v, &done);
             trace.in_place[v] = chosen.map(|(k, _)| k);
-            trace.scratch[v] = chosen.map_or(0, |(_, s)| s);
+            trace.scratch[v] = chosen.map_or(self.out_scratch[v], |(_, s)| s);
             done.insert(v);
             live = after;
         }

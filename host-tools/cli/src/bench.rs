@@ -187,6 +187,10 @@ struct ModelInfo {
     weights: u64,
     macs: u64,
     scratch: u64,
+    /// Per-channel requantization tables in flash.
+    tables: u64,
+    /// Stack the inference of sample 0 took (the firmware paints and scans it).
+    stack: Option<u64>,
 }
 
 /// The allowed difference between the layers' sum and the `total` instructions of the
@@ -213,6 +217,10 @@ struct Report {
     macs: u64,
     arena: u64,
     scratch: u64,
+    /// Per-channel requantization tables in flash (model data, not runtime).
+    tables: u64,
+    /// Measured stack of one inference, if the firmware printed it.
+    stack: Option<u64>,
     weights: u64,
     /// The firmware without hooks.
     sections: Sections,
@@ -255,10 +263,16 @@ impl Report {
 
     /// What the model adds to the firmware beyond its weights: kernels, `run` and the
     /// parameter tables (the firmware without the model call subtracted).
-    fn runtime_flash(&self) -> u64 {
+    fn model_code_flash(&self) -> u64 {
         Self::flash(&self.sections)
             .saturating_sub(Self::flash(&self.empty))
             .saturating_sub(self.weights)
+    }
+
+    /// The runtime alone: kernels, `run` and their `.rodata` (lookup tables), i.e. the
+    /// model's code without its per-channel parameter tables.
+    fn runtime_flash(&self) -> u64 {
+        self.model_code_flash().saturating_sub(self.tables)
     }
 
     fn per_mac(instructions: u64, macs: u64) -> Option<f64> {
@@ -281,7 +295,7 @@ impl Report {
                 .map_or("-".into(), |v| format!("{v:.2}"))
         };
         let theirs_instructions = r.and_then(|r| r.instructions);
-        vec![
+        let mut rows = vec![
             row(
                 "instructions per inference",
                 self.total,
@@ -303,10 +317,21 @@ impl Report {
                 self.flash_beyond_weights(),
                 r.and_then(|r| r.flash_beyond_model),
             ),
-            row("of which the model's code", self.runtime_flash(), None),
+            row("  runtime (kernels + run)", self.runtime_flash(), None),
+            row("  parameter tables", self.tables, None),
+            row(
+                "  test harness (I/O, samples)",
+                Self::flash(&self.empty),
+                None,
+            ),
             row("weight bytes", self.weights, None),
             row("RAM bytes (static)", self.sections.ram(), None),
-        ]
+        ];
+        if let Some(stack) = self.stack {
+            rows.push(row("stack bytes (measured)", stack, None));
+            rows.push(row("arena + stack", self.arena + stack, None));
+        }
+        rows
     }
 
     fn shapes(l: &Layer) -> String {
@@ -365,15 +390,14 @@ impl Report {
                 group(self.profiled_total)
             ),
             format!(
-                "flash = .text {} + .rodata {} + .data {} (and a {} B vector table); the model's code = kernels, run and parameter tables: the firmware without the model call ({} B) subtracted",
+                "flash = .text {} + .rodata {} + .data {} (and a {} B vector table); beyond the weights: the runtime (kernels, run and their .rodata: the firmware without the model call subtracted, less the weights and tables), the per-channel parameter tables (multiplier and shift per output channel; TFLM computes them into its arena at init) and the test harness (the firmware without the model call: start-up, semihosting output, the sample and expected output)",
                 self.sections.text,
                 self.sections.rodata,
                 self.sections.data,
                 self.sections.vectors,
-                group(Self::flash(&self.empty)),
             ),
             format!(
-                "RAM = .data + .bss (arena included); run also takes {} B of kernel scratch on the stack",
+                "RAM = .data + .bss (the arena, which holds the kernels' scratch: up to {} B in one layer); stack = what the firmware's paint-and-scan found the inference of sample 0 to take below main's frame",
                 group(self.scratch)
             ),
             "MACs: multiply-accumulates of the convolutions and dense layers, plus one per output element of the other ops (pooling: one per window element)".into(),
@@ -566,7 +590,11 @@ impl Report {
                 "weights": self.weights,
                 "flash": Self::flash(&self.sections),
                 "flash_beyond_weights": self.flash_beyond_weights(),
-                "model_code_flash": self.runtime_flash(),
+                "model_code_flash": self.model_code_flash(),
+                "runtime_flash": self.runtime_flash(),
+                "parameter_table_flash": self.tables,
+                "harness_flash": Self::flash(&self.empty),
+                "stack": self.stack,
                 "vector_table": self.sections.vectors,
                 "ram": self.sections.ram(),
             },
@@ -601,13 +629,16 @@ fn parse_printed(printed: &str) -> anyhow::Result<(Option<Profile>, ModelInfo)> 
     for line in printed.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
-            ["model", "weight-bytes", w, "macs", m, "scratch-bytes", s] => {
+            ["model", "weight-bytes", w, "macs", m, "scratch-bytes", s, "table-bytes", t] => {
                 info = ModelInfo {
                     weights: number(w)?,
                     macs: number(m)?,
                     scratch: number(s)?,
+                    tables: number(t)?,
+                    stack: info.stack,
                 };
             }
+            ["stack", "run-bytes", n] => info.stack = Some(number(n)?),
             ["profile-calibration", "calls", c, "ticks", t] => {
                 calibration = Some((number(c)?, number(t)?));
             }
@@ -774,6 +805,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         macs,
         arena: emulation.planned.plan.arena_bytes as u64,
         scratch: info.scratch,
+        tables: info.tables,
+        stack: info.stack,
         weights: info.weights,
         sections: plain.sections,
         empty,
@@ -844,7 +877,8 @@ mod tests {
     #[test]
     fn the_firmware_output_is_parsed_and_malformed_lines_are_errors() {
         let printed = "timer-hz 25000000 timer-overhead 0\n\
-            model weight-bytes 24368 macs 2656768 scratch-bytes 640\n\
+            model weight-bytes 24368 macs 2656768 scratch-bytes 640 table-bytes 4704\n\
+            stack run-bytes 940\n\
             profile-calibration calls 256 ticks 96\n\
             sample 0 ticks 100 output 1 2\n\
             profile start 1000 end 900 layers 2 dropped 0\n\
@@ -853,9 +887,16 @@ mod tests {
         let (p, info) = parse_printed(printed).unwrap();
         let p = p.unwrap();
         assert_eq!(
-            (info.weights, info.macs, info.scratch),
-            (24368, 2656768, 640)
+            (
+                info.weights,
+                info.macs,
+                info.scratch,
+                info.tables,
+                info.stack
+            ),
+            (24368, 2656768, 640, 4704, Some(940))
         );
+        assert!(parse_printed("stack run-bytes many\n").is_err());
         assert_eq!((p.calibration_calls, p.calibration_ticks), (256, 96));
         assert_eq!((p.start, p.end, p.dropped), (1000, 900, 0));
         assert_eq!(p.stamps, vec![(0, 960), (3, 901)]);

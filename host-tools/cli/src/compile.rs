@@ -97,7 +97,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true, target)?;
     let mut report = Report::new(graph, plan, model.weights.len());
     report.passes = planned.passes.clone();
-    report.techniques = kiln_codegen::plan::technique_arenas(graph, &options.plan)?;
+    report.techniques = kiln_codegen::plan::technique_arenas(graph, &options.plan_options())?;
     if let (Some(triple), false) = (target.triple(), args.no_size) {
         let work = std::env::temp_dir().join("kiln-size-probe").join(&name);
         let sizes = measure(&args.out, &name, graph, triple, &work)?;
@@ -293,6 +293,11 @@ struct Row {
     bytes: usize,
     /// Computed in row bands inside another node (its result is never stored whole).
     banded: bool,
+    /// Arena scratch the node holds while it runs (offset, bytes): an in-place conv's
+    /// ring, a banded block's ring of rows, the DSP kernels' columns and tables.
+    scratch: Option<(usize, usize)>,
+    /// Arena bytes live while the node runs (tensors and scratch).
+    live: usize,
 }
 
 impl Report {
@@ -319,6 +324,13 @@ impl Report {
                     location: plan.location(n.outputs[0]),
                     bytes: out.byte_size(),
                     banded: matches!(plan.reuse(*id), kiln_codegen::plan::Reuse::Band { .. }),
+                    scratch: plan
+                        .scratch
+                        .get(id.0)
+                        .copied()
+                        .flatten()
+                        .map(|s| (s.offset, s.bytes)),
+                    live: plan.live_bytes.get(step).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -359,8 +371,8 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:>4} {:<18} {:<34} {:>12} {:>10} {:>10}  name",
-            "step", "op", "shapes", "MACs", "offset", "bytes"
+            "{:>4} {:<18} {:<34} {:>12} {:>10} {:>10} {:>13} {:>7}  name",
+            "step", "op", "shapes", "MACs", "offset", "bytes", "scratch@off", "live"
         );
         for r in &self.rows {
             let ins: Vec<String> = r.inputs.iter().map(|d| dims(d)).collect();
@@ -372,10 +384,13 @@ impl Report {
                 other => format!("{other:?}"),
             };
             let name: String = r.name.chars().take(48).collect();
+            let scratch = r
+                .scratch
+                .map_or("-".to_string(), |(off, bytes)| format!("{bytes}@{off}"));
             let _ = writeln!(
                 s,
-                "{:>4} {:<18} {:<34} {:>12} {:>10} {:>10}  {name}",
-                r.step, r.op, shapes, r.macs, place, r.bytes
+                "{:>4} {:<18} {:<34} {:>12} {:>10} {:>10} {:>13} {:>7}  {name}",
+                r.step, r.op, shapes, r.macs, place, r.bytes, scratch, r.live
             );
         }
         let _ = writeln!(s, "total MACs:     {}", self.macs);
@@ -452,6 +467,8 @@ impl Report {
                     "step": r.step, "node": r.node, "op": r.op, "name": r.name,
                     "inputs": r.inputs, "output": r.output, "macs": r.macs,
                     "location": kind, "offset": offset, "bytes": r.bytes,
+                    "scratch": r.scratch.map(|(offset, bytes)| serde_json::json!({"offset": offset, "bytes": bytes})),
+                    "live_bytes": r.live,
                 })
             })
             .collect();

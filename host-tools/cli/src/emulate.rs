@@ -106,6 +106,9 @@ pub(crate) struct Run {
     pub mismatches: Vec<usize>,
     /// Whether outputs were compared.
     pub compared: bool,
+    /// Stack bytes the first inference took (the firmware paints the free stack and
+    /// scans it after that inference), if printed.
+    pub stack: Option<u64>,
     /// Everything the firmware printed (`kiln bench` parses its profile lines).
     pub printed: String,
 }
@@ -461,6 +464,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("flash bytes:    {flash} ({sections})");
     println!("RAM bytes:      {ram} (.data + .bss, arena included; the stack takes the rest)");
+    if let Some(stack) = run.stack {
+        println!(
+            "stack bytes:    {stack} (measured: what one inference took below main's frame; RAM + stack = {})",
+            ram + stack
+        );
+    }
     if run.compared {
         if run.mismatches.is_empty() {
             println!("PASS: {n}/{n} samples match the expected outputs bit for bit");
@@ -775,6 +784,7 @@ fn run_qemu(qemu: &Path, machine: &Machine, elf: &Path, timeout: Duration) -> an
                     .push(values.iter().map(|v| v.parse().unwrap_or(0)).collect());
             }
             ["sample", s, "MISMATCH"] => run.mismatches.push(s.parse().unwrap_or(0)),
+            ["stack", "run-bytes", n] => run.stack = n.parse().ok(),
             ["done", "samples", _, "compared", c, ..] => run.compared = *c == "true",
             _ => {}
         }

@@ -4,7 +4,7 @@
 //! scratch is the arena range [`Plan::scratch`] gives the node.
 
 use super::literal::literal;
-use crate::exec::kernel::{Multipliers, Owned, Prepared};
+use crate::exec::kernel::{Owned, Prepared};
 use crate::plan::{Plan, Reuse, Scratch};
 use kiln_runtime::kernels::reference::conv_2d::ConvQuant;
 
@@ -108,16 +108,7 @@ pub(super) fn band_block_call(
 
 /// The `ConvQuant` literal with its multiplier table written out.
 fn conv_quant(q: &Owned<ConvQuant<'static>>) -> String {
-    let multipliers = match &q.multipliers {
-        Multipliers::PerTensor(m) => format!("ChannelMultipliers::PerTensor({})", literal(m)),
-        Multipliers::PerChannel(table) => {
-            let items: Vec<String> = table
-                .iter()
-                .map(|m| format!("qm({}, {})", m.multiplier, m.shift))
-                .collect();
-            format!("ChannelMultipliers::PerChannel(&[{}])", items.join(", "))
-        }
-    };
+    let multipliers = super::ops::multipliers(&q.multipliers);
     format!(
         "ConvQuant {{ input_offset: {}, output_offset: {}, multipliers: {multipliers}, activation: {} }}",
         q.quant.input_offset,

@@ -12,9 +12,10 @@ mod ops;
 pub mod probe;
 
 use crate::compile::Target;
+use crate::exec::kernel::Prepared;
 use crate::exec::{kernel::Kernel, ExecError};
 use crate::ir::{DType, Graph, TensorId};
-use crate::plan::{Location, Plan, Reuse};
+use crate::plan::{dsp, Location, Plan, Reuse, Scratch};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -175,31 +176,47 @@ pub fn emit(
     )
     .unwrap();
     writeln!(s, "/// Allocates nothing and cannot fail: every shape was checked when this code was generated.").unwrap();
-    // Scratch of the DSP kernels (im2col columns): one stack array sized for the
-    // largest call, declared only when some call needs it.
-    let scratch = plan
-        .order
-        .iter()
-        .map(|n| {
-            let prepared = &kernels[n.0].0;
-            match plan.reuse[n.0] {
-                Reuse::BandBlock { first } => {
-                    ops::band_block_scratch_words(&kernels[first.0].0, prepared, kernel_family)
+    // Scratch of the DSP kernels (im2col columns, requantization tables, staged rows):
+    // each node's range of the arena the plan reserved for its step, or a stack array
+    // for that one call where the plan holds none (a plan made without `dsp_scratch`).
+    let scratch_words: Vec<usize> = (0..graph.nodes.len())
+        .map(|v| {
+            let prepared = &kernels[v].0;
+            match plan.reuse[v] {
+                Reuse::BandBlock { first } if kernel_family == ops::Kernels::Dsp => {
+                    dsp::band_block_words(&kernels[first.0].0, prepared).unwrap_or(0)
                 }
-                reuse if in_place::is_conv(prepared, reuse) => {
-                    ops::in_place_scratch_words(prepared, kernel_family)
-                }
+                reuse if in_place::is_conv(prepared, reuse) => match kernel_family {
+                    ops::Kernels::Dsp => dsp::in_place_conv_words(prepared).unwrap_or(0),
+                    ops::Kernels::Reference => 0,
+                },
+                Reuse::Alias | Reuse::Band { .. } | Reuse::BandBlock { .. } => 0,
                 _ => ops::scratch_words(prepared, kernel_family),
             }
         })
+        .collect();
+    let scratch = plan
+        .order
+        .iter()
+        .map(|n| scratch_words[n.0])
         .max()
         .unwrap_or(0);
     writeln!(
         s,
-        "/// Bytes of stack [`run`] takes for kernel scratch (the DSP kernels' im2col columns)."
+        "/// Largest kernel scratch of one layer in bytes (the DSP kernels' im2col columns and\n/// requantization tables), planned inside the arena: [`ARENA_BYTES`] includes it."
     )
     .unwrap();
-    writeln!(s, "pub const SCRATCH_BYTES: usize = {};\n", 4 * scratch).unwrap();
+    writeln!(s, "pub const SCRATCH_BYTES: usize = {};", 4 * scratch).unwrap();
+    let tables: usize = (0..graph.nodes.len())
+        .filter(|&v| plan.reuse[v] != Reuse::Alias)
+        .map(|v| ops::table_bytes(&kernels[v].0))
+        .sum();
+    writeln!(
+        s,
+        "/// Bytes of per-channel requantization tables (multiplier and shift per output\n/// channel) in flash: model data besides [`WEIGHT_BYTES`], not runtime code."
+    )
+    .unwrap();
+    writeln!(s, "pub const PARAMETER_TABLE_BYTES: usize = {tables};\n").unwrap();
     writeln!(
         s,
         "#[allow(unused_variables, unused_unsafe, unexpected_cfgs, clippy::all)]"
@@ -209,9 +226,6 @@ pub fn emit(
     // The profiling hook: compiled out unless the including crate sets `kiln_profile`.
     s.push_str(PROFILE_HOOK);
     writeln!(s, "    let base = arena.0.as_mut_ptr();").unwrap();
-    if scratch > 0 {
-        writeln!(s, "    let mut scratch = [0u32; SCRATCH_BYTES / 4];").unwrap();
-    }
     let read = |id: TensorId| -> String {
         let info = graph.info(id);
         let (ty, len) = (rust_type(info.dtype), info.num_elements());
@@ -284,12 +298,19 @@ pub fn emit(
                 let first_names = bind("a", &first_node.inputs);
                 let names = bind("x", &node.inputs);
                 writeln!(s, "        let y = {write};").unwrap();
-                writeln!(
-                    s,
-                    "        {}",
-                    in_place::scratch_view("ring", ty, in_place::scratch_of(plan, node_id.0))
-                )
-                .unwrap();
+                let words = scratch_words[node_id.0];
+                let range = in_place::scratch_of(plan, node_id.0);
+                let ring_len = match (&kernels[first.0].0, prepared) {
+                    (Prepared::Conv2dI8(a, _), Prepared::Conv2dAddI8(b, ..)) => {
+                        kiln_runtime::kernels::in_place::block::block_ring_len(a, b).unwrap_or(0)
+                    }
+                    _ => 0,
+                };
+                let (ring, dsp) = split_ring(range, ring_len, words, plan.alignment);
+                writeln!(s, "        {}", in_place::scratch_view("ring", ty, ring)).unwrap();
+                if words > 0 {
+                    writeln!(s, "        {}", scratch_binding(dsp, words)).unwrap();
+                }
                 let call = ops::dsp_band_block_call(
                     &kernels[first.0].0,
                     prepared,
@@ -330,15 +351,21 @@ pub fn emit(
                     names.push(format!("x{i}"));
                 }
                 writeln!(s, "        let y = {write};").unwrap();
-                writeln!(
-                    s,
-                    "        {}",
-                    in_place::scratch_view("ring", ty, in_place::scratch_of(plan, node_id.0))
-                )
-                .unwrap();
-                let call = ops::dsp_in_place_conv_call(prepared, &names, "y", kernel_family)
-                    .or_else(|| in_place::conv_call(prepared, &names, "y", "ring"))
-                    .unwrap_or_default();
+                // The DSP kernel takes the plan's range as its scratch, the reference
+                // kernel as its ring of input pixels.
+                let range = in_place::scratch_of(plan, node_id.0);
+                let call = match ops::dsp_in_place_conv_call(prepared, &names, "y", kernel_family) {
+                    Some(call) => {
+                        let words = scratch_words[node_id.0];
+                        writeln!(s, "        {}", scratch_binding(range, words)).unwrap();
+                        call
+                    }
+                    None => {
+                        writeln!(s, "        {}", in_place::scratch_view("ring", ty, range))
+                            .unwrap();
+                        in_place::conv_call(prepared, &names, "y", "ring").unwrap_or_default()
+                    }
+                };
                 for line in call.lines() {
                     writeln!(s, "        {line}").unwrap();
                 }
@@ -355,6 +382,11 @@ pub fn emit(
                     names.push(format!("x{i}"));
                 }
                 writeln!(s, "        let y = {write};").unwrap();
+                let words = scratch_words[node_id.0];
+                if words > 0 {
+                    let range = in_place::scratch_of(plan, node_id.0);
+                    writeln!(s, "        {}", scratch_binding(range, words)).unwrap();
+                }
                 let call = ops::in_place_call(prepared, operand, &names, "y", kernel_family)
                     .ok_or_else(|| EmitError::Tensor {
                         index: out.0,
@@ -372,6 +404,11 @@ pub fn emit(
                     writeln!(s, "        let x{i} = {e};").unwrap();
                 }
                 writeln!(s, "        let y = {write};").unwrap();
+                let words = scratch_words[node_id.0];
+                if words > 0 {
+                    let range = in_place::scratch_of(plan, node_id.0);
+                    writeln!(s, "        {}", scratch_binding(range, words)).unwrap();
+                }
                 let names: Vec<String> =
                     (0..operand_exprs.len()).map(|i| format!("x{i}")).collect();
                 let call = ops::kernel_call(
@@ -393,6 +430,43 @@ pub fn emit(
     }
     writeln!(s, "}}").unwrap();
     Ok(RustModel { source: s, weights })
+}
+
+/// The statement binding `scratch` to `words` words of kernel scratch: the plan's arena
+/// range when it holds them, else a stack array for this one call.
+fn scratch_binding(range: Option<Scratch>, words: usize) -> String {
+    match range.filter(|r| r.bytes >= 4 * words) {
+        Some(r) => format!(
+            "let scratch = unsafe {{ view_mut::<u32>(base, {}, {words}) }};",
+            r.offset
+        ),
+        None => format!("let mut stack_scratch = [0u32; {words}];\n        let scratch = &mut stack_scratch[..];"),
+    }
+}
+
+/// A banded block's plan range split into its ring of rows (`ring` bytes, aligned as
+/// the planner laid it out) and, after it, the DSP block kernel's `words` words of
+/// scratch; `None` for the scratch when the plan holds no room for it.
+fn split_ring(
+    range: Option<Scratch>,
+    ring: usize,
+    words: usize,
+    alignment: usize,
+) -> (Option<Scratch>, Option<Scratch>) {
+    let ring = ring.next_multiple_of(alignment.max(1));
+    match range {
+        Some(r) if words > 0 && r.bytes >= ring + 4 * words => (
+            Some(Scratch {
+                offset: r.offset,
+                bytes: ring,
+            }),
+            Some(Scratch {
+                offset: r.offset + ring,
+                bytes: r.bytes - ring,
+            }),
+        ),
+        _ => (range, None),
+    }
 }
 
 /// Packs every constant tensor some node reads into one blob, each at an offset aligned
@@ -687,6 +761,48 @@ mod tests {
         }
         assert!(calls > 0 && plan.reuse.contains(&Reuse::Alias));
         assert!(model.source.contains("fn kiln_profile_layer(node: usize);"));
+    }
+
+    /// Every DSP call's scratch is the node's planned arena range (none on the stack) when
+    /// the plan holds it; a plan made without `dsp_scratch` gets a stack array per call.
+    #[test]
+    fn dsp_scratch_lives_in_the_arena_when_planned() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/pretrainedResnet_quant/model.tflite");
+        let graph = crate::import::load(&path).unwrap();
+        let options = crate::compile::CompileOptions {
+            target: Target::CortexM4,
+            ..Default::default()
+        };
+        let planned = crate::compile::optimize_and_plan(graph, &options, "resnet").unwrap();
+        let (graph, plan) = (&planned.graph, &planned.plan);
+        let model = emit(graph, plan, "resnet", "w.bin", options.target).unwrap();
+        let calls = model.source.matches(", scratch);").count();
+        let views = model
+            .source
+            .matches("let scratch = unsafe { view_mut::<u32>(base, ")
+            .count();
+        assert!(calls >= 8, "{calls} DSP calls with scratch");
+        assert_eq!(views, calls);
+        assert!(!model.source.contains("stack_scratch"));
+        // Every range lies inside the arena and matches the plan.
+        for v in 0..graph.nodes.len() {
+            if let Some(r) = plan.scratch[v] {
+                assert!(r.offset + r.bytes <= plan.arena_bytes, "node {v}: {r:?}");
+            }
+        }
+        // The same graph planned without the DSP scratch: the calls fall back to stack
+        // arrays (the ring of the banded block still in the arena).
+        let bare = crate::plan::plan(graph, &crate::plan::PlanOptions::default()).unwrap();
+        let model = emit(graph, &bare, "resnet", "w.bin", options.target).unwrap();
+        assert_eq!(
+            model
+                .source
+                .matches("let mut stack_scratch = [0u32; ")
+                .count(),
+            calls
+        );
+        assert!(bare.arena_bytes < plan.arena_bytes);
     }
 
     #[test]

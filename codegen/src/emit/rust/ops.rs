@@ -4,6 +4,7 @@
 
 use super::literal::literal;
 use crate::exec::kernel::{Multipliers, Owned, Prepared};
+use crate::plan::dsp::{depthwise_3x3, in_place_1x1, in_place_conv, in_place_depthwise_3x3};
 use kiln_runtime::kernels::reference::conv_2d::ConvQuant;
 use kiln_runtime::kernels::reference::fully_connected::FullyConnectedQuant;
 use kiln_runtime::quant::QuantizedMultiplier;
@@ -16,9 +17,21 @@ pub(super) struct Operands<'a> {
     pub output: &'a str,
 }
 
-fn multipliers(m: &Multipliers) -> String {
+/// The `ChannelMultipliers` literal of `m`: a per-channel table as two parallel arrays,
+/// multipliers (`i32`) and shifts (`i8`), 5 bytes of flash per channel instead of 8
+/// (`qm` pairs only if a shift does not fit `i8`, which TFLite's never do).
+pub(super) fn multipliers(m: &Multipliers) -> String {
     match m {
         Multipliers::PerTensor(q) => format!("ChannelMultipliers::PerTensor({})", literal(q)),
+        Multipliers::PerChannel(table) if table.iter().all(|q| i8::try_from(q.shift).is_ok()) => {
+            let m: Vec<String> = table.iter().map(|q| q.multiplier.to_string()).collect();
+            let s: Vec<String> = table.iter().map(|q| q.shift.to_string()).collect();
+            format!(
+                "ChannelMultipliers::PerChannelSplit {{ multipliers: &[{}], shifts: &[{}] }}",
+                m.join(", "),
+                s.join(", ")
+            )
+        }
         Multipliers::PerChannel(table) => {
             let items: Vec<String> = table.iter().map(short_multiplier).collect();
             format!("ChannelMultipliers::PerChannel(&[{}])", items.join(", "))
@@ -45,88 +58,45 @@ pub(super) enum Kernels {
 /// which the generated module imports with globs).
 const DSP: &str = "kiln_runtime::kernels::dsp";
 
-/// The scratch expression DSP calls take; `run` declares `scratch` when any needs it.
-const SCRATCH: &str = "&mut scratch";
+/// The scratch expression DSP calls take: `run` binds `scratch` (a `&mut [u32]`, the
+/// node's [`crate::plan::Plan::scratch`] range in the arena) in the block of each call
+/// that needs it.
+const SCRATCH: &str = "scratch";
 
-/// Words of `run`'s scratch buffer the call [`kernel_call`] or [`in_place_call`]
-/// emits for `prepared` needs (0 for kernels without scratch).
+/// Words of scratch the DSP call [`kernel_call`] or [`in_place_call`] emits for
+/// `prepared` takes (0 for kernels without scratch or other families).
 pub(super) fn scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
-    if kernels != Kernels::Dsp {
-        return 0;
-    }
-    match prepared {
-        Prepared::Conv2dI8(p, _) => kiln_runtime::kernels::dsp::conv_2d::conv_2d_scratch_words(p),
-        Prepared::Conv2dAddI8(p, ..) => {
-            kiln_runtime::kernels::dsp::conv_2d::conv_2d_add_scratch_words(p)
-        }
-        Prepared::DepthwiseI8(p, _) if p.depth_multiplier == 1 && depthwise_3x3(p) => {
-            kiln_runtime::kernels::dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_scratch_words(p)
-        }
-        _ => 0,
+    match kernels {
+        Kernels::Dsp => crate::plan::dsp::out_of_place_words(prepared),
+        Kernels::Reference => 0,
     }
 }
 
-/// Words of `run`'s scratch buffer the DSP call of an in-place conv
-/// ([`dsp_in_place_conv_call`]) needs; 0 when it has none.
-pub(super) fn in_place_scratch_words(prepared: &Prepared, kernels: Kernels) -> usize {
-    match (kernels, prepared) {
-        (Kernels::Dsp, Prepared::Conv2dI8(p, _)) if in_place_1x1(p) => {
-            kiln_runtime::kernels::dsp::conv_2d::conv_2d_1x1_in_place_scratch_words(p)
+/// Bytes of per-channel requantization table (multiplier and shift of each output
+/// channel) the call of `prepared` puts in flash: model data, like the per-channel
+/// parameters TFLM computes into its arena at init from the flatbuffer's scales.
+pub(super) fn table_bytes(prepared: &Prepared) -> usize {
+    let m = match prepared {
+        Prepared::Conv2dI8(_, q)
+        | Prepared::Conv2dAddI8(_, q, _)
+        | Prepared::DepthwiseI8(_, q)
+        | Prepared::TransposeConv2dI8(_, q) => &q.multipliers,
+        Prepared::FullyConnectedI8(_, q) => &q.multipliers,
+        _ => return 0,
+    };
+    match m {
+        Multipliers::PerChannel(t) if t.iter().all(|q| i8::try_from(q.shift).is_ok()) => {
+            t.len() * (std::mem::size_of::<i32>() + std::mem::size_of::<i8>())
         }
-        (Kernels::Dsp, Prepared::Conv2dI8(p, _)) if in_place_conv(p) => {
-            kiln_runtime::kernels::dsp::conv_2d::conv_2d_in_place_scratch_words(p)
-        }
-        (Kernels::Dsp, Prepared::DepthwiseI8(p, _)) if in_place_depthwise_3x3(p) => {
-            kiln_runtime::kernels::dsp::depthwise_conv_2d::depthwise_conv_2d_3x3_scratch_words(p)
-        }
-        _ => 0,
+        Multipliers::PerChannel(t) => std::mem::size_of_val(t.as_slice()),
+        Multipliers::PerTensor(_) => 0,
     }
-}
-
-/// Words of `run`'s scratch buffer the DSP call of a banded block
-/// ([`dsp_band_block_call`]) needs; 0 when it has none.
-pub(super) fn band_block_scratch_words(
-    first: &Prepared,
-    second: &Prepared,
-    kernels: Kernels,
-) -> usize {
-    match (kernels, first, second) {
-        (Kernels::Dsp, Prepared::Conv2dI8(a, _), Prepared::Conv2dAddI8(b, ..)) => {
-            kiln_runtime::kernels::dsp::conv_2d::conv_block_scratch_words(a, b)
-        }
-        _ => 0,
-    }
-}
-
-/// Whether a conv can run in place through the DSP kernels: stride 1, a result of the
-/// input's shape.
-fn in_place_conv(p: &kiln_runtime::kernels::reference::conv_2d::Conv2dParams) -> bool {
-    let w = &p.window;
-    w.stride == [1, 1] && w.output == w.input && p.output_depth == p.input_depth
-}
-
-/// Whether an in-place conv takes the DSP in-place 1x1 kernel (chunks of pixels).
-fn in_place_1x1(p: &kiln_runtime::kernels::reference::conv_2d::Conv2dParams) -> bool {
-    in_place_conv(p) && p.window.filter == [1, 1] && p.window.pad == [0, 0]
-}
-
-/// Whether an in-place depthwise conv takes the DSP in-place 3x3 kernel (whole groups of
-/// four channels, stride 1, result as large as the input).
-fn in_place_depthwise_3x3(
-    p: &kiln_runtime::kernels::reference::depthwise_conv_2d::DepthwiseConv2dParams,
-) -> bool {
-    let w = &p.window;
-    p.depth_multiplier == 1
-        && depthwise_3x3(p)
-        && w.stride == [1, 1]
-        && w.output == w.input
-        && p.input_depth.is_multiple_of(4)
 }
 
 /// The DSP call of a conv the plan runs in place over its operand 0 (`y`): convs row by
-/// row (1x1 ones in chunks of pixels) and 3x3 depthwise convs, with `run`'s scratch
-/// instead of the arena ring (the ring the plan reserved stays unused). `None` keeps
-/// the in-place reference kernel.
+/// row (1x1 ones in chunks of pixels) and 3x3 depthwise convs, with the DSP kernel's
+/// scratch (the plan's [`crate::plan::dsp::in_place_conv_words`]) instead of a ring of
+/// pixels. `None` keeps the in-place reference kernel.
 pub(super) fn dsp_in_place_conv_call(
     prepared: &Prepared,
     inputs: &[String],
@@ -194,17 +164,6 @@ pub(super) fn dsp_band_block_call(
         second_inputs.get(1)?,
         bias(second_inputs),
     ))
-}
-
-/// Whether a depthwise convolution takes the DSP 3x3 kernel: a 3x3 filter without
-/// dilation, whose windows reach at most two columns past the input on either side
-/// (every window kiln builds).
-fn depthwise_3x3(
-    p: &kiln_runtime::kernels::reference::depthwise_conv_2d::DepthwiseConv2dParams,
-) -> bool {
-    let w = &p.window;
-    let last = w.origin(1, w.output[1].saturating_sub(1));
-    w.filter == [3, 3] && w.dilation == [1, 1] && w.origin(1, 0) >= -2 && last < w.input[1] as isize
 }
 
 /// The DSP variant of `prepared`'s call, chosen from the shapes: 1x1 convolutions as a

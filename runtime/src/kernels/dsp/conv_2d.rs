@@ -23,9 +23,10 @@ pub(crate) const PRODUCT: u32 = 128 * 256;
 
 /// Words of scratch the DSP conv kernels need for `p`: four packed columns of
 /// `kp` values (`k = filter_h * filter_w * filter_input_depth` rounded up to a multiple
-/// of 8), `kp` bytes to gather a column in, the prepared requantization of
-/// every output channel and, when `kp > k`, a copy of the filter with each row
-/// zero-padded to `kp` (saturating on absurd shapes).
+/// of 8), `kp` bytes to gather a column in when the input channels do not come in
+/// whole groups of four, the prepared requantization of every output channel and, when
+/// `kp > k`, a copy of the filter with each row zero-padded to `kp` (saturating on
+/// absurd shapes).
 pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
     let k = p.window.filter[0]
         .saturating_mul(p.window.filter[1])
@@ -37,9 +38,20 @@ pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
         p.output_depth.saturating_mul(kp / 4)
     };
     columns_words(kp)
-        .saturating_add(kp / 4)
+        .saturating_add(stage_words(p, kp))
         .saturating_add(p.output_depth.saturating_mul(CHANNEL_WORDS))
         .saturating_add(copy)
+}
+
+/// Words of the byte buffer a column is gathered in before packing: `kp` bytes, needed
+/// only when the input channels do not come in whole groups of four (those are packed
+/// straight from the input).
+fn stage_words(p: &Conv2dParams, kp: usize) -> usize {
+    if p.filter_input_depth.is_multiple_of(4) {
+        0
+    } else {
+        kp / 4
+    }
 }
 
 /// `k` rounded up to a multiple of 8: the filter length the dot products run over, so
@@ -318,10 +330,10 @@ fn conv_add(
 }
 
 /// Pixels the in-place 1x1 conv copies to scratch at a time.
-const CHUNK_PIXELS: usize = 64;
+const CHUNK_PIXELS: usize = 16;
 
 /// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (64) input pixels.
+/// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (16) input pixels.
 pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams) -> usize {
     conv_2d_scratch_words(p).saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
 }
@@ -341,7 +353,7 @@ fn copy_into(dst: &mut [i8], src: &[i8]) {
 /// input channels), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_1x1_in_place_scratch_words`]) instead of a ring:
-/// `CHUNK_PIXELS` (64) pixels at a time are copied to scratch and convolved from there
+/// `CHUNK_PIXELS` (16) pixels at a time are copied to scratch and convolved from there
 /// with [`conv_2d_1x1_i8`] back into their own bytes. Writes nothing unless `p` is such
 /// a conv and the lengths match.
 pub fn conv_2d_1x1_i8_in_place(
@@ -400,29 +412,23 @@ pub fn conv_2d_1x1_i8_in_place(
 }
 
 /// Words of scratch [`conv_2d_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]), the input rows one output row reads, and copies of the
-/// input rows above the current one that later rows still read.
+/// ([`conv_2d_scratch_words`]) and `pad_top + 1` output rows held back.
 pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams) -> usize {
     let w = &p.window;
-    let row = w.input[1].saturating_mul(p.input_depth);
-    let span = w.filter[0]
-        .saturating_sub(1)
-        .saturating_mul(w.dilation[0])
-        .saturating_add(1);
-    let saved = w.pad[0].saturating_add(1);
-    conv_2d_scratch_words(p)
-        .saturating_add(span.saturating_add(saved).saturating_mul(row).div_ceil(4))
+    let row = w.output[1].saturating_mul(p.output_depth);
+    let held = w.pad[0].saturating_add(1);
+    conv_2d_scratch_words(p).saturating_add(held.saturating_mul(row).div_ceil(4))
 }
 
 /// CONV_2D writing its result over its input `inout` (stride 1, result shape equal to
 /// the input shape), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_in_place_scratch_words`]) instead of a ring of
-/// pixels: row by row, the input rows an output row reads are gathered into scratch
-/// (from `inout` for rows not overwritten yet, from saved copies for the ones above),
-/// the row's own input is saved for the rows below that still read it, and the row is
-/// computed by [`conv_2d_i8`] from the gathered rows into its own bytes. Writes nothing
-/// unless `p` is such a conv and the lengths match.
+/// pixels: output row `oy` reads input rows from `oy - pad_top` on, so each output row
+/// is computed by [`conv_2d_i8`] straight from the intact input rows into a ring of
+/// `pad_top + 1` row buffers, and written over its own input row once the last output
+/// row reading that row is done (`pad_top` rows later). Nothing is copied but the
+/// output rows, once. Writes nothing unless `p` is such a conv and the lengths match.
 pub fn conv_2d_i8_in_place(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -444,16 +450,13 @@ pub fn conv_2d_i8_in_place(
     }
     let [h, width] = w.input;
     let row = width * p.input_depth;
-    let span = w.filter[0].saturating_sub(1) * w.dilation[0] + 1;
-    // Rows above the current one that it or a later row reads: at most pad[0].
-    let saved_rows = w.pad[0] + 1;
+    // Output rows held back: row oy is written once row oy + pad_top is computed.
+    let delay = w.pad[0];
+    let slots = delay + 1;
     let Some((conv_scratch, rows)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
         return;
     };
-    let Some((gather, saved)) = bytes_mut(rows).split_at_mut_checked(span * row) else {
-        return;
-    };
-    let Some(saved) = saved.get_mut(..saved_rows * row) else {
+    let Some(ring) = bytes_mut(rows).get_mut(..slots * row) else {
         return;
     };
     let mut prepared = None;
@@ -461,38 +464,30 @@ pub fn conv_2d_i8_in_place(
         let Some(image) = inout.get_mut(n * h * row..(n + 1) * h * row) else {
             return;
         };
-        for oy in 0..h {
-            let Some((origin, first, last)) = rows_read(p, oy) else {
-                continue;
-            };
-            // Gather input rows first..=last: saved copies above oy, intact rows below.
-            for (i, j) in (first..=last).enumerate() {
-                let src = if j < oy {
-                    let slot = j.checked_rem(saved_rows).unwrap_or(0) * row;
-                    saved.get(slot..slot + row)
-                } else {
-                    image.get(j * row..(j + 1) * row)
+        for oy in 0..h + delay {
+            // Compute output row oy (rows oy - delay and on are still input) ...
+            if let Some((origin, first, last)) = rows_read(p, oy).filter(|_| oy < h) {
+                let slot = (oy % slots) * row;
+                let (Some(x), Some(y)) = (
+                    image.get(first * row..(last + 1) * row),
+                    ring.get_mut(slot..slot + row),
+                ) else {
+                    return;
                 };
-                if let (Some(src), Some(dst)) = (src, gather.get_mut(i * row..)) {
+                let pr = row_conv(p, origin, first, last);
+                prepared = conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared)
+                    .or(prepared);
+            }
+            // ... then write row oy - delay, which no later output row reads.
+            if let Some(done) = oy.checked_sub(delay) {
+                let slot = (done % slots) * row;
+                if let (Some(src), Some(dst)) = (
+                    ring.get(slot..slot + row),
+                    image.get_mut(done * row..(done + 1) * row),
+                ) {
                     copy_into(dst, src);
                 }
             }
-            // Row oy's input, for the rows below that read it once it is overwritten.
-            let slot = oy.checked_rem(saved_rows).unwrap_or(0) * row;
-            if let (Some(src), Some(dst)) =
-                (image.get(oy * row..(oy + 1) * row), saved.get_mut(slot..))
-            {
-                copy_into(dst, src);
-            }
-            let (Some(x), Some(y)) = (
-                gather.get(..(last + 1 - first) * row),
-                image.get_mut(oy * row..(oy + 1) * row),
-            ) else {
-                continue;
-            };
-            let pr = row_conv(p, origin, first, last);
-            prepared =
-                conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared).or(prepared);
         }
     }
 }
@@ -948,7 +943,7 @@ fn conv(
     };
     let kp = padded(k);
     let (cols, rest) = scratch.split_at_mut_checked(columns_words(kp))?;
-    let (stage, rest) = rest.split_at_mut_checked(kp / 4)?;
+    let (stage, rest) = rest.split_at_mut_checked(stage_words(p, kp))?;
     let stage = bytes_mut(stage);
     let (table, copy) = rest.split_at_mut_checked(out_c * CHANNEL_WORDS)?;
     let table = table.as_chunks_mut::<CHANNEL_WORDS>().0;

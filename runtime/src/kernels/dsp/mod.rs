@@ -29,27 +29,50 @@
 //! dilations, channel counts and multipliers; the `asm!` blocks themselves are checked
 //! by the emulated golden runs (`kiln emulate`, `tests/generated_crates.rs`).
 //!
-//! Kernels keep the reference signatures; the ones that need scratch memory (im2col
-//! columns, staged rows, requantization tables) take a `&mut [u32]` the caller sizes
-//! with their `*_scratch_words` function — kiln's emitter does it at compile time and
-//! `run` holds it on its stack (`SCRATCH_BYTES` in the generated module: 5,952 B for
-//! KWS, 7,328 B for ResNet-8). Preconditions are the reference's, plus a large enough
-//! scratch and an input offset in `[-128, 128]`; when they fail nothing is written.
+//! Kernels keep the reference signatures; the ones that need scratch memory take a
+//! `&mut [u32]` the caller sizes with their `*_scratch_words` function. kiln's planner
+//! reserves it in the arena for the layer's one step (`PlanOptions::dsp_scratch`), so it
+//! overlaps dead tensors and `ARENA_BYTES` includes it (TFLM's arena likewise holds
+//! CMSIS-NN's scratch buffers); `run` keeps nothing on its stack but its frames. What
+//! the scratch holds, per conv with `k = filter_h * filter_w * filter_input_depth`
+//! rounded up to `kp`, a multiple of 8:
+//!
+//! - four packed im2col columns, `8 * kp` bytes (16-bit values);
+//! - the prepared requantization of each output channel, 20 bytes per channel;
+//! - `kp` bytes to gather a column in, only when the input channels are not a multiple
+//!   of 4; a zero-padded copy of the filter (`out_c * kp` bytes) only when `kp > k`;
+//! - in place: a 1x1 conv's chunk of 16 input pixels, a same-size conv's `pad_top + 1`
+//!   held-back output rows (each written over its input row once no later row reads
+//!   it); conv + ADD: one output row and the ADD's two 256-entry tables (2 KB); a
+//!   banded block: both convs' scratch and the rows of its first conv one output row
+//!   reads; a 3x3 depthwise conv: three padded input rows of a channel group.
+//!
+//! `kiln compile models/MODEL/model.tflite --target cortex-m4` prints each step's
+//! scratch (`scratch@off`) and the live bytes. KWS: 1,640 B for its first conv, 2,816 B
+//! for each in-place 1x1 conv (512 + 1,280 + 1,024), 108 B for each depthwise; the peak
+//! is 8,000 + 2,816 = 10,816 B. ResNet-8: the peak is its second block's in-place 3x3
+//! conv, 16,384 (x, which the shortcut reads after) + 8,192 + 3,968 (2,304 columns, 640
+//! channels, 1,024 rows) = 28,544 B. Before this accounting the scratch was one stack
+//! array besides the arena: 5,952 / 7,328 B. Preconditions are the reference's, plus a
+//! large enough scratch and an input offset in `[-128, 128]`; when they fail nothing is
+//! written.
 //!
 //! ## Measured (emulated Cortex-M4, QEMU `mps2-an386`, `-icount shift=0`)
 //!
-//! | model | reference kernels (start of issue 8) | DSP kernels | TFLM + CMSIS-NN | run + kernels `.text` |
-//! |---|---|---|---|---|
-//! | kws_ref_model | 38,383,200 | 4,571,000 (0.59x) | 7,700,000 | 15,476 B |
-//! | pretrainedResnet_quant | 107,866,560 | 16,772,080 (0.56x) | 29,860,000 | 15,592 B |
+//! | model | reference kernels (start of issue 8) | DSP kernels | TFLM + CMSIS-NN | runtime flash | arena (scratch included) |
+//! |---|---|---|---|---|---|
+//! | kws_ref_model | 38,383,200 | 4,585,760 (0.60x) | 7,700,000 | 15,224 B | 10,816 B (TFLM 22,824) |
+//! | pretrainedResnet_quant | 107,866,560 | 16,756,000 (0.56x) | 29,860,000 | 16,340 B | 28,544 B (TFLM 55,000) |
 //!
 //! Instructions per inference from `kiln emulate models/MODEL/model.tflite --machine
 //! mps2-an386` (all 20 golden samples bit-exact; `kiln bench` prints the same total and
-//! the per-layer split), `.text` from `kiln compile models/MODEL/model.tflite --target
-//! cortex-m4` ("code bytes"), at commit c073507. The reference column is the first
-//! measurement of issue 8 (reference kernels, the planner of that time); the Cortex-M3
-//! (`mps2-an385`, no DSP extension: reference and plain in-place kernels) takes
-//! 20,547,960 and 91,047,560 instructions with today's plans.
+//! the per-layer split), runtime flash (kernels, `run` and their `.rodata` in the QEMU
+//! firmware) and arena from `kiln bench`, at commit 81fcec8 (`kiln compile ... --target
+//! cortex-m4` measures 17,576 / 18,164 B of `.text` for `run` and the kernels in a
+//! probe binary, which the compiler inlines differently). The reference column is the
+//! first measurement of issue 8 (reference kernels, the planner of that time); the
+//! Cortex-M3 (`mps2-an385`, no DSP extension: reference and plain in-place kernels)
+//! takes 21,484,040 and 89,868,560 instructions with today's plans.
 
 mod add;
 pub mod conv_2d;
