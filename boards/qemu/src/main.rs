@@ -20,8 +20,8 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::{entry, exception, ExceptionFrame};
 use core::num::NonZeroUsize;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
 
 /// Console output over semihosting: strings and decimal integers, written by hand so
