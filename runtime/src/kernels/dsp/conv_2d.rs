@@ -452,11 +452,14 @@ pub fn conv_2d_i8_in_place(
     let row = width * p.input_depth;
     // Output rows held back: row oy is written once row oy + pad_top is computed.
     let delay = w.pad[0];
-    let slots = delay + 1;
+    // Non-zero by type, so the ring index below has no division-by-zero path.
+    let Some(slots) = delay.checked_add(1).and_then(core::num::NonZeroUsize::new) else {
+        return;
+    };
     let Some((conv_scratch, rows)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
         return;
     };
-    let Some(ring) = bytes_mut(rows).get_mut(..slots * row) else {
+    let Some(ring) = bytes_mut(rows).get_mut(..slots.get() * row) else {
         return;
     };
     let mut prepared = None;
