@@ -39,7 +39,7 @@ const MAX_LEFT: i32 = 28;
 pub(crate) type Channel = [u32; CHANNEL_WORDS];
 
 /// Words of one [`Channel`].
-pub(crate) const CHANNEL_WORDS: usize = 5;
+pub const CHANNEL_WORDS: usize = 5;
 
 /// Prepares a channel. Parameters [`fits`] rejects give a harmless but wrong value;
 /// kernels take the reference path then.
