@@ -497,7 +497,8 @@ pub fn conv_2d_1x1_i8_in_place(
 }
 
 /// Words of scratch [`conv_2d_i8_in_place`] needs for `p` and `q`: the conv's own
-/// ([`conv_2d_scratch_words`]) and [`held_pixels`] output pixels held back.
+/// ([`conv_2d_scratch_words`]) and `max(pad_top * width + pad_left, 4)` output pixels
+/// held back.
 pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams, q: &ConvQuant<'_>) -> usize {
     let held = held_pixels(p).saturating_mul(p.output_depth);
     conv_2d_scratch_words(p, q).saturating_add(held.div_ceil(4))
@@ -524,8 +525,8 @@ fn held_pixels(p: &Conv2dParams) -> usize {
 /// pixels: the plain conv's loop nest over the whole image, where each block of four
 /// output pixels first gathers its im2col columns from the intact input, then writes
 /// back (over their own input pixels) the held results that no later block reads the
-/// input of, [`behind`] pixels back, and then puts its own results behind those still
-/// held. So `pad_top * width + pad_left` pixels wait instead of `pad_top + 1` whole
+/// input of (`pad_top * width + pad_left` pixels back), and then puts its own results
+/// behind those still held. So `pad_top * width + pad_left` pixels wait instead of `pad_top + 1` whole
 /// rows (ResNet-8's 16x16x32 3x3 conv: 544 bytes instead of 1,024), each moved down
 /// the buffer as older ones leave. Writes nothing unless `p` is such a conv and the
 /// lengths match.
