@@ -378,6 +378,19 @@ pub enum ChannelMultipliers<'a> {
         /// The shift of each channel (TFLite's shifts lie in `-31..=31`).
         shifts: &'a [i8],
     },
+    /// One channel per output channel prepared at compile time for the DSP convs
+    /// (`kernels::dsp::conv_2d::prepare_flash_channels`): `[bias, multiplier,
+    /// 2^(left + 1), right + 1, rounding]`, the bias and the output offset of the one
+    /// call it was made for folded in, so the kernels read it from flash instead of
+    /// building it in scratch. `fast` says whether every channel takes the 32-bit
+    /// requantization. Shifts lie in `-20..=28`, so [`Self::get`] recovers the
+    /// multipliers exactly (for the reference path).
+    Prepared {
+        /// The prepared channels.
+        channels: &'a [[u32; 5]],
+        /// Whether every channel takes the fast requantization.
+        fast: bool,
+    },
 }
 
 impl ChannelMultipliers<'_> {
@@ -403,6 +416,13 @@ impl ChannelMultipliers<'_> {
                 },
                 _ => QuantizedMultiplier::ZERO,
             },
+            ChannelMultipliers::Prepared { channels, .. } => match channels.get(c) {
+                Some(&[_, multiplier, scale, right1, _]) => QuantizedMultiplier {
+                    multiplier: multiplier as i32,
+                    shift: scale.trailing_zeros() as i32 - right1 as i32,
+                },
+                None => QuantizedMultiplier::ZERO,
+            },
         }
     }
 
@@ -415,6 +435,7 @@ impl ChannelMultipliers<'_> {
                 multipliers,
                 shifts,
             } => multipliers.len() == channels && shifts.len() == channels,
+            ChannelMultipliers::Prepared { channels: c, .. } => c.len() == channels,
         }
     }
 }

@@ -17,6 +17,12 @@ pub(crate) struct Kernel(pub(crate) Prepared);
 pub(crate) enum Multipliers {
     PerTensor(QuantizedMultiplier),
     PerChannel(Vec<QuantizedMultiplier>),
+    /// The DSP convs' channels prepared at compile time for flash
+    /// ([`ChannelMultipliers::Prepared`]: bias, multiplier, shifts and output offset of
+    /// one call folded into five words per channel) and whether all take the fast
+    /// requantization. Only `plan::dsp::with_flash_channels` makes them, for targets
+    /// with the DSP extension; the executor never sees them.
+    Prepared(Vec<[u32; 5]>, bool),
 }
 
 impl Multipliers {
@@ -27,13 +33,20 @@ impl Multipliers {
             split @ ChannelMultipliers::PerChannelSplit { shifts, .. } => {
                 Multipliers::PerChannel((0..shifts.len()).map(|c| split.get(c)).collect())
             }
+            prepared @ ChannelMultipliers::Prepared { channels, .. } => {
+                Multipliers::PerChannel((0..channels.len()).map(|c| prepared.get(c)).collect())
+            }
         }
     }
 
-    fn borrow(&self) -> ChannelMultipliers<'_> {
+    pub(crate) fn borrow(&self) -> ChannelMultipliers<'_> {
         match self {
             Multipliers::PerTensor(m) => ChannelMultipliers::PerTensor(*m),
             Multipliers::PerChannel(t) => ChannelMultipliers::PerChannel(t),
+            Multipliers::Prepared(t, fast) => ChannelMultipliers::Prepared {
+                channels: t,
+                fast: *fast,
+            },
         }
     }
 }
@@ -221,7 +234,7 @@ fn shape4(info: &TensorInfo) -> Result<[usize; 4]> {
 
 impl Owned<k::conv_2d::ConvQuant<'static>> {
     /// The quant struct with its table borrowed back in.
-    fn conv(&self) -> k::conv_2d::ConvQuant<'_> {
+    pub(crate) fn conv(&self) -> k::conv_2d::ConvQuant<'_> {
         k::conv_2d::ConvQuant {
             multipliers: self.multipliers.borrow(),
             ..self.quant

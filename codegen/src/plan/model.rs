@@ -101,7 +101,7 @@ impl<'g> Model<'g> {
         };
         model.add_aliases();
         model.add_readers_and_sizes(options.alignment);
-        let kernels = conv_kernels(graph);
+        let kernels = conv_kernels(graph, options.dsp_scratch);
         if options.band_blocks {
             model.add_bands(&kernels, options);
         }
@@ -470,15 +470,21 @@ fn aligned(bytes: usize, alignment: usize) -> usize {
 }
 
 /// The prepared kernel of every conv and depthwise conv node (the shapes the in-place
-/// and banded kernels check); `None` for other nodes and nodes that fail to prepare.
-fn conv_kernels(graph: &Graph) -> Vec<Option<Prepared>> {
+/// and banded kernels check); `None` for other nodes and nodes that fail to prepare. With
+/// `dsp` (the DSP kernels' scratch planned), each conv as the emitter calls it on a DSP
+/// target: its channels prepared in flash ([`super::dsp::with_flash_channels`]).
+fn conv_kernels(graph: &Graph, dsp: bool) -> Vec<Option<Prepared>> {
     graph
         .nodes
         .iter()
         .enumerate()
         .map(|(i, n)| match n.op {
             Op::Conv2d(_) | Op::DepthwiseConv2d(_) => {
-                crate::exec::prepare(graph, i, n).ok().map(|k| k.0)
+                let k = crate::exec::prepare(graph, i, n).ok().map(|k| k.0);
+                k.map(|k| match dsp {
+                    true => super::dsp::with_flash_channels(graph, n, k),
+                    false => k,
+                })
             }
             _ => None,
         })

@@ -18,7 +18,7 @@ fn compile_for_a_board_too_small_names_both_figures() {
             KWS,
             "--board",
             "microbit",
-            // With in-place convs KWS (10,816-byte arena, DSP scratch included) fits the micro:bit's 16 KiB.
+            // With in-place convs KWS (9,536-byte arena, DSP scratch included) fits the micro:bit's 16 KiB.
             "--no-in-place-conv",
             "--out",
             out.to_str().unwrap(),

@@ -229,7 +229,7 @@ fn compile_writes_a_crate_and_reports_the_plan() {
     }
     let source = std::fs::read_to_string(dir.join("src/model.rs")).unwrap();
     assert!(
-        source.contains("pub const ARENA_BYTES: usize = 10816;"),
+        source.contains("pub const ARENA_BYTES: usize = 9536;"),
         "{}",
         &source[..2000]
     );

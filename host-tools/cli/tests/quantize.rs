@@ -85,7 +85,7 @@ fn compile_and_run_the_quantized_model() {
         "{t}"
     );
     assert!(
-        t.contains("arena bytes:    28544") && t.contains("fuse_residual x3"),
+        t.contains("arena bytes:    27424") && t.contains("fuse_residual x3"),
         "{t}"
     );
     assert!(t.contains(".text on thumbv7em-none-eabihf"), "{t}");

@@ -488,6 +488,17 @@ fn act_range(r: &ActivationRange) -> (i32, i32) {
 /// Multiplier table of a conv-like node: `__constant__` arrays when per channel, two
 /// literals otherwise. Returns the declarations and the C expressions for channel `c`.
 fn multiplier_table(kernel: &str, m: &Multipliers) -> (String, String, String) {
+    // Channels prepared for the Cortex-M DSP kernels (never made for CUDA): their
+    // multipliers.
+    let recovered;
+    let m = match m {
+        Multipliers::Prepared(t, _) => {
+            let b = m.borrow();
+            recovered = Multipliers::PerChannel((0..t.len()).map(|c| b.get(c)).collect());
+            &recovered
+        }
+        m => m,
+    };
     match m {
         Multipliers::PerTensor(q) => (String::new(), q.multiplier.to_string(), q.shift.to_string()),
         Multipliers::PerChannel(t) => {
@@ -505,6 +516,7 @@ fn multiplier_table(kernel: &str, m: &Multipliers) -> (String, String, String) {
                 format!("{kernel}_s[c]"),
             )
         }
+        Multipliers::Prepared(..) => (String::new(), "0".into(), "0".into()),
     }
 }
 

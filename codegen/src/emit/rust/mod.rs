@@ -122,7 +122,13 @@ pub fn emit(
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| crate::exec::prepare(graph, i, n))
+        .map(|(i, n)| {
+            // On DSP targets the convs read their prepared channels from flash.
+            crate::exec::prepare(graph, i, n).map(|k| match kernel_family {
+                ops::Kernels::Dsp => Kernel(dsp::with_flash_channels(graph, n, k.0)),
+                ops::Kernels::Reference => k,
+            })
+        })
         .collect::<Result<Vec<Kernel>, _>>()?;
     let (weights, weight_offsets) = weights_blob(graph);
     let inputs = ports(&graph.inputs, "input");

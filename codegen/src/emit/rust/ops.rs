@@ -36,6 +36,19 @@ pub(super) fn multipliers(m: &Multipliers) -> String {
             let items: Vec<String> = table.iter().map(short_multiplier).collect();
             format!("ChannelMultipliers::PerChannel(&[{}])", items.join(", "))
         }
+        Multipliers::Prepared(channels, fast) => {
+            let items: Vec<String> = channels
+                .iter()
+                .map(|ch| {
+                    let w: Vec<String> = ch.iter().map(|w| format!("{w:#x}")).collect();
+                    format!("[{}]", w.join(", "))
+                })
+                .collect();
+            format!(
+                "ChannelMultipliers::Prepared {{ channels: &[{}], fast: {fast} }}",
+                items.join(", ")
+            )
+        }
     }
 }
 
@@ -89,6 +102,7 @@ pub(super) fn table_bytes(prepared: &Prepared) -> usize {
             t.len() * (std::mem::size_of::<i32>() + std::mem::size_of::<i8>())
         }
         Multipliers::PerChannel(t) => std::mem::size_of_val(t.as_slice()),
+        Multipliers::Prepared(t, _) => std::mem::size_of_val(t.as_slice()),
         Multipliers::PerTensor(_) => 0,
     }
 }
@@ -147,6 +161,9 @@ pub(super) fn dsp_band_block_call(
     else {
         return None;
     };
+    if !kiln_runtime::kernels::dsp::conv_2d::conv_2d_add_supported(r) {
+        return None;
+    }
     let bias = |inputs: &[String]| {
         inputs
             .get(2)
@@ -197,6 +214,11 @@ fn dsp_call(prepared: &Prepared, ops: &Operands<'_>, inout: Option<&str>) -> Opt
             x(1),
             bias()
         ),
+        (Prepared::Conv2dAddI8(_, _, r), _)
+            if !kiln_runtime::kernels::dsp::conv_2d::conv_2d_add_supported(r) =>
+        {
+            return None
+        }
         (Prepared::Conv2dAddI8(p, q, r), None) => format!(
             "const P: Conv2dParams = {};\nconst Q: ConvQuant<'static> = {};\nconst R: ResidualAdd = {};\n{DSP}::conv_2d::{}_add(&P, &Q, &R, {}, {}, {}, {}, {y}, {SCRATCH});",
             literal(p),

@@ -6,7 +6,8 @@
 //!
 //! Each function takes the reference kernel's arguments plus `scratch`, which must hold
 //! at least [`conv_2d_scratch_words`] words (the emitter sizes it at compile time); with
-//! a shorter scratch, or when the reference's preconditions fail, nothing is written.
+//! a shorter scratch, or when the reference's preconditions fail, nothing is written;
+//! the residual variants also need ADD parameters [`conv_2d_add_supported`] accepts.
 //! The input offset (minus the input zero point) must lie in `[-127, 128]`: the zero
 //! point must be an int8 value.
 //!
@@ -14,20 +15,23 @@
 
 use super::add::FastAdd;
 use super::gemm::{columns_words, pack_column, pack_groups, pack_groups4, zero_groups, COLUMNS};
-use super::requant::{prepare_channels, Channel, Clamp4, CHANNEL_WORDS};
+pub use super::requant::CHANNEL_WORDS;
+use super::requant::{prepare_channels, Channel, Clamp4};
 use super::simd::{conv_block4, smlad_4x1, splat16};
 use crate::kernels::reference::conv_2d::{conv_lens, Conv2dParams, ConvQuant, ResidualAdd};
+use crate::quant::ChannelMultipliers;
 
 /// Largest `|filter * (input + input_offset)|`: 128 * 256.
 pub(crate) const PRODUCT: u32 = 128 * 256;
 
-/// Words of scratch the DSP conv kernels need for `p`: four packed columns of
+/// Words of scratch the DSP conv kernels need for `p` and `q`: four packed columns of
 /// `kp` values (`k = filter_h * filter_w * filter_input_depth` rounded up to a multiple
 /// of 8), `kp` bytes to gather a column in when the input channels do not come in
-/// whole groups of four, the prepared requantization of every output channel and, when
+/// whole groups of four, the prepared requantization of every output channel (none
+/// when `q` brings it from flash: [`ChannelMultipliers::Prepared`]) and, when
 /// `kp > k`, a copy of the filter with each row zero-padded to `kp` (saturating on
 /// absurd shapes).
-pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
+pub fn conv_2d_scratch_words(p: &Conv2dParams, q: &ConvQuant<'_>) -> usize {
     let k = p.window.filter[0]
         .saturating_mul(p.window.filter[1])
         .saturating_mul(p.filter_input_depth);
@@ -39,8 +43,62 @@ pub fn conv_2d_scratch_words(p: &Conv2dParams) -> usize {
     };
     columns_words(kp)
         .saturating_add(stage_words(p, kp))
-        .saturating_add(p.output_depth.saturating_mul(CHANNEL_WORDS))
+        .saturating_add(table_words(p, q))
         .saturating_add(copy)
+}
+
+/// The channels `q` brings prepared from flash for `p`'s output channels, if it does.
+fn flash_channels<'a>(p: &Conv2dParams, q: &ConvQuant<'a>) -> Option<(&'a [Channel], bool)> {
+    match q.multipliers {
+        ChannelMultipliers::Prepared { channels, fast } if channels.len() == p.output_depth => {
+            Some((channels, fast))
+        }
+        _ => None,
+    }
+}
+
+/// Words of the requantization table in scratch: one [`Channel`] per output channel,
+/// none when `q` brings them from flash.
+fn table_words(p: &Conv2dParams, q: &ConvQuant<'_>) -> usize {
+    match flash_channels(p, q) {
+        Some(_) => 0,
+        None => p.output_depth.saturating_mul(CHANNEL_WORDS),
+    }
+}
+
+/// Fills `table` (one entry per output channel of `p`) with the channels the DSP conv
+/// kernels would prepare in scratch for `q` and `bias`, for
+/// [`ChannelMultipliers::Prepared`] (the compiler keeps them in flash), and returns
+/// that variant's `fast` flag; `None` (nothing usable) when the lengths disagree or a
+/// shift lies outside `-20..=28`, where the channel words would not give the
+/// multiplier back exactly.
+pub fn prepare_flash_channels(
+    p: &Conv2dParams,
+    q: &ConvQuant<'_>,
+    bias: Option<&[i32]>,
+    table: &mut [[u32; CHANNEL_WORDS]],
+) -> Option<bool> {
+    let out_c = p.output_depth;
+    let k = p.window.filter[0]
+        .checked_mul(p.window.filter[1])?
+        .checked_mul(p.filter_input_depth)?;
+    let exact = (0..out_c).all(|c| (-20..=28).contains(&q.multipliers.get(c).shift));
+    if table.len() != out_c
+        || !q.multipliers.covers(out_c)
+        || bias.is_some_and(|b| b.len() != out_c)
+        || !exact
+        || k == 0
+    {
+        return None;
+    }
+    Some(prepare_channels(
+        table,
+        bias,
+        &q.multipliers,
+        q.output_offset,
+        k,
+        PRODUCT,
+    ))
 }
 
 /// Words of the byte buffer a column is gathered in before packing: `kp` bytes, needed
@@ -73,7 +131,7 @@ pub fn conv_2d_i8(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    conv_2d_i8_with(p, q, input, filter, bias, output, scratch, None);
+    conv_2d_i8_with(p, q, Io::Apart(input, output), filter, bias, scratch, None);
 }
 
 /// [`conv_2d_i8`] with the `prepared` state of [`conv`] passed through: the one copy of
@@ -82,14 +140,24 @@ pub fn conv_2d_i8(
 fn conv_2d_i8_with(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
-    input: &[i8],
+    io: Io<'_>,
     filter: &[i8],
     bias: Option<&[i32]>,
-    output: &mut [i8],
     scratch: &mut [u32],
     prepared: Option<bool>,
 ) -> Option<bool> {
-    conv(p, q, input, filter, bias, scratch, output, prepared)
+    conv(p, q, io, filter, bias, scratch, prepared)
+}
+
+/// Where [`conv`] reads its input and puts its result.
+enum Io<'x> {
+    /// From the input into the output.
+    Apart(&'x [i8], &'x mut [i8]),
+    /// Over the one tensor (stride 1, result shape equal to the input shape, one
+    /// group), each block's results waiting in the second slice ([`held_pixels`]
+    /// pixels) until no later block reads the input pixels they replace; the `usize`
+    /// is [`behind`].
+    InPlace(&'x mut [i8], &'x mut [i8], usize),
 }
 
 /// int8 CONV_2D + residual ADD: [`reference::conv_2d::conv_2d_i8_add`]'s result.
@@ -205,25 +273,26 @@ pub fn conv_2d_1x1_i8_add_in_place(
 /// Words of scratch the DSP conv + residual ADD kernels need for `p`: the conv's own
 /// ([`conv_2d_scratch_words`]), one output row, and the two 256-entry tables of the
 /// ADD's scaled operands.
-pub fn conv_2d_add_scratch_words(p: &Conv2dParams) -> usize {
+pub fn conv_2d_add_scratch_words(p: &Conv2dParams, q: &ConvQuant<'_>) -> usize {
     let row = p.window.output[1].saturating_mul(p.output_depth);
-    conv_2d_scratch_words(p)
+    conv_2d_scratch_words(p, q)
         .saturating_add(row.div_ceil(4))
         .saturating_add(2 * 256)
 }
 
-/// The reference residual ADD, out of line (cold: prepared params always take the fast
-/// form).
-#[cold]
-#[inline(never)]
-fn reference_add(r: &ResidualAdd, conv: i8, skip: i8) -> i8 {
-    r.apply(conv, skip)
+/// Whether the DSP conv + residual ADD kernels run `r`: its parameters lie in the
+/// bounds of the 32-bit ADD (always for params from `AddParams::prepare`); for others
+/// they write nothing and the compiler calls the reference kernels instead, so the
+/// firmware carries no 64-bit ADD.
+pub fn conv_2d_add_supported(r: &ResidualAdd) -> bool {
+    FastAdd::new(r).is_some()
 }
 
 /// Conv + residual ADD, one output row at a time: the row computed by the plain conv
 /// (a one-row window over the input rows it reads) into scratch, then added to its skip
 /// values (`skip`, or `output`'s own values when `None`) over `output`. Row by row, so
-/// the loop nest exists once in flash for plain and residual convs alike.
+/// the loop nest exists once in flash for plain and residual convs alike. Writes nothing
+/// unless [`conv_2d_add_supported`]`(r)`.
 #[allow(clippy::too_many_arguments)]
 fn conv_add(
     p: &Conv2dParams,
@@ -246,7 +315,8 @@ fn conv_add(
     {
         return prepared;
     }
-    let Some((conv_scratch, row)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
+    let Some((conv_scratch, row)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p, q))
+    else {
         return prepared;
     };
     let [in_h, in_w] = p.window.input;
@@ -261,10 +331,12 @@ fn conv_add(
     let [conv_lut, skip_lut, ..] = luts.as_chunks_mut::<256>().0 else {
         return prepared;
     };
-    let fast = FastAdd::new(r);
+    let Some(f) = FastAdd::new(r) else {
+        return prepared;
+    };
     // The ADD's scaled operands of every int8 value, once per kernel (a previous row's
     // call left them when `prepared` is set).
-    if let (Some(f), None) = (&fast, prepared) {
+    if prepared.is_none() {
         for (i, (c, k)) in conv_lut.iter_mut().zip(skip_lut.iter_mut()).enumerate() {
             let v = i as u8 as i8;
             *c = f.conv_term(v) as u32;
@@ -272,14 +344,9 @@ fn conv_add(
         }
     }
     let (conv_lut, skip_lut): (&[u32; 256], &[u32; 256]) = (conv_lut, skip_lut);
-    let add = |f: &Option<FastAdd>, conv: i8, skip: i8| -> i8 {
-        match f {
-            Some(f) => {
-                let sum = conv_lut[conv as u8 as usize].wrapping_add(skip_lut[skip as u8 as usize]);
-                f.finish(sum as i32)
-            }
-            None => reference_add(r, conv, skip),
-        }
+    let add = |conv: i8, skip: i8| -> i8 {
+        let sum = conv_lut[conv as u8 as usize].wrapping_add(skip_lut[skip as u8 as usize]);
+        f.finish(sum as i32)
     };
     for n in 0..p.batches {
         for oy in 0..out_h {
@@ -305,7 +372,15 @@ fn conv_add(
             let Some(rows) = rows else {
                 continue;
             };
-            let ran = conv_2d_i8_with(&pr, q, rows, filter, bias, row, conv_scratch, prepared);
+            let ran = conv_2d_i8_with(
+                &pr,
+                q,
+                Io::Apart(rows, row),
+                filter,
+                bias,
+                conv_scratch,
+                prepared,
+            );
             prepared = ran.or(prepared);
             let at = (n * out_h + oy) * out_row;
             let Some(out) = output.get_mut(at..at + out_row) else {
@@ -317,11 +392,11 @@ fn conv_add(
                     continue;
                 };
                 for ((o, &v), &k) in out.iter_mut().zip(row.iter()).zip(s) {
-                    *o = add(&fast, v, k);
+                    *o = add(v, k);
                 }
             } else {
                 for (o, &v) in out.iter_mut().zip(row.iter()) {
-                    *o = add(&fast, v, *o);
+                    *o = add(v, *o);
                 }
             }
         }
@@ -334,8 +409,9 @@ const CHUNK_PIXELS: usize = 16;
 
 /// Words of scratch [`conv_2d_1x1_i8_in_place`] needs for `p`: the conv's own
 /// ([`conv_2d_scratch_words`]) and a copy of `CHUNK_PIXELS` (16) input pixels.
-pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams) -> usize {
-    conv_2d_scratch_words(p).saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
+pub fn conv_2d_1x1_in_place_scratch_words(p: &Conv2dParams, q: &ConvQuant<'_>) -> usize {
+    conv_2d_scratch_words(p, q)
+        .saturating_add(CHUNK_PIXELS.saturating_mul(p.input_depth).div_ceil(4))
 }
 
 /// Copies `src` into the start of `dst` (as far as `dst` reaches), four bytes at a time.
@@ -378,7 +454,8 @@ pub fn conv_2d_1x1_i8_in_place(
     {
         return;
     }
-    let Some((conv_scratch, copy)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
+    let Some((conv_scratch, copy)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p, q))
+    else {
         return;
     };
     let Some(copy) = bytes_mut(copy).get_mut(..CHUNK_PIXELS * c) else {
@@ -404,31 +481,55 @@ pub fn conv_2d_1x1_i8_in_place(
         };
         copy_into(dst, src);
         if let Some(out) = inout.get_mut(range) {
-            let ran = conv_2d_i8_with(&chunk, q, dst, filter, bias, out, conv_scratch, prepared);
+            let ran = conv_2d_i8_with(
+                &chunk,
+                q,
+                Io::Apart(dst, out),
+                filter,
+                bias,
+                conv_scratch,
+                prepared,
+            );
             prepared = ran.or(prepared);
         }
         start += count;
     }
 }
 
-/// Words of scratch [`conv_2d_i8_in_place`] needs for `p`: the conv's own
-/// ([`conv_2d_scratch_words`]) and `pad_top + 1` output rows held back.
-pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams) -> usize {
+/// Words of scratch [`conv_2d_i8_in_place`] needs for `p` and `q`: the conv's own
+/// ([`conv_2d_scratch_words`]) and `max(pad_top * width + pad_left, 4)` output pixels
+/// held back.
+pub fn conv_2d_in_place_scratch_words(p: &Conv2dParams, q: &ConvQuant<'_>) -> usize {
+    let held = held_pixels(p).saturating_mul(p.output_depth);
+    conv_2d_scratch_words(p, q).saturating_add(held.div_ceil(4))
+}
+
+/// How far behind an output pixel its conv's first input pixel lies, in NHWC pixel
+/// order: `pad_top * width + pad_left`. A block whose last pixel is `x` is the last
+/// to read input pixel `x - behind` and those before it.
+fn behind(p: &Conv2dParams) -> usize {
     let w = &p.window;
-    let row = w.output[1].saturating_mul(p.output_depth);
-    let held = w.pad[0].saturating_add(1);
-    conv_2d_scratch_words(p).saturating_add(held.saturating_mul(row).div_ceil(4))
+    w.pad[0].saturating_mul(w.input[1]).saturating_add(w.pad[1])
+}
+
+/// Output pixels [`conv_2d_i8_in_place`] holds back: [`behind`], and at least one
+/// block's four.
+fn held_pixels(p: &Conv2dParams) -> usize {
+    behind(p).max(COLUMNS)
 }
 
 /// CONV_2D writing its result over its input `inout` (stride 1, result shape equal to
-/// the input shape), in the role of
+/// the input shape, no groups), in the role of
 /// [`in_place::conv_2d::conv_2d_i8_in_place`](crate::kernels::in_place::conv_2d::conv_2d_i8_in_place)
 /// with its own scratch ([`conv_2d_in_place_scratch_words`]) instead of a ring of
-/// pixels: output row `oy` reads input rows from `oy - pad_top` on, so each output row
-/// is computed by [`conv_2d_i8`] straight from the intact input rows into a ring of
-/// `pad_top + 1` row buffers, and written over its own input row once the last output
-/// row reading that row is done (`pad_top` rows later). Nothing is copied but the
-/// output rows, once. Writes nothing unless `p` is such a conv and the lengths match.
+/// pixels: the plain conv's loop nest over the whole image, where each block of four
+/// output pixels first gathers its im2col columns from the intact input, then writes
+/// back (over their own input pixels) the held results that no later block reads the
+/// input of (`pad_top * width + pad_left` pixels back), and then puts its own results
+/// behind those still held. So `pad_top * width + pad_left` pixels wait instead of `pad_top + 1` whole
+/// rows (ResNet-8's 16x16x32 3x3 conv: 544 bytes instead of 1,024), each moved down
+/// the buffer as older ones leave. Writes nothing unless `p` is such a conv and the
+/// lengths match.
 pub fn conv_2d_i8_in_place(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
@@ -438,68 +539,104 @@ pub fn conv_2d_i8_in_place(
     scratch: &mut [u32],
 ) {
     let w = &p.window;
-    let Some((_, len, _, _)) = conv_lens(p) else {
-        return;
-    };
     if w.stride != [1, 1]
         || w.output != w.input
         || p.output_depth != p.input_depth
-        || inout.len() != len
+        || p.filter_input_depth != p.input_depth
     {
         return;
     }
-    let [h, width] = w.input;
-    let row = width * p.input_depth;
-    // Output rows held back: row oy is written once row oy + pad_top is computed.
-    let delay = w.pad[0];
-    // Non-zero by type, so the ring index below has no division-by-zero path.
-    let Some(slots) = delay.checked_add(1).and_then(core::num::NonZeroUsize::new) else {
+    let Some((conv_scratch, rest)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p, q))
+    else {
         return;
     };
-    let Some((conv_scratch, rows)) = scratch.split_at_mut_checked(conv_2d_scratch_words(p)) else {
+    let Some(held) = bytes_mut(rest).get_mut(..held_pixels(p) * p.output_depth) else {
         return;
     };
-    let Some(ring) = bytes_mut(rows).get_mut(..slots.get() * row) else {
-        return;
-    };
-    let mut prepared = None;
-    for n in 0..p.batches {
-        let Some(image) = inout.get_mut(n * h * row..(n + 1) * h * row) else {
+    let io = Io::InPlace(inout, held, behind(p));
+    conv_2d_i8_with(p, q, io, filter, bias, conv_scratch, None);
+}
+
+/// Writes the first `len` bytes of `held` to `inout[at..]` and moves `held[len..used]`
+/// to the front, `len` bytes at a time (each copy between disjoint parts).
+fn write_back(inout: &mut [i8], held: &mut [i8], at: usize, len: usize, used: usize) {
+    if let (Some(dst), Some(src)) = (inout.get_mut(at..at.wrapping_add(len)), held.get(..len)) {
+        dst.copy_from_slice(src);
+    }
+    let mut to = 0;
+    while len > 0 && to + len < used {
+        let n = len.min(used - len - to);
+        let Some((front, back)) = held.split_at_mut_checked(to + len) else {
             return;
         };
-        for oy in 0..h + delay {
-            // Compute output row oy (rows oy - delay and on are still input) ...
-            if let Some((origin, first, last)) = rows_read(p, oy).filter(|_| oy < h) {
-                let slot = (oy % slots) * row;
-                let (Some(x), Some(y)) = (
-                    image.get(first * row..(last + 1) * row),
-                    ring.get_mut(slot..slot + row),
-                ) else {
-                    return;
-                };
-                let pr = row_conv(p, origin, first, last);
-                prepared = conv_2d_i8_with(&pr, q, x, filter, bias, y, conv_scratch, prepared)
-                    .or(prepared);
-            }
-            // ... then write row oy - delay, which no later output row reads.
-            if let Some(done) = oy.checked_sub(delay) {
-                let slot = (done % slots) * row;
-                if let (Some(src), Some(dst)) = (
-                    ring.get(slot..slot + row),
-                    image.get_mut(done * row..(done + 1) * row),
-                ) {
-                    copy_into(dst, src);
-                }
-            }
+        if let (Some(dst), Some(src)) = (front.get_mut(to..to + n), back.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        to += n;
+    }
+}
+
+/// Where [`conv`]'s block of `count` pixels from `pix` of image `n` (`pixels` each)
+/// puts its first pixel's channel 0 (the rest follow at the output's pixel stride): the
+/// output, or in place the held buffer after [`hold_block`]; `count == 0` at
+/// `pix == pixels` writes an image's last held results back. Out of line, so the loop
+/// nest exists once for both.
+#[inline(never)]
+fn block_out<'o>(
+    io: &'o mut Io<'_>,
+    (n, pixels): (usize, usize),
+    (pix, count): (usize, usize),
+    done: &mut usize,
+    out_c: usize,
+) -> Option<&'o mut [i8]> {
+    match io {
+        Io::Apart(_, output) if count > 0 => output.get_mut((n * pixels + pix) * out_c..),
+        Io::Apart(..) => None,
+        Io::InPlace(inout, held, behind) => {
+            let behind = if count > 0 { *behind } else { 0 };
+            hold_block(inout, held, behind, (n, pixels), (pix, count), done, out_c)
         }
     }
+}
+
+/// The in-place step of [`conv`] before the block of `count` pixels from `pix` of image
+/// `n` (`pixels` each) writes its results: the columns hold the block's input, and no
+/// later block reads the input pixels before `pix + count - behind`, so the held
+/// results of the pixels from `*done` up to there go back over them. Returns where the
+/// block's results go, after the results still held.
+#[inline(always)]
+fn hold_block<'h>(
+    inout: &mut [i8],
+    held: &'h mut [i8],
+    behind: usize,
+    (n, pixels): (usize, usize),
+    (pix, count): (usize, usize),
+    done: &mut usize,
+    out_c: usize,
+) -> Option<&'h mut [i8]> {
+    let upto = (pix + count).saturating_sub(behind).max(*done).min(pix);
+    let at = (n * pixels + *done) * out_c;
+    write_back(
+        inout,
+        held,
+        at,
+        (upto - *done) * out_c,
+        (pix - *done) * out_c,
+    );
+    *done = upto;
+    held.get_mut((pix - upto) * out_c..)
 }
 
 /// Words of scratch [`conv_block_i8_in_place`] needs for the block `(a, b)`: each conv's
 /// own ([`conv_2d_scratch_words`], [`conv_2d_add_scratch_words`]), kept apart so each
 /// prepares its channels once, and room for the rows of `t` one output row reads,
 /// gathered from the ring.
-pub fn conv_block_scratch_words(a: &Conv2dParams, b: &Conv2dParams) -> usize {
+pub fn conv_block_scratch_words(
+    a: &Conv2dParams,
+    qa: &ConvQuant<'_>,
+    b: &Conv2dParams,
+    qb: &ConvQuant<'_>,
+) -> usize {
     let span_b = b.window.filter[0]
         .saturating_sub(1)
         .saturating_mul(b.window.dilation[0])
@@ -507,8 +644,8 @@ pub fn conv_block_scratch_words(a: &Conv2dParams, b: &Conv2dParams) -> usize {
     let rows = span_b
         .saturating_mul(b.window.input[1])
         .saturating_mul(b.input_depth);
-    conv_2d_scratch_words(a)
-        .saturating_add(conv_2d_add_scratch_words(b))
+    conv_2d_scratch_words(a, qa)
+        .saturating_add(conv_2d_add_scratch_words(b, qb))
         .saturating_add(rows.div_ceil(4))
 }
 
@@ -586,10 +723,11 @@ pub fn conv_block_i8_in_place(
     {
         return;
     }
-    let Some((scratch_a, rest)) = scratch.split_at_mut_checked(conv_2d_scratch_words(a)) else {
+    let Some((scratch_a, rest)) = scratch.split_at_mut_checked(conv_2d_scratch_words(a, qa)) else {
         return;
     };
-    let Some((scratch_b, rows)) = rest.split_at_mut_checked(conv_2d_add_scratch_words(b)) else {
+    let Some((scratch_b, rows)) = rest.split_at_mut_checked(conv_2d_add_scratch_words(b, qb))
+    else {
         return;
     };
     let rows = bytes_mut(rows);
@@ -619,7 +757,15 @@ pub fn conv_block_i8_in_place(
                     continue;
                 };
                 let pa = row_conv(a, origin, first, last);
-                let ran = conv_2d_i8_with(&pa, qa, x, filter_a, bias_a, t, scratch_a, prepared_a);
+                let ran = conv_2d_i8_with(
+                    &pa,
+                    qa,
+                    Io::Apart(x, t),
+                    filter_a,
+                    bias_a,
+                    scratch_a,
+                    prepared_a,
+                );
                 prepared_a = ran.or(prepared_a);
             }
             // Row oy of y: the rows of t it reads, gathered, then conv_b with the
@@ -919,18 +1065,25 @@ fn store_count(out: &mut [i8], v: &[i8; COLUMNS], j: usize, stride: usize, count
 fn conv(
     p: &Conv2dParams,
     q: &ConvQuant<'_>,
-    input: &[i8],
+    mut io: Io<'_>,
     filter: &[i8],
     bias: Option<&[i32]>,
     scratch: &mut [u32],
-    output: &mut [i8],
     prepared: Option<bool>,
 ) -> Option<bool> {
     let (groups, input_len, filter_len, output_len) = conv_lens(p)?;
     let out_c = p.output_depth;
-    if input.len() != input_len
+    let io_fits = match &io {
+        Io::Apart(input, output) => input.len() == input_len && output.len() == output_len,
+        Io::InPlace(inout, held, _) => {
+            inout.len() == input_len
+                && input_len == output_len
+                && groups == 1
+                && held.len() >= held_pixels(p) * out_c
+        }
+    };
+    if !io_fits
         || filter.len() != filter_len
-        || output.len() != output_len
         || bias.is_some_and(|b| b.len() != out_c)
         || !q.multipliers.covers(out_c)
         || !(-127..=128).contains(&q.input_offset)
@@ -948,7 +1101,10 @@ fn conv(
     let (cols, rest) = scratch.split_at_mut_checked(columns_words(kp))?;
     let (stage, rest) = rest.split_at_mut_checked(stage_words(p, kp))?;
     let stage = bytes_mut(stage);
-    let (table, copy) = rest.split_at_mut_checked(out_c * CHANNEL_WORDS)?;
+    // The requantization of each channel: from flash when `q` brings it prepared, else
+    // built in scratch.
+    let flash = flash_channels(p, q);
+    let (table, copy) = rest.split_at_mut_checked(table_words(p, q))?;
     let table = table.as_chunks_mut::<CHANNEL_WORDS>().0;
     // The filter rows the blocks read: the filter itself, or its copy with each row
     // zero-padded to `kp` values.
@@ -971,11 +1127,17 @@ fn conv(
                     }
                 }
             }
-            prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT)
+            match flash {
+                Some((_, fast)) => fast,
+                None => prepare_channels(table, bias, &q.multipliers, offset, k, PRODUCT),
+            }
         }
     };
     let filter: &[i8] = if kp == k { filter } else { copy };
-    let table: &[Channel] = table;
+    let table: &[Channel] = match flash {
+        Some((channels, _)) => channels,
+        None => table,
+    };
     let act = q.activation;
     let bounds = Clamp4::new(act).bytewise();
     let [out_h, out_w] = p.window.output;
@@ -984,9 +1146,16 @@ fn conv(
         for group in 0..groups {
             let (mut oy, mut ox) = (0, 0);
             let mut pix = 0;
+            // In place: the results of pixels `done..pix` of image `n` wait in the held
+            // buffer, from its start.
+            let mut done = 0;
             while pix < pixels {
                 // Columns `count..` keep stale values; their sums are computed and dropped.
                 let count = (pixels - pix).min(COLUMNS);
+                let input: &[i8] = match &io {
+                    Io::Apart(input, _) => input,
+                    Io::InPlace(inout, ..) => inout,
+                };
                 (oy, ox) = fill_columns(
                     cols,
                     stage,
@@ -997,8 +1166,6 @@ fn conv(
                     (oy, ox),
                     (group, count),
                 );
-                // Output index of the first pixel's channel 0; the others follow.
-                let base = (n * pixels + pix) * out_c;
                 let channels = group * per_group..(group + 1) * per_group;
                 let (Some(rows), Some(chs)) = (
                     filter.get(channels.start * kp..channels.end * kp),
@@ -1006,7 +1173,10 @@ fn conv(
                 ) else {
                     break;
                 };
-                if let Some(out) = output.get_mut(base + channels.start..) {
+                // Where the first pixel's channel 0 goes; the others follow.
+                let out = block_out(&mut io, (n, pixels), (pix, count), &mut done, out_c)
+                    .and_then(|out| out.get_mut(channels.start..));
+                if let Some(out) = out {
                     let bounds = bounds.filter(|_| fast);
                     let (q, first) = (q, channels.start);
                     let pairs = kp / 8;
@@ -1023,6 +1193,8 @@ fn conv(
                 }
                 pix += count;
             }
+            // In place: the image's last results.
+            block_out(&mut io, (n, pixels), (pixels, 0), &mut done, out_c);
         }
     }
     Some(fast)
@@ -1136,11 +1308,23 @@ mod tests {
             }
         }
 
+        /// Every variant with the channels prepared in scratch, then from "flash".
         fn check(&self, one_by_one: bool) -> Result<(), TestCaseError> {
-            let (p, q, r) = (&self.p, self.quant(), self.residual());
+            let q = self.quant();
+            self.check_with(&q, one_by_one)?;
+            let mut table = Vec::new();
+            if let Some(qf) = with_flash(&self.p, &q, self.bias.as_deref(), &mut table) {
+                self.check_with(&qf, one_by_one)?;
+            }
+            Ok(())
+        }
+
+        fn check_with(&self, q: &ConvQuant<'_>, one_by_one: bool) -> Result<(), TestCaseError> {
+            let (p, r) = (&self.p, self.residual());
+            let q = *q;
             let bias = self.bias.as_deref();
             let (input, filter) = (&self.input[..], &self.filter[..]);
-            let mut scratch = vec![0u32; conv_2d_add_scratch_words(p)];
+            let mut scratch = vec![0u32; conv_2d_add_scratch_words(p, &q)];
             let n = p.output_len();
             let (mut want, mut got) = (vec![0i8; n], vec![0i8; n]);
             reference::conv_2d_i8(p, &q, input, filter, bias, &mut want);
@@ -1205,6 +1389,25 @@ mod tests {
         }
     }
 
+    /// `q` with its channels prepared as the compiler keeps them in flash
+    /// ([`ChannelMultipliers::Prepared`]), when they can be (in `table`).
+    fn with_flash<'a>(
+        p: &Conv2dParams,
+        q: &ConvQuant<'_>,
+        bias: Option<&[i32]>,
+        table: &'a mut Vec<[u32; CHANNEL_WORDS]>,
+    ) -> Option<ConvQuant<'a>> {
+        *table = vec![[0; CHANNEL_WORDS]; p.output_depth];
+        let fast = prepare_flash_channels(p, q, bias, table)?;
+        Some(ConvQuant {
+            multipliers: ChannelMultipliers::Prepared {
+                channels: table,
+                fast,
+            },
+            ..*q
+        })
+    }
+
     /// A conv of `cin -> cout` channels over `h x w`, stride 1, "same" padding.
     fn same_conv(
         n: usize,
@@ -1258,9 +1461,16 @@ mod tests {
             let mut want = vec![0i8; p.output_len()];
             reference::conv_2d_i8(&p, &q, &case.input, &case.filter, bias, &mut want);
             let mut inout = case.input.clone();
-            let mut scratch = vec![0u32; conv_2d_1x1_in_place_scratch_words(&p)];
+            let mut scratch = vec![0u32; conv_2d_1x1_in_place_scratch_words(&p, &q)];
             conv_2d_1x1_i8_in_place(&p, &q, &case.filter, bias, &mut inout, &mut scratch);
-            prop_assert_eq!(inout, want);
+            prop_assert_eq!(&inout, &want);
+            let mut table = Vec::new();
+            if let Some(qf) = with_flash(&p, &q, bias, &mut table) {
+                let mut inout = case.input.clone();
+                let mut scratch = vec![0u32; conv_2d_1x1_in_place_scratch_words(&p, &qf)];
+                conv_2d_1x1_i8_in_place(&p, &qf, &case.filter, bias, &mut inout, &mut scratch);
+                prop_assert_eq!(&inout, &want, "flash channels");
+            }
         }
 
         #[test]
@@ -1281,9 +1491,16 @@ mod tests {
             let mut want = vec![0i8; p.output_len()];
             reference::conv_2d_i8(&p, &q, &case.input, &case.filter, bias, &mut want);
             let mut inout = case.input.clone();
-            let mut scratch = vec![0u32; conv_2d_in_place_scratch_words(&p)];
+            let mut scratch = vec![0u32; conv_2d_in_place_scratch_words(&p, &q)];
             conv_2d_i8_in_place(&p, &q, &case.filter, bias, &mut inout, &mut scratch);
-            prop_assert_eq!(inout, want);
+            prop_assert_eq!(&inout, &want);
+            let mut table = Vec::new();
+            if let Some(qf) = with_flash(&p, &q, bias, &mut table) {
+                let mut inout = case.input.clone();
+                let mut scratch = vec![0u32; conv_2d_in_place_scratch_words(&p, &qf)];
+                conv_2d_i8_in_place(&p, &qf, &case.filter, bias, &mut inout, &mut scratch);
+                prop_assert_eq!(&inout, &want, "flash channels");
+            }
         }
 
         #[test]
@@ -1331,9 +1548,16 @@ mod tests {
             reference::conv_2d_i8_add(&b, &qb, &r, &t, &cb.filter, bb, &x, &mut want);
             let mut inout = x.clone();
             let mut ring = vec![0i8; crate::kernels::in_place::block::block_ring_len(&a, &b).unwrap()];
-            let mut scratch = vec![0u32; conv_block_scratch_words(&a, &b)];
+            let mut scratch = vec![0u32; conv_block_scratch_words(&a, &qa, &b, &qb)];
             conv_block_i8_in_place(&a, &qa, &ca.filter, ba, &b, &qb, &r, &cb.filter, bb, &mut inout, &mut ring, &mut scratch);
-            prop_assert_eq!(inout, want);
+            prop_assert_eq!(&inout, &want);
+            let (mut ta, mut tb) = (Vec::new(), Vec::new());
+            if let (Some(qfa), Some(qfb)) = (with_flash(&a, &qa, ba, &mut ta), with_flash(&b, &qb, bb, &mut tb)) {
+                let mut inout = x.clone();
+                let mut scratch = vec![0u32; conv_block_scratch_words(&a, &qfa, &b, &qfb)];
+                conv_block_i8_in_place(&a, &qfa, &ca.filter, ba, &b, &qfb, &r, &cb.filter, bb, &mut inout, &mut ring, &mut scratch);
+                prop_assert_eq!(&inout, &want, "flash channels");
+            }
         }
     }
 
@@ -1351,7 +1575,7 @@ mod tests {
             activation: ActivationRange::FULL_I8,
         };
         let (input, filter) = ([1i8; 48], [1i8; 54]);
-        let words = conv_2d_scratch_words(&p);
+        let words = conv_2d_scratch_words(&p, &q);
         let mut out = [7i8; 32];
         conv_2d_i8(
             &p,

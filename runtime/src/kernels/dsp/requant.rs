@@ -38,8 +38,8 @@ const MAX_LEFT: i32 = 28;
 /// output channel in scratch and start their sums at `channel[0]`, the bias.
 pub(crate) type Channel = [u32; CHANNEL_WORDS];
 
-/// Words of one [`Channel`].
-pub(crate) const CHANNEL_WORDS: usize = 5;
+/// Words of one prepared channel (`Channel`).
+pub const CHANNEL_WORDS: usize = 5;
 
 /// Prepares a channel. Parameters [`fits`] rejects give a harmless but wrong value;
 /// kernels take the reference path then.
