@@ -561,7 +561,7 @@ pub fn conv_2d_i8_in_place(
 /// to the front, `len` bytes at a time (each copy between disjoint parts).
 fn write_back(inout: &mut [i8], held: &mut [i8], at: usize, len: usize, used: usize) {
     if let (Some(dst), Some(src)) = (inout.get_mut(at..at.wrapping_add(len)), held.get(..len)) {
-        dst.copy_from_slice(src);
+        copy_into(dst, src);
     }
     let mut to = 0;
     while len > 0 && to + len < used {
@@ -570,7 +570,7 @@ fn write_back(inout: &mut [i8], held: &mut [i8], at: usize, len: usize, used: us
             return;
         };
         if let (Some(dst), Some(src)) = (front.get_mut(to..to + n), back.get(..n)) {
-            dst.copy_from_slice(src);
+            copy_into(dst, src);
         }
         to += n;
     }
