@@ -557,11 +557,25 @@ pub fn conv_2d_i8_in_place(
     conv_2d_i8_with(p, q, io, filter, bias, conv_scratch, None);
 }
 
+/// Copies the first `min(dst.len(), src.len())` bytes of `src` into `dst` as one memcpy
+/// call: `copy_from_slice` would link a length-mismatch panic where it is not inlined
+/// (opt-level z; the no-panic check), and `copy_into` inlined at every site costs flash.
+#[allow(unsafe_code)]
+fn copy_bytes(dst: &mut [i8], src: &[i8]) {
+    let n = dst.len().min(src.len());
+    // SAFETY: both pointers are valid for `n` bytes (`n` is at most either length), and
+    // `dst` is a unique borrow, so the two ranges cannot overlap.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), n) }
+}
+
 /// Writes the first `len` bytes of `held` to `inout[at..]` and moves `held[len..used]`
 /// to the front, `len` bytes at a time (each copy between disjoint parts).
 fn write_back(inout: &mut [i8], held: &mut [i8], at: usize, len: usize, used: usize) {
-    if let (Some(dst), Some(src)) = (inout.get_mut(at..at.wrapping_add(len)), held.get(..len)) {
-        copy_into(dst, src);
+    if let (Some(dst), Some(src)) = (
+        inout.get_mut(at..).and_then(|d| d.get_mut(..len)),
+        held.get(..len),
+    ) {
+        copy_bytes(dst, src);
     }
     let mut to = 0;
     while len > 0 && to + len < used {
@@ -569,8 +583,11 @@ fn write_back(inout: &mut [i8], held: &mut [i8], at: usize, len: usize, used: us
         let Some((front, back)) = held.split_at_mut_checked(to + len) else {
             return;
         };
-        if let (Some(dst), Some(src)) = (front.get_mut(to..to + n), back.get(..n)) {
-            copy_into(dst, src);
+        if let (Some(dst), Some(src)) = (
+            front.get_mut(to..).and_then(|d| d.get_mut(..n)),
+            back.get(..n),
+        ) {
+            copy_bytes(dst, src);
         }
         to += n;
     }
