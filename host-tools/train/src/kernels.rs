@@ -1,6 +1,7 @@
 //! f32 kernels of the training executor, forward and backward, NHWC.
 //!
-//! Convolutions are im2col + GEMM (matrixmultiply), one sample per rayon task. Weight
+//! Convolutions are im2col + GEMM (matrixmultiply), one GEMM and one rayon task per
+//! [`CHUNK`] samples. Weight
 //! gradients are summed over fixed chunks of [`CHUNK`] samples in parallel and the
 //! partial sums added in chunk order, so results depend on neither scheduling nor the
 //! thread count. Forward semantics are kiln's (TFLite's): SAME padding puts the extra
@@ -160,23 +161,44 @@ impl Window {
 
 fn im2col(w: &Window, x: &[f32], cols: &mut [f32]) {
     let c = w.c;
-    let k = w.kh * w.kw * c;
+    let run = w.kw * c;
+    let k = w.kh * run;
     for oy in 0..w.oh {
         for ox in 0..w.ow {
             let row = &mut cols[(oy * w.ow + ox) * k..][..k];
+            // The window's columns, when they are one contiguous run of the input row
+            // (dilation 1 and no padding on either side): then each kernel row is one
+            // copy of kw * c values instead of kw copies of c.
+            let contiguous = match (w.col(ox, 0), w.col(ox, w.kw.saturating_sub(1))) {
+                (Some(first), Some(last)) if last == first + w.kw - 1 => Some(first),
+                _ => None,
+            };
             for ky in 0..w.kh {
-                for kx in 0..w.kw {
-                    let dst = &mut row[(ky * w.kw + kx) * c..][..c];
-                    match (w.row(oy, ky), w.col(ox, kx)) {
-                        (Some(iy), Some(ix)) => {
-                            dst.copy_from_slice(&x[(iy * w.iw + ix) * c..][..c])
-                        }
-                        _ => dst.fill(0.0),
+                let dst = &mut row[ky * run..][..run];
+                let Some(iy) = w.row(oy, ky) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                if let Some(ix) = contiguous {
+                    copy(dst, &x[(iy * w.iw + ix) * c..][..run]);
+                    continue;
+                }
+                for (kx, dst) in dst.chunks_exact_mut(c).enumerate() {
+                    match w.col(ox, kx) {
+                        Some(ix) => copy(dst, &x[(iy * w.iw + ix) * c..][..c]),
+                        None => dst.fill(0.0),
                     }
                 }
             }
         }
     }
+}
+
+/// Copies `src` into `dst` (same length) by an inlined loop: im2col's runs are a few
+/// to a few dozen values, too short for a `memcpy` call to pay off.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
 }
 
 fn col2im(w: &Window, cols: &[f32], dx: &mut [f32]) {
@@ -205,31 +227,63 @@ fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// CONV_2D forward: `x` NHWC, `filter` OHWI, optional bias.
+/// im2col of every sample of `x` (whole samples, one after another) into `cols`, one
+/// sample's `[oh * ow, k]` block after another: one GEMM then covers the lot.
+fn im2col_samples(w: &Window, x: &[f32], cols: &mut [f32]) {
+    let block = w.oh * w.ow * w.kh * w.kw * w.c;
+    for (xn, cn) in x
+        .chunks_exact(w.in_size())
+        .zip(cols.chunks_exact_mut(block))
+    {
+        im2col(w, xn, cn);
+    }
+}
+
+/// CONV_2D forward: `x` NHWC, `filter` OHWI, optional bias. One rayon task and one
+/// GEMM per [`CHUNK`] samples (small convolutions are too small a GEMM one sample at a
+/// time); each output element is one dot product over `k`, so chunking does not change
+/// any result.
 pub fn conv2d(w: &Window, x: &[f32], filter: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let k = w.kh * w.kw * w.c;
     let p = w.oh * w.ow;
-    y.par_chunks_mut(w.out_size())
-        .zip(x.par_chunks(w.in_size()))
-        .for_each(|(yn, xn)| {
-            let mut cols = vec![0.0; p * k];
-            im2col(w, xn, &mut cols);
-            gemm(p, k, w.oc, &cols, (k, 1), filter, (1, k), yn, 0.0);
-            add_bias(yn, bias);
+    y.par_chunks_mut(CHUNK * w.out_size())
+        .zip(x.par_chunks(CHUNK * w.in_size()))
+        .for_each(|(yc, xc)| {
+            let rows = p * (xc.len() / w.in_size().max(1));
+            let mut cols = vec![0.0; rows * k];
+            im2col_samples(w, xc, &mut cols);
+            gemm(rows, k, w.oc, &cols, (k, 1), filter, (1, k), yc, 0.0);
+            add_bias(yc, bias);
         });
 }
 
-/// CONV_2D input gradient: `dx = col2im(dy * filter)`.
+/// CONV_2D input gradient: `dx = col2im(dy * filter)`, one GEMM per [`CHUNK`] samples.
 pub fn conv2d_grad_input(w: &Window, dy: &[f32], filter: &[f32], dx: &mut [f32]) {
     let k = w.kh * w.kw * w.c;
     let p = w.oh * w.ow;
-    dx.par_chunks_mut(w.in_size())
-        .zip(dy.par_chunks(w.out_size()))
-        .for_each(|(dxn, dyn_)| {
-            let mut cols = vec![0.0; p * k];
-            gemm(p, w.oc, k, dyn_, (w.oc, 1), filter, (k, 1), &mut cols, 0.0);
-            dxn.fill(0.0);
-            col2im(w, &cols, dxn);
+    dx.par_chunks_mut(CHUNK * w.in_size())
+        .zip(dy.par_chunks(CHUNK * w.out_size()))
+        .for_each(|(dxc, dyc)| {
+            let rows = p * (dyc.len() / w.out_size().max(1));
+            let mut cols = vec![0.0; rows * k];
+            gemm(
+                rows,
+                w.oc,
+                k,
+                dyc,
+                (w.oc, 1),
+                filter,
+                (k, 1),
+                &mut cols,
+                0.0,
+            );
+            dxc.fill(0.0);
+            for (dxn, cn) in dxc
+                .chunks_exact_mut(w.in_size())
+                .zip(cols.chunks_exact(p * k))
+            {
+                col2im(w, cn, dxn);
+            }
         });
 }
 
@@ -252,16 +306,39 @@ fn chunked_sum(n: usize, len: usize, out: &mut [f32], f: impl Fn(usize, &mut [f3
     }
 }
 
-/// CONV_2D filter gradient: `dfilter = sum_n dy_n^T * im2col(x_n)`.
+/// CONV_2D filter gradient: `dfilter = sum_n dy_n^T * im2col(x_n)`, each chunk of
+/// [`CHUNK`] samples as one GEMM over all their output positions, the chunks' partial
+/// sums added in chunk order.
 pub fn conv2d_grad_filter(w: &Window, x: &[f32], dy: &[f32], dfilter: &mut [f32]) {
     let k = w.kh * w.kw * w.c;
     let p = w.oh * w.ow;
-    chunked_sum(w.n, w.oc * k, dfilter, |i, part| {
-        let mut cols = vec![0.0; p * k];
-        im2col(w, &x[i * w.in_size()..][..w.in_size()], &mut cols);
-        let dyn_ = &dy[i * w.out_size()..][..w.out_size()];
-        gemm(w.oc, p, k, dyn_, (1, w.oc), &cols, (k, 1), part, 1.0);
-    });
+    let starts: Vec<usize> = (0..w.n).step_by(CHUNK).collect();
+    let partials: Vec<Vec<f32>> = starts
+        .par_iter()
+        .map(|&s| {
+            let n = CHUNK.min(w.n - s);
+            let mut cols = vec![0.0; n * p * k];
+            im2col_samples(w, &x[s * w.in_size()..][..n * w.in_size()], &mut cols);
+            let dyc = &dy[s * w.out_size()..][..n * w.out_size()];
+            let mut part = vec![0.0; w.oc * k];
+            gemm(
+                w.oc,
+                n * p,
+                k,
+                dyc,
+                (1, w.oc),
+                &cols,
+                (k, 1),
+                &mut part,
+                0.0,
+            );
+            part
+        })
+        .collect();
+    dfilter.fill(0.0);
+    for part in partials {
+        dfilter.iter_mut().zip(&part).for_each(|(o, p)| *o += p);
+    }
 }
 
 /// DEPTHWISE_CONV_2D forward: filter `[1, KH, KW, C*M]`, output channel `c*M + m`.
