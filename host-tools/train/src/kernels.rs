@@ -203,21 +203,37 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 
 fn col2im(w: &Window, cols: &[f32], dx: &mut [f32]) {
     let c = w.c;
-    let k = w.kh * w.kw * c;
+    let run = w.kw * c;
+    let k = w.kh * run;
     for oy in 0..w.oh {
         for ox in 0..w.ow {
             let row = &cols[(oy * w.ow + ox) * k..][..k];
+            // As in im2col: a window inside the input row adds each kernel row as one
+            // run (each element still gets its contributions in the same order).
+            let contiguous = match (w.col(ox, 0), w.col(ox, w.kw.saturating_sub(1))) {
+                (Some(first), Some(last)) if last == first + w.kw - 1 => Some(first),
+                _ => None,
+            };
             for ky in 0..w.kh {
                 let Some(iy) = w.row(oy, ky) else { continue };
-                for kx in 0..w.kw {
+                let src = &row[ky * run..][..run];
+                if let Some(ix) = contiguous {
+                    add_into(&mut dx[(iy * w.iw + ix) * c..][..run], src);
+                    continue;
+                }
+                for (kx, src) in src.chunks_exact(c).enumerate() {
                     let Some(ix) = w.col(ox, kx) else { continue };
-                    let src = &row[(ky * w.kw + kx) * c..][..c];
-                    let dst = &mut dx[(iy * w.iw + ix) * c..][..c];
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    add_into(&mut dx[(iy * w.iw + ix) * c..][..c], src);
                 }
             }
         }
     }
+}
+
+/// `dst += src`, elementwise (same length).
+#[inline(always)]
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
 }
 
 fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
