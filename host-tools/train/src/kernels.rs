@@ -512,29 +512,42 @@ pub fn max_pool(w: &Window, x: &[f32], y: &mut [f32]) {
         });
 }
 
-/// MAX_POOL_2D gradient: each window's `dy` goes to its first maximum.
+/// MAX_POOL_2D gradient: each window's `dy` goes to its first maximum. The window is
+/// scanned once for all channels (the running maximum of each channel side by side, so
+/// the compare-and-select runs across channels), the same first maximum per channel
+/// as a scan channel by channel.
 pub fn max_pool_grad(w: &Window, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     dx.par_chunks_mut(w.in_size())
         .zip(x.par_chunks(w.in_size()))
         .zip(dy.par_chunks(w.out_size()))
         .for_each(|((dxn, xn), dyn_)| {
             dxn.fill(0.0);
+            let mut best = vec![f32::NEG_INFINITY; w.c];
+            let mut at = vec![usize::MAX; w.c];
             for oy in 0..w.oh {
                 for ox in 0..w.ow {
-                    for ch in 0..w.c {
-                        let mut best = (f32::NEG_INFINITY, usize::MAX);
-                        for ky in 0..w.kh {
-                            let Some(iy) = w.row(oy, ky) else { continue };
-                            for kx in 0..w.kw {
-                                let Some(ix) = w.col(ox, kx) else { continue };
-                                let at = (iy * w.iw + ix) * w.c + ch;
-                                if xn[at] > best.0 || best.1 == usize::MAX {
-                                    best = (xn[at], at);
+                    best.fill(f32::NEG_INFINITY);
+                    at.fill(usize::MAX);
+                    for ky in 0..w.kh {
+                        let Some(iy) = w.row(oy, ky) else { continue };
+                        for kx in 0..w.kw {
+                            let Some(ix) = w.col(ox, kx) else { continue };
+                            let base = (iy * w.iw + ix) * w.c;
+                            let xs = &xn[base..][..w.c];
+                            for (ch, ((b, a), &v)) in
+                                best.iter_mut().zip(at.iter_mut()).zip(xs).enumerate()
+                            {
+                                if v > *b || *a == usize::MAX {
+                                    *b = v;
+                                    *a = base + ch;
                                 }
                             }
                         }
-                        if best.1 != usize::MAX {
-                            dxn[best.1] += dyn_[(oy * w.ow + ox) * w.c + ch];
+                    }
+                    let dys = &dyn_[(oy * w.ow + ox) * w.c..][..w.c];
+                    for (&a, &d) in at.iter().zip(dys) {
+                        if let Some(g) = dxn.get_mut(a) {
+                            *g += d;
                         }
                     }
                 }
