@@ -2,3 +2,39 @@
 
 pub mod cuda;
 pub mod rust;
+
+use std::path::Path;
+
+/// `text` for a `//` comment or doc line: control characters (a newline would end the
+/// comment) become spaces.
+pub(crate) fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `text` as the inside of a TOML basic string.
+pub(crate) fn toml_text(text: &str) -> String {
+    comment_text(text)
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+}
+
+/// Refuses a generated crate's name that Cargo would not take (letters, digits, `_`,
+/// `-`, a letter first), as an I/O error on the crate's folder `dir`.
+pub(crate) fn check_crate_name(name: &str, dir: &Path) -> Result<(), crate::CompileError> {
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        return Ok(());
+    }
+    Err(crate::CompileError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("'{name}' is not a crate name (letters, digits, '_', '-'; a letter first)"),
+        ),
+    })
+}

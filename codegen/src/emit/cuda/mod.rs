@@ -28,6 +28,7 @@
 //! [`EMULATION_MAIN`], which runs every block and thread serially: the tests compare that
 //! with the CPU executor bit for bit.
 
+use super::{comment_text, toml_text};
 use crate::exec::kernel::{Kernel, Multipliers, Prepared};
 use crate::exec::ExecError;
 use crate::ir::{DType, Graph, TensorId};
@@ -843,13 +844,6 @@ fn weights_blob(graph: &Graph) -> (Vec<u8>, Vec<usize>) {
     (blob, offsets)
 }
 
-/// `text` for a `//` comment: control characters become spaces.
-fn comment_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 /// Where the generated crate finds the `kiln-cuda` host driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverDependency {
@@ -884,29 +878,18 @@ pub fn write_crate(
         path: p.display().to_string(),
         source: e,
     };
-    let valid_name = crate_name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && crate_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid_name {
-        let message = format!(
-            "'{crate_name}' is not a crate name (letters, digits, '_', '-'; a letter first)"
-        );
-        return Err(io(
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-            dir,
-        ));
-    }
+    super::check_crate_name(crate_name, dir)?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
-    let toml = |t: &str| comment_text(t).replace('\\', "\\\\").replace('"', "\\\"");
     let dep = match driver {
-        DriverDependency::Path(p) => format!("{{ path = \"{}\" }}", toml(&p.display().to_string())),
-        DriverDependency::Version(v) => format!("\"{}\"", toml(v)),
+        DriverDependency::Path(p) => {
+            format!("{{ path = \"{}\" }}", toml_text(&p.display().to_string()))
+        }
+        DriverDependency::Version(v) => format!("\"{}\"", toml_text(v)),
     };
     let cargo = format!(
         "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\ndescription = \"{} compiled for CUDA by kiln {}\"\n\n[dependencies]\nkiln-cuda = {dep}\n\n[workspace]\n",
-        toml(graph_source),
+        toml_text(graph_source),
         env!("CARGO_PKG_VERSION")
     );
     let lib = format!(

@@ -11,6 +11,7 @@ mod literal;
 mod ops;
 pub mod probe;
 
+use super::{comment_text, toml_text};
 use crate::compile::Target;
 use crate::exec::kernel::Prepared;
 use crate::exec::{kernel::Kernel, ExecError};
@@ -641,21 +642,6 @@ const fn qm(multiplier: i32, shift: i32) -> QuantizedMultiplier {{
     s.push('\n');
 }
 
-/// `text` for a `//` comment or doc line: control characters (a newline would end the
-/// comment) become spaces.
-fn comment_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// `text` as the inside of a TOML basic string.
-fn toml_text(text: &str) -> String {
-    comment_text(text)
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-}
-
 /// Where the generated crate finds kiln-runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeDependency {
@@ -690,19 +676,7 @@ pub fn write_crate(
         path: p.display().to_string(),
         source: e,
     };
-    let valid_name = crate_name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && crate_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid_name {
-        let message = format!(
-            "'{crate_name}' is not a crate name (letters, digits, '_', '-'; a letter first)"
-        );
-        return Err(io(
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-            dir,
-        ));
-    }
+    super::check_crate_name(crate_name, dir)?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
     let dep = match runtime {
