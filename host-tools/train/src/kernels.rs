@@ -157,6 +157,17 @@ impl Window {
     fn col(&self, ox: usize, kx: usize) -> Option<usize> {
         Self::at(ox, kx, self.sw, self.dw, self.pl, self.iw)
     }
+
+    /// The first input column of output column `ox`'s window when its `kw` columns are
+    /// one contiguous run of the input row (dilation 1, no padding on either side), so
+    /// a kernel row is one run of `kw * c` values.
+    #[inline]
+    fn contiguous_cols(&self, ox: usize) -> Option<usize> {
+        match (self.col(ox, 0), self.col(ox, self.kw.saturating_sub(1))) {
+            (Some(first), Some(last)) if last == first + self.kw - 1 => Some(first),
+            _ => None,
+        }
+    }
 }
 
 fn im2col(w: &Window, x: &[f32], cols: &mut [f32]) {
@@ -166,13 +177,8 @@ fn im2col(w: &Window, x: &[f32], cols: &mut [f32]) {
     for oy in 0..w.oh {
         for ox in 0..w.ow {
             let row = &mut cols[(oy * w.ow + ox) * k..][..k];
-            // The window's columns, when they are one contiguous run of the input row
-            // (dilation 1 and no padding on either side): then each kernel row is one
-            // copy of kw * c values instead of kw copies of c.
-            let contiguous = match (w.col(ox, 0), w.col(ox, w.kw.saturating_sub(1))) {
-                (Some(first), Some(last)) if last == first + w.kw - 1 => Some(first),
-                _ => None,
-            };
+            // One copy of kw * c values per kernel row where the window allows.
+            let contiguous = w.contiguous_cols(ox);
             for ky in 0..w.kh {
                 let dst = &mut row[ky * run..][..run];
                 let Some(iy) = w.row(oy, ky) else {
@@ -208,12 +214,9 @@ fn col2im(w: &Window, cols: &[f32], dx: &mut [f32]) {
     for oy in 0..w.oh {
         for ox in 0..w.ow {
             let row = &cols[(oy * w.ow + ox) * k..][..k];
-            // As in im2col: a window inside the input row adds each kernel row as one
-            // run (each element still gets its contributions in the same order).
-            let contiguous = match (w.col(ox, 0), w.col(ox, w.kw.saturating_sub(1))) {
-                (Some(first), Some(last)) if last == first + w.kw - 1 => Some(first),
-                _ => None,
-            };
+            // As in im2col: one run per kernel row where the window allows (each
+            // element still gets its contributions in the same order).
+            let contiguous = w.contiguous_cols(ox);
             for ky in 0..w.kh {
                 let Some(iy) = w.row(oy, ky) else { continue };
                 let src = &row[ky * run..][..run];
@@ -303,16 +306,25 @@ pub fn conv2d_grad_input(w: &Window, dy: &[f32], filter: &[f32], dx: &mut [f32])
         });
 }
 
-/// Sums `f(sample range, partial)` over fixed chunks of the batch, in chunk order.
+/// Sums `f(sample i, partial)` over fixed chunks of the batch, in chunk order.
 fn chunked_sum(n: usize, len: usize, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    chunk_sums(n, len, out, |start, count, part| {
+        for i in start..start + count {
+            f(i, part);
+        }
+    });
+}
+
+/// `out` = the sum of `f(first sample, samples, partial)` over fixed chunks of
+/// [`CHUNK`] samples, each into a zeroed partial, the partials added in chunk order
+/// (so the result does not depend on the thread count).
+fn chunk_sums(n: usize, len: usize, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
     let partials: Vec<Vec<f32>> = starts
         .par_iter()
         .map(|&s| {
             let mut part = vec![0.0; len];
-            for i in s..(s + CHUNK).min(n) {
-                f(i, &mut part);
-            }
+            f(s, CHUNK.min(n - s), &mut part);
             part
         })
         .collect();
@@ -328,33 +340,12 @@ fn chunked_sum(n: usize, len: usize, out: &mut [f32], f: impl Fn(usize, &mut [f3
 pub fn conv2d_grad_filter(w: &Window, x: &[f32], dy: &[f32], dfilter: &mut [f32]) {
     let k = w.kh * w.kw * w.c;
     let p = w.oh * w.ow;
-    let starts: Vec<usize> = (0..w.n).step_by(CHUNK).collect();
-    let partials: Vec<Vec<f32>> = starts
-        .par_iter()
-        .map(|&s| {
-            let n = CHUNK.min(w.n - s);
-            let mut cols = vec![0.0; n * p * k];
-            im2col_samples(w, &x[s * w.in_size()..][..n * w.in_size()], &mut cols);
-            let dyc = &dy[s * w.out_size()..][..n * w.out_size()];
-            let mut part = vec![0.0; w.oc * k];
-            gemm(
-                w.oc,
-                n * p,
-                k,
-                dyc,
-                (1, w.oc),
-                &cols,
-                (k, 1),
-                &mut part,
-                0.0,
-            );
-            part
-        })
-        .collect();
-    dfilter.fill(0.0);
-    for part in partials {
-        dfilter.iter_mut().zip(&part).for_each(|(o, p)| *o += p);
-    }
+    chunk_sums(w.n, w.oc * k, dfilter, |s, n, part| {
+        let mut cols = vec![0.0; n * p * k];
+        im2col_samples(w, &x[s * w.in_size()..][..n * w.in_size()], &mut cols);
+        let dyc = &dy[s * w.out_size()..][..n * w.out_size()];
+        gemm(w.oc, n * p, k, dyc, (1, w.oc), &cols, (k, 1), part, 0.0);
+    });
 }
 
 /// DEPTHWISE_CONV_2D forward: filter `[1, KH, KW, C*M]`, output channel `c*M + m`.
