@@ -162,6 +162,17 @@ fn print_memory(batch: usize, off: &MemoryReport, ckpt: &MemoryReport) {
 
 /// Trains, writes OUT and prints the report; exit 0.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        kiln_train::set_threads(t)?;
+    }
+    kiln_train::on_pool(|| train_on_pool(args))
+}
+
+/// [`main`] after the thread pool is set up, on one of its workers.
+fn train_on_pool(args: Args) -> anyhow::Result<ExitCode> {
     let spec = ModelSpec::load(&args.model)?;
     let optimizer =
         OptimizerKind::parse(&args.optimizer, args.weight_decay).map_err(anyhow::Error::msg)?;
@@ -171,12 +182,6 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.epochs == 0 {
         bail!("--epochs must be at least 1");
-    }
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        kiln_train::set_threads(t)?;
     }
     let augment = Augment::parse(&args.augment).map_err(|e| anyhow::anyhow!("--augment: {e}"))?;
     let label_column = LabelColumn::parse(&args.label_column)
