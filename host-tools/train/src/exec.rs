@@ -165,6 +165,47 @@ impl<'a> Operands<'a> {
     }
 }
 
+/// `out[i] = f(x[i])`; with `x` `None` the step runs in place and `out` holds `x`.
+/// Generic, so `f` is inlined and the loop vectorizes where `f` allows.
+#[inline]
+fn map1(out: &mut [f32], x: Option<&[f32]>, f: impl Fn(f32) -> f32) {
+    match x {
+        Some(x) => out.iter_mut().zip(x).for_each(|(o, x)| *o = f(*x)),
+        None => out.iter_mut().for_each(|o| *o = f(*o)),
+    }
+}
+
+/// `out[i] = f(a[i], d[i])`; with `d` `None` the step runs in place and `out` holds `d`.
+#[inline]
+fn map2(out: &mut [f32], a: &[f32], d: Option<&[f32]>, f: impl Fn(f32, f32) -> f32) {
+    match d {
+        Some(d) => out
+            .iter_mut()
+            .zip(a.iter().zip(d))
+            .for_each(|(o, (a, d))| *o = f(*a, *d)),
+        None => out.iter_mut().zip(a).for_each(|(o, a)| *o = f(*a, *o)),
+    }
+}
+
+/// A shape and its values.
+type Shaped<'s> = (&'s [f32], &'s [usize]);
+
+/// `out = f(a, b)` with broadcasting; in place (`in_place` the overwritten operand,
+/// whose values `out` holds) the shapes are equal.
+#[inline]
+fn binary(
+    out: &mut [f32],
+    in_place: Option<usize>,
+    ((a, sa), (b, sb), out_shape): (Shaped, Shaped, &[usize]),
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    match in_place {
+        Some(0) => map2(out, b, None, |b, o| f(o, b)),
+        Some(_) => map2(out, a, None, f),
+        None => k::broadcast(a, sa, b, sb, out_shape, out, f),
+    }
+}
+
 impl Operands<'_> {
     /// Runs the step's node, writing `out` (zeroed, or for an in-place step holding the
     /// overwritten operand): one match arm per op.
@@ -187,23 +228,9 @@ impl Operands<'_> {
             }
         }
         // The elementwise kernels below also run in place (see `plan::in_place_operand`):
-        // then `out` already holds the overwritten operand.
-        let unary = |f: &dyn Fn(f32) -> f32, out: &mut [f32]| match in_place {
-            Some(_) => out.iter_mut().for_each(|o| *o = f(*o)),
-            None => out.iter_mut().zip(arg(0)).for_each(|(o, x)| *o = f(*x)),
-        };
-        let masked = |f: &dyn Fn(f32, f32) -> f32, out: &mut [f32]| match in_place {
-            Some(_) => out.iter_mut().zip(arg(0)).for_each(|(o, v)| *o = f(*v, *o)),
-            None => out
-                .iter_mut()
-                .zip(arg(0).iter().zip(arg(1)))
-                .for_each(|(o, (v, d))| *o = f(*v, *d)),
-        };
-        let binary = |f: &(dyn Fn(f32, f32) -> f32 + Sync), out: &mut [f32]| match in_place {
-            Some(0) => out.iter_mut().zip(arg(1)).for_each(|(o, b)| *o = f(*o, *b)),
-            Some(_) => out.iter_mut().zip(arg(0)).for_each(|(o, a)| *o = f(*a, *o)),
-            None => k::broadcast(arg(0), shape(0), arg(1), shape(1), out_shape, out, f),
-        };
+        // then `out` already holds the overwritten operand, and `src` gives `None`.
+        let src = |k: usize| in_place.is_none().then(|| arg(k));
+        let operands = || ((arg(0), shape(0)), (arg(1), shape(1)), out_shape);
         match &node.op {
             TOp::Ir(Op::Conv2d(a)) => {
                 let f = shape(1);
@@ -297,29 +324,58 @@ impl Operands<'_> {
             }
             TOp::Ir(Op::Mean { axes, .. }) => {
                 let s = shape(0);
-                let map = k::index_map(s, &k::reduce_strides(s, axes));
                 let count: usize = axes.iter().map(|&a| s[a]).product();
-                for (x, &m) in arg(0).iter().zip(&map) {
-                    out[m] += x;
+                if let Some((_, reduced, inner)) = k::contiguous_axes(s, axes) {
+                    // Same order of additions as the index map below, without it.
+                    for (xo, oo) in arg(0)
+                        .chunks(reduced * inner)
+                        .zip(out.chunks_mut(inner.max(1)))
+                    {
+                        for xr in xo.chunks(inner.max(1)) {
+                            oo.iter_mut().zip(xr).for_each(|(o, x)| *o += x);
+                        }
+                    }
+                } else {
+                    let map = k::index_map(s, &k::reduce_strides(s, axes));
+                    for (x, &m) in arg(0).iter().zip(&map) {
+                        out[m] += x;
+                    }
                 }
                 out.iter_mut().for_each(|o| *o /= count.max(1) as f32);
             }
             TOp::MeanGrad { axes } => {
-                let map = k::index_map(out_shape, &k::reduce_strides(out_shape, axes));
                 let count: usize = axes.iter().map(|&a| out_shape[a]).product();
                 let dy = arg(0);
-                for (o, &m) in out.iter_mut().zip(&map) {
-                    *o = dy[m] / count.max(1) as f32;
+                if let Some((_, reduced, inner)) = k::contiguous_axes(out_shape, axes) {
+                    for (oo, dyo) in out.chunks_mut(reduced * inner).zip(dy.chunks(inner.max(1))) {
+                        for orow in oo.chunks_mut(inner.max(1)) {
+                            orow.iter_mut()
+                                .zip(dyo)
+                                .for_each(|(o, d)| *o = d / count.max(1) as f32);
+                        }
+                    }
+                } else {
+                    let map = k::index_map(out_shape, &k::reduce_strides(out_shape, axes));
+                    for (o, &m) in out.iter_mut().zip(&map) {
+                        *o = dy[m] / count.max(1) as f32;
+                    }
                 }
             }
             TOp::ReduceTo => {
-                let map = k::index_map(shape(0), &k::broadcast_strides(shape(0), out_shape));
-                for (d, &m) in arg(0).iter().zip(&map) {
-                    out[m] += d;
+                if k::repeats(shape(0), out_shape) && !out.is_empty() {
+                    // Same order of additions as the index map below, without it.
+                    for dc in arg(0).chunks(out.len()) {
+                        out.iter_mut().zip(dc).for_each(|(o, d)| *o += d);
+                    }
+                } else {
+                    let map = k::index_map(shape(0), &k::broadcast_strides(shape(0), out_shape));
+                    for (d, &m) in arg(0).iter().zip(&map) {
+                        out[m] += d;
+                    }
                 }
             }
-            TOp::Ir(Op::Add { .. }) => binary(&|a, b| a + b, out),
-            TOp::Ir(Op::Mul { .. }) => binary(&|a, b| a * b, out),
+            TOp::Ir(Op::Add { .. }) => binary(out, in_place, operands(), |a, b| a + b),
+            TOp::Ir(Op::Mul { .. }) => binary(out, in_place, operands(), |a, b| a * b),
             TOp::Ir(Op::Reshape) => {
                 if in_place.is_none() {
                     out.copy_from_slice(arg(0))
@@ -331,20 +387,31 @@ impl Operands<'_> {
                 k::concat(&parts, *axis, out);
             }
             TOp::Slice { axis, start } => k::slice(arg(0), shape(0), *axis, *start, out, out_shape),
-            TOp::Ir(Op::Relu) => unary(&|x| x.max(0.0), out),
-            TOp::Ir(Op::Relu6) => unary(&|x| x.clamp(0.0, 6.0), out),
+            TOp::Ir(Op::Relu) => map1(out, src(0), |x| x.max(0.0)),
+            TOp::Ir(Op::Relu6) => map1(out, src(0), |x| x.clamp(0.0, 6.0)),
             TOp::Ir(Op::LeakyRelu { alpha }) => {
-                unary(&|x| if x >= 0.0 { x } else { alpha * x }, out)
+                map1(out, src(0), |x| if x >= 0.0 { x } else { alpha * x })
             }
-            TOp::Ir(Op::Logistic) => unary(&|x| 1.0 / (1.0 + (-x).exp()), out),
-            TOp::Ir(Op::Tanh) => unary(&f32::tanh, out),
-            TOp::ReluGrad => masked(&|y, d| if y > 0.0 { d } else { 0.0 }, out),
-            TOp::Relu6Grad => masked(&|x, d| if x > 0.0 && x < 6.0 { d } else { 0.0 }, out),
+            TOp::Ir(Op::Logistic) => map1(out, src(0), |x| 1.0 / (1.0 + (-x).exp())),
+            TOp::Ir(Op::Tanh) => map1(out, src(0), f32::tanh),
+            TOp::ReluGrad => map2(out, arg(0), src(1), |y, d| if y > 0.0 { d } else { 0.0 }),
+            TOp::Relu6Grad => map2(out, arg(0), src(1), |x, d| {
+                if x > 0.0 && x < 6.0 {
+                    d
+                } else {
+                    0.0
+                }
+            }),
             TOp::LeakyReluGrad { alpha } => {
-                masked(&|x, d| if x >= 0.0 { d } else { alpha * d }, out)
+                map2(
+                    out,
+                    arg(0),
+                    src(1),
+                    |x, d| if x >= 0.0 { d } else { alpha * d },
+                )
             }
-            TOp::SigmoidGrad => masked(&|y, d| d * y * (1.0 - y), out),
-            TOp::TanhGrad => masked(&|y, d| d * (1.0 - y * y), out),
+            TOp::SigmoidGrad => map2(out, arg(0), src(1), |y, d| d * y * (1.0 - y)),
+            TOp::TanhGrad => map2(out, arg(0), src(1), |y, d| d * (1.0 - y * y)),
             TOp::Ir(Op::Softmax { beta }) => {
                 k::softmax(arg(0), *shape(0).last().unwrap_or(&1), *beta, out)
             }

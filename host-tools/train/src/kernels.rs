@@ -445,6 +445,31 @@ pub fn conv2d_grad_filter(w: &Window, x: &[f32], dy: &[f32], dfilter: &mut [f32]
     });
 }
 
+/// `acc[j] += a[j] * b[j]`, elementwise (same lengths): a loop the compiler
+/// vectorizes.
+#[inline(always)]
+fn mac(acc: &mut [f32], a: &[f32], b: &[f32]) {
+    acc.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(s, (a, b))| *s += a * b);
+}
+
+/// One depthwise tap: `acc[c * m + j] += xs[c] * ws[c * m + j]` for channel
+/// multiplier `m`; the usual `m == 1` as one vectorized [`mac`] (same products, same
+/// order).
+#[inline(always)]
+fn depthwise_mac(acc: &mut [f32], xs: &[f32], ws: &[f32], m: usize) {
+    if m == 1 {
+        mac(acc, xs, ws);
+        return;
+    }
+    for (ci, xv) in xs.iter().enumerate() {
+        for j in ci * m..(ci + 1) * m {
+            acc[j] += xv * ws[j];
+        }
+    }
+}
+
 /// DEPTHWISE_CONV_2D forward: filter `[1, KH, KW, C*M]`, output channel `c*M + m`.
 pub fn depthwise(w: &Window, x: &[f32], filter: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let m = w.oc / w.c;
@@ -464,11 +489,7 @@ pub fn depthwise(w: &Window, x: &[f32], filter: &[f32], bias: Option<&[f32]>, y:
                             let Some(ix) = w.col(ox, kx) else { continue };
                             let xs = &xn[(iy * w.iw + ix) * w.c..][..w.c];
                             let fs = &filter[(ky * w.kw + kx) * w.oc..][..w.oc];
-                            for (ci, xv) in xs.iter().enumerate() {
-                                for j in ci * m..(ci + 1) * m {
-                                    acc[j] += xv * fs[j];
-                                }
-                            }
+                            depthwise_mac(acc, xs, fs, m);
                         }
                     }
                 }
@@ -492,6 +513,10 @@ pub fn depthwise_grad_input(w: &Window, dy: &[f32], filter: &[f32], dx: &mut [f3
                             let Some(ix) = w.col(ox, kx) else { continue };
                             let fs = &filter[(ky * w.kw + kx) * w.oc..][..w.oc];
                             let xs = &mut dxn[(iy * w.iw + ix) * w.c..][..w.c];
+                            if m == 1 {
+                                mac(xs, g, fs);
+                                continue;
+                            }
                             for (ci, xv) in xs.iter_mut().enumerate() {
                                 for j in ci * m..(ci + 1) * m {
                                     *xv += g[j] * fs[j];
@@ -519,11 +544,7 @@ pub fn depthwise_grad_filter(w: &Window, x: &[f32], dy: &[f32], dfilter: &mut [f
                         let Some(ix) = w.col(ox, kx) else { continue };
                         let xs = &xn[(iy * w.iw + ix) * w.c..][..w.c];
                         let fs = &mut part[(ky * w.kw + kx) * w.oc..][..w.oc];
-                        for (ci, xv) in xs.iter().enumerate() {
-                            for j in ci * m..(ci + 1) * m {
-                                fs[j] += xv * g[j];
-                            }
-                        }
+                        depthwise_mac(fs, xs, g, m);
                     }
                 }
             }
@@ -719,6 +740,27 @@ pub fn index_map(big: &[usize], small_strides: &[usize]) -> Vec<usize> {
     out
 }
 
+/// Whether `small` broadcast to `big` is `small`'s values repeated end to end: its
+/// shape (padded with leading 1s) is 1s and then the trailing axes of `big`.
+pub fn repeats(big: &[usize], small: &[usize]) -> bool {
+    let Some(pad) = big.len().checked_sub(small.len()) else {
+        return false;
+    };
+    let first = small.iter().position(|&d| d != 1).unwrap_or(small.len());
+    small[first..] == big[pad + first..]
+}
+
+/// `(outer, reduced, inner)` sizes when `axes` are one contiguous run of `shape`'s
+/// axes (such as H and W of NHWC), so a reduction over them needs no index map.
+pub fn contiguous_axes(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let (&lo, &hi) = (axes.iter().min()?, axes.iter().max()?);
+    if hi >= shape.len() || (lo..=hi).any(|a| !axes.contains(&a)) {
+        return None;
+    }
+    let size = |r: std::ops::Range<usize>| shape[r].iter().product::<usize>();
+    Some((size(0..lo), size(lo..hi + 1), size(hi + 1..shape.len())))
+}
+
 /// Strides of `small` seen in `big`'s rank with broadcasting (0 on broadcast axes).
 pub fn broadcast_strides(big: &[usize], small: &[usize]) -> Vec<usize> {
     let pad = big.len() - small.len();
@@ -762,6 +804,24 @@ pub fn broadcast(
         out.iter_mut()
             .zip(a.iter().zip(b))
             .for_each(|(o, (x, y))| *o = f(*x, *y));
+        return;
+    }
+    // The usual broadcast, a per-channel vector against a whole tensor, without
+    // index maps.
+    if sa == out_shape && repeats(out_shape, sb) && !b.is_empty() {
+        for (oc, ac) in out.chunks_mut(b.len()).zip(a.chunks(b.len())) {
+            for (o, (x, y)) in oc.iter_mut().zip(ac.iter().zip(b)) {
+                *o = f(*x, *y);
+            }
+        }
+        return;
+    }
+    if sb == out_shape && repeats(out_shape, sa) && !a.is_empty() {
+        for (oc, bc) in out.chunks_mut(a.len()).zip(b.chunks(a.len())) {
+            for (o, (x, y)) in oc.iter_mut().zip(a.iter().zip(bc)) {
+                *o = f(*x, *y);
+            }
+        }
         return;
     }
     let ia = index_map(out_shape, &broadcast_strides(out_shape, sa));
@@ -906,8 +966,12 @@ pub fn batch_norm(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], eps: f3
         .zip(x.par_chunks(ELEMS * c))
         .for_each(|(yc, xc)| {
             for (yr, xr) in yc.chunks_mut(c).zip(xc.chunks(c)) {
-                for ch in 0..c {
-                    yr[ch] = (xr[ch] - mean[ch]) * a[ch] + beta[ch];
+                // Zipped, not indexed: no bounds checks, so the loop vectorizes.
+                for (y, (x, (m, (a, b)))) in yr
+                    .iter_mut()
+                    .zip(xr.iter().zip(mean.iter().zip(a.iter().zip(beta))))
+                {
+                    *y = (x - m) * a + b;
                 }
             }
         });
@@ -926,9 +990,12 @@ fn batch_norm_sums(x: &[f32], stats: &[f32], dy: &[f32], n: usize, eps: f32) -> 
             .chunks(c)
             .zip(dy[i * per..][..per].chunks(c))
         {
-            for ch in 0..c {
-                s1[ch] += dr[ch];
-                s2[ch] += dr[ch] * (xr[ch] - mean[ch]) * inv[ch];
+            s1.iter_mut().zip(dr).for_each(|(s, d)| *s += d);
+            for (s, (d, (x, (m, v)))) in s2
+                .iter_mut()
+                .zip(dr.iter().zip(xr.iter().zip(mean.iter().zip(&inv))))
+            {
+                *s += d * (x - m) * v;
             }
         }
     });
@@ -957,9 +1024,14 @@ pub fn batch_norm_grad_input(
         .zip(x.par_chunks(ELEMS * c).zip(dy.par_chunks(ELEMS * c)))
         .for_each(|(dc, (xc, gc))| {
             for ((dr, xr), gr) in dc.chunks_mut(c).zip(xc.chunks(c)).zip(gc.chunks(c)) {
-                for ch in 0..c {
-                    let xhat = (xr[ch] - mean[ch]) * inv[ch];
-                    dr[ch] = gamma[ch] * inv[ch] * (gr[ch] - m1[ch] - xhat * m2[ch]);
+                let per_channel = mean
+                    .iter()
+                    .zip(inv.iter().zip(gamma.iter().zip(m1.iter().zip(&m2))));
+                for ((d, (x, g)), (m, (v, (gm, (a, b))))) in
+                    dr.iter_mut().zip(xr.iter().zip(gr)).zip(per_channel)
+                {
+                    let xhat = (x - m) * v;
+                    *d = gm * v * (g - a - xhat * b);
                 }
             }
         });
@@ -1082,7 +1154,8 @@ mod tests {
             let filter = random(&mut rng, w.oc * k);
             let bias = random(&mut rng, w.oc);
             let dy = random(&mut rng, w.n * w.out_size());
-            let fi = |o: usize, ky: usize, kx: usize, ci: usize| o * k + (ky * w.kw + kx) * w.c + ci;
+            let fi =
+                |o: usize, ky: usize, kx: usize, ci: usize| o * k + (ky * w.kw + kx) * w.c + ci;
 
             let mut want_y: Vec<f64> = (0..w.n * w.oh * w.ow)
                 .flat_map(|_| bias.iter().map(|&b| f64::from(b)))
@@ -1107,6 +1180,52 @@ mod tests {
             let mut dx = vec![f32::NAN; x.len()];
             conv2d_grad_input(&w, &dy, &filter, &mut dx);
             close("conv2d_grad_input", &dx, &want_dx, &w);
+        }
+    }
+
+    #[test]
+    fn repeats_and_contiguous_axes() {
+        assert!(repeats(&[2, 3, 3, 4], &[4]));
+        assert!(repeats(&[2, 3, 3, 4], &[1, 1, 3, 4]));
+        assert!(repeats(&[2, 3, 3, 4], &[1]));
+        assert!(!repeats(&[2, 3, 3, 4], &[3, 1]));
+        assert!(!repeats(&[2, 3], &[2, 1]));
+        assert!(!repeats(&[4], &[1, 4]));
+        assert_eq!(contiguous_axes(&[2, 3, 5, 4], &[1, 2]), Some((2, 15, 4)));
+        assert_eq!(contiguous_axes(&[2, 3, 5, 4], &[2, 1]), Some((2, 15, 4)));
+        assert_eq!(contiguous_axes(&[2, 3, 5, 4], &[3]), Some((30, 4, 1)));
+        assert_eq!(contiguous_axes(&[2, 3, 5, 4], &[1, 3]), None);
+        assert_eq!(contiguous_axes(&[2, 3], &[2]), None);
+        assert_eq!(contiguous_axes(&[2, 3], &[]), None);
+    }
+
+    /// The per-channel fast paths of [`broadcast`] give what the index maps give.
+    #[test]
+    fn broadcast_matches_index_maps() {
+        let big = [2, 3, 2, 4];
+        let mut rng = Rng::new(7);
+        for small in [&[4][..], &[1, 2, 4], &[1], &[3, 1, 1], &[2, 1, 2, 1]] {
+            let n: usize = big.iter().product();
+            let a = random(&mut rng, n);
+            let b = random(&mut rng, small.iter().product());
+            for swap in [false, true] {
+                let ((x, sx), (y, sy)) = if swap {
+                    ((&b, small), (&a, &big[..]))
+                } else {
+                    ((&a, &big[..]), (&b, small))
+                };
+                let mut out = vec![0.0; n];
+                broadcast(x, sx, y, sy, &big, &mut out, |p, q| p - 2.0 * q);
+                let ix = index_map(&big, &broadcast_strides(&big, sx));
+                let iy = index_map(&big, &broadcast_strides(&big, sy));
+                for k in 0..n {
+                    assert_eq!(
+                        out[k],
+                        x[ix[k]] - 2.0 * y[iy[k]],
+                        "{small:?} swap {swap} at {k}"
+                    );
+                }
+            }
         }
     }
 }
