@@ -377,6 +377,31 @@ pub struct RunningStats {
     layers: Vec<(BatchNormStep, BnTensors, Vec<f32>, Vec<f32>)>,
 }
 
+/// After QAT, which trains each batch norm's `scale` and `shift` directly (frozen
+/// statistics), writes the `gamma` and `beta` that derive them from the running
+/// statistics again (up to rounding), so the model's state stays consistent. The
+/// weight file keeps the trained `scale` and `shift` themselves, which kiln compiles.
+pub fn sync_gamma_beta(ir: &mut Graph, layers: &TrainingLayers) {
+    for bn in &layers.batch_norms {
+        let Ok(ids) = BnTensors::find(ir, bn) else {
+            continue;
+        };
+        let v = read_params(ir, &[ids.scale, ids.shift, ids.mean, ids.var]);
+        let (scale, shift, mean, var) = (&v[0], &v[1], &v[2], &v[3]);
+        let gamma: Vec<f32> = scale
+            .iter()
+            .zip(var)
+            .map(|(s, v)| s * (v + bn.eps).sqrt())
+            .collect();
+        let beta: Vec<f32> = shift
+            .iter()
+            .zip(mean.iter().zip(scale))
+            .map(|(t, (m, s))| t + m * s)
+            .collect();
+        write_params(ir, &[ids.gamma, ids.beta], &[gamma, beta]);
+    }
+}
+
 impl RunningStats {
     /// Reads the running statistics of `g`'s batch norms from `ir`.
     pub fn new(ir: &Graph, g: &TrainGraph) -> Result<Self, TrainError> {

@@ -13,7 +13,11 @@
 //!   reshape, a clamp and its private input), fixed parameters for softmax, logistic
 //!   and tanh results; values are rounded as kiln's QUANTIZE kernel rounds;
 //! * weights symmetric per output channel (`max|w| / 127`, [`params::quantize_weight`])
-//!   and biases rounded to int32 at scale `input_scale × weight_scale`.
+//!   and biases rounded to int32 at scale `input_scale × weight_scale`; where kiln's
+//!   `fold_affine` folds per-channel MUL/ADD nodes (a batch norm's scale and shift)
+//!   into a layer, the fold is redone in the training graph with the same f32
+//!   operations and checked bit for bit against kiln's ([`Qat::new`] fails otherwise),
+//!   and the folded weights and bias are what gets fake-quantized.
 //!
 //! Activation ranges are the exponential moving average of each batch's min/max
 //! ([`TOp::MinMax`] nodes; tensors sharing parameters observe one range), started by an
@@ -27,6 +31,7 @@
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Kind, Loss, TNode, TOp, Tid, TrainGraph};
+use crate::layers::{Dropout, TrainingLayers};
 use crate::train::argmax;
 use crate::TrainError;
 use kiln_codegen::ir::{Graph, Op, TensorId};
@@ -79,11 +84,27 @@ struct Point {
 /// A conv or dense layer whose weights (and bias) are fake-quantized.
 #[derive(Debug, Clone, PartialEq)]
 struct Weighted {
+    /// The layer's node (the name kiln's passes keep when they fold into it).
+    node: String,
     weights: String,
     bias: Option<String>,
     axis: usize,
     /// Slot of the layer's input (the bias scale is `input_scale × weight_scale`).
     input_slot: usize,
+    /// The per-channel MUL/ADD nodes after the layer that kiln's `fold_affine` folds
+    /// into its weights and bias (a batch norm's `x * scale + shift`), in order.
+    affine: Vec<Affine>,
+}
+
+/// One MUL or ADD by a per-channel constant, folded into the layer before it.
+#[derive(Debug, Clone, PartialEq)]
+struct Affine {
+    /// MUL (scales weights and bias) or ADD (adds to the bias).
+    mul: bool,
+    /// The constant's IR name.
+    constant: String,
+    /// The node's result's IR name.
+    output: String,
 }
 
 /// Where fake quantization goes in one model.
@@ -157,11 +178,31 @@ impl Qat {
         batch: usize,
         loss: Option<Loss>,
     ) -> Result<(TrainGraph, Observers), TrainError> {
-        let mut g = TrainGraph::from_ir(ir, batch)?;
+        self.training_graph(ir, &[], batch, loss)
+    }
+
+    /// [`Qat::graph`] with `dropouts` applied (their masks fed after the loss target,
+    /// as [`TrainGraph::from_ir_training`] orders them). Batch norms train frozen: the
+    /// graph is the inference graph, whose per-channel `scale` and `shift` are trained
+    /// directly and fake-quantized folded into the layer before them, as kiln compiles
+    /// them; constants no node reads (gamma, beta, the running statistics) stay fixed.
+    pub fn training_graph(
+        &self,
+        ir: &Graph,
+        dropouts: &[Dropout],
+        batch: usize,
+        loss: Option<Loss>,
+    ) -> Result<(TrainGraph, Observers), TrainError> {
+        let layers = TrainingLayers {
+            batch_norms: Vec::new(),
+            dropouts: dropouts.to_vec(),
+        };
+        let mut g = TrainGraph::from_ir_training(ir, &layers, batch)?;
         if let Some(loss) = loss {
             g.add_loss(loss)?;
         }
         let observers = insert(&mut g, ir.tensors.len(), &self.plan)?;
+        fix_unread_params(&mut g, ir);
         Ok((g, observers))
     }
 
@@ -465,24 +506,37 @@ fn plan(ir: &Graph) -> Result<Plan, TrainError> {
             Op::DepthwiseConv2d(_) => 3,
             _ => continue,
         };
-        let mut consts = node.inputs[1..].iter().map(|&t| g.tensor(t));
-        for t in consts.clone() {
-            let same = ir
-                .tensors
+        let input_slot = slot[node.inputs[0].0];
+        let consts: Vec<&kiln_codegen::ir::Tensor> =
+            node.inputs[1..].iter().map(|&t| g.tensor(t)).collect();
+        let unchanged = consts.iter().all(|t| {
+            ir.tensors
                 .iter()
-                .any(|o| o.name == t.name && o.data == t.data);
-            if !same {
-                return Err(TrainError::Graph(format!(
-                    "QAT: kiln's passes change the constant '{}' of node '{}' (a folded batch norm?); fake quantization of computed weights is not supported",
-                    t.name, node.name
-                )));
+                .any(|o| o.name == t.name && o.data == t.data)
+        });
+        let folded = if unchanged {
+            None
+        } else {
+            Some(folded_layer(ir, &g, node, axis).ok_or_else(|| {
+                TrainError::Graph(format!(
+                    "QAT: kiln's passes change the constants of node '{}' in a way QAT cannot follow (only per-channel MUL/ADD folds, as of a batch norm, are)",
+                    node.name
+                ))
+            })?)
+        };
+        weighted.push(match folded {
+            Some(mut w) => {
+                w.input_slot = input_slot;
+                w
             }
-        }
-        weighted.push(Weighted {
-            weights: consts.next().map(|t| t.name.clone()).unwrap_or_default(),
-            bias: consts.next().map(|t| t.name.clone()),
-            axis,
-            input_slot: slot[node.inputs[0].0],
+            None => Weighted {
+                node: node.name.clone(),
+                weights: consts.first().map(|t| t.name.clone()).unwrap_or_default(),
+                bias: consts.get(1).map(|t| t.name.clone()),
+                axis,
+                input_slot,
+                affine: Vec::new(),
+            },
         });
     }
     Ok(Plan {
@@ -490,6 +544,95 @@ fn plan(ir: &Graph) -> Result<Plan, TrainError> {
         points,
         members,
         weighted,
+    })
+}
+
+/// The layer `folded` of kiln's optimized graph traced back to `ir`: its IR node (same
+/// name), and the longest run of per-channel MUL/ADD nodes after it whose fold, redone
+/// here in f32 exactly as kiln's `fold_affine` does it, gives `folded`'s constants bit
+/// for bit. `None` when no such run exists.
+fn folded_layer(
+    ir: &Graph,
+    g: &Graph,
+    folded: &kiln_codegen::ir::Node,
+    axis: usize,
+) -> Option<Weighted> {
+    let layer = ir.nodes.iter().find(|n| n.name == folded.name)?;
+    let f32s = |graph: &Graph, t: TensorId| -> Vec<f32> {
+        graph
+            .tensor(t)
+            .data
+            .as_deref()
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let want: Vec<Vec<f32>> = folded.inputs[1..].iter().map(|&t| f32s(g, t)).collect();
+    let (w_id, b_id) = (layer.inputs.get(1)?, layer.inputs.get(2));
+    let w_shape = ir.info(*w_id).shape.clone();
+    let channels = *w_shape.get(axis)?;
+    let inner: usize = w_shape[axis + 1..].iter().product();
+    let mut w = f32s(ir, *w_id);
+    let mut b = b_id.map(|&t| f32s(ir, t));
+    let mut chain = Vec::new();
+    let mut best = None;
+    let mut x = layer.outputs[0];
+    loop {
+        let readers: Vec<&kiln_codegen::ir::Node> =
+            ir.nodes.iter().filter(|n| n.inputs.contains(&x)).collect();
+        let [next] = readers[..] else { break };
+        let mul = match next.op {
+            Op::Mul { .. } => true,
+            Op::Add { .. } => false,
+            _ => break,
+        };
+        let Some(&c) = next.inputs.iter().find(|&&t| t != x) else {
+            break;
+        };
+        let values = f32s(ir, c);
+        let per_channel = ir.info(c).shape.iter().rev().skip(1).all(|&d| d == 1)
+            && (values.len() == channels || values.len() == 1);
+        if ir.tensor(c).data.is_none() || !per_channel || ir.outputs.contains(&x) {
+            break;
+        }
+        let v = |i: usize| values[if values.len() == 1 { 0 } else { i }];
+        if mul {
+            w.iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x *= v((i / inner.max(1)) % channels));
+            if let Some(b) = &mut b {
+                b.iter_mut().enumerate().for_each(|(i, x)| *x *= v(i));
+            }
+        } else {
+            let old = b.take().unwrap_or_else(|| vec![0.0; channels]);
+            b = Some(old.iter().enumerate().map(|(i, o)| o + v(i)).collect());
+        }
+        chain.push(Affine {
+            mul,
+            constant: ir.tensor(c).name.clone(),
+            output: ir.tensor(next.outputs[0]).name.clone(),
+        });
+        let mut got = vec![w.clone()];
+        got.extend(b.clone());
+        let same = got.len() == want.len()
+            && got.iter().zip(&want).all(|(a, e)| {
+                a.iter()
+                    .map(|v| v.to_bits())
+                    .eq(e.iter().map(|v| v.to_bits()))
+            });
+        if same {
+            best = Some(chain.clone());
+        }
+        x = next.outputs[0];
+    }
+    Some(Weighted {
+        node: layer.name.clone(),
+        weights: ir.tensor(*w_id).name.clone(),
+        bias: b_id.map(|&t| ir.tensor(t).name.clone()),
+        axis,
+        input_slot: 0,
+        affine: best?,
     })
 }
 
@@ -516,9 +659,22 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
         after.insert(lookup(&p.name)?, p);
     }
     let mut layers: HashMap<Tid, (&Weighted, Option<Tid>)> = HashMap::new();
+    // The results of MUL/ADD nodes folded into the layer before them: those nodes go,
+    // the layer computes their result from the folded weights.
+    let mut folded_away: Vec<Tid> = Vec::new();
     for w in &plan.weighted {
         let wt = lookup(&w.weights)?;
         let bt = w.bias.as_deref().map(lookup).transpose()?;
+        for a in &w.affine {
+            folded_away.push(lookup(&a.output)?);
+            let c = lookup(&a.constant)?;
+            if g.tensors[c].kind != Kind::Param {
+                return Err(TrainError::Graph(format!(
+                    "QAT: '{}' should be a trainable constant",
+                    a.constant
+                )));
+            }
+        }
         for t in std::iter::once(wt).chain(bt) {
             if g.tensors[t].kind != Kind::Param {
                 return Err(TrainError::Graph(format!(
@@ -548,6 +704,9 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
         rw.quantize_after(g, x);
     }
     for mut node in std::mem::take(&mut g.nodes) {
+        if folded_away.contains(&node.output) {
+            continue;
+        }
         for t in &mut node.inputs {
             if let Some(&s) = rw.subst.get(t) {
                 *t = s;
@@ -563,7 +722,18 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
             .and_then(|t| layers.get(t))
             .filter(|_| layer)
         {
-            let wt = node.inputs[1];
+            let (mut wt, mut bias) = (
+                node.inputs[1],
+                bias.filter(|b| node.inputs.get(2) == Some(b)),
+            );
+            if let Some(last) = w.affine.last() {
+                (wt, bias) = rw.fold(g, w, wt, bias, &lookup)?;
+                node.output = lookup(&last.output)?;
+                if let Some(b) = bias {
+                    node.inputs.truncate(2);
+                    node.inputs.push(b);
+                }
+            }
             let (name, shape) = (g.tensors[wt].name.clone(), g.shape(wt).to_vec());
             let wq = g.add_tensor(format!("{name}/fake_quant"), shape, Kind::Activation);
             rw.nodes.push(TNode {
@@ -572,7 +742,7 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
                 output: wq,
             });
             node.inputs[1] = wq;
-            if let Some(bt) = bias.filter(|b| node.inputs.get(2) == Some(b)) {
+            if let Some(bt) = bias {
                 let (name, shape) = (g.tensors[bt].name.clone(), g.shape(bt).to_vec());
                 let bq = g.add_tensor(format!("{name}/fake_quant"), shape, Kind::Activation);
                 rw.nodes.push(TNode {
@@ -598,6 +768,44 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
     Ok(Observers(rw.observers))
 }
 
+/// Makes the parameters of `g` that no node reads fixed constants (their values from
+/// `ir`), so they are neither trained nor given optimizer state.
+fn fix_unread_params(g: &mut TrainGraph, ir: &Graph) {
+    let read: std::collections::HashSet<Tid> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().copied())
+        .collect();
+    let keep: Vec<bool> = g.params.iter().map(|p| read.contains(p)).collect();
+    for ((&p, &ir_id), &k) in g.params.iter().zip(&g.param_ir).zip(&keep) {
+        if !k {
+            g.tensors[p].kind = Kind::Const(crate::train::read_params(ir, &[ir_id]).remove(0));
+        }
+    }
+    let mut k = keep.iter();
+    g.params.retain(|_| *k.next().unwrap_or(&true));
+    let mut k = keep.iter();
+    g.param_ir.retain(|_| *k.next().unwrap_or(&true));
+}
+
+/// Appends node `op(inputs)` with a new result `name` of `shape` to `nodes`.
+fn push(
+    nodes: &mut Vec<TNode>,
+    g: &mut TrainGraph,
+    op: Op,
+    inputs: &[Tid],
+    name: String,
+    shape: Vec<usize>,
+) -> Tid {
+    let output = g.add_tensor(name, shape, Kind::Activation);
+    nodes.push(TNode {
+        op: TOp::Ir(op),
+        inputs: inputs.to_vec(),
+        output,
+    });
+    output
+}
+
 /// The forward nodes being rewritten by [`insert`].
 struct Rewrite<'a> {
     /// The tensors fake-quantized after they are computed.
@@ -611,6 +819,78 @@ struct Rewrite<'a> {
 }
 
 impl Rewrite<'_> {
+    /// Appends the fold of `w.affine` into weights `wt` and bias `bt` as training
+    /// nodes (so the folded constants' gradients reach the layer and the MUL/ADD
+    /// constants): per MUL `w * s` along the weights' channel axis and `b * s`, per ADD
+    /// `b + t`, the same f32 operations kiln's `fold_affine` does. Returns the folded
+    /// weights and bias.
+    fn fold(
+        &mut self,
+        g: &mut TrainGraph,
+        w: &Weighted,
+        mut wt: Tid,
+        mut bt: Option<Tid>,
+        lookup: &dyn Fn(&str) -> Result<Tid, TrainError>,
+    ) -> Result<(Tid, Option<Tid>), TrainError> {
+        let w_shape = g.shape(wt).to_vec();
+        let channels = w_shape.get(w.axis).copied().unwrap_or(1);
+        for (k, a) in w.affine.iter().enumerate() {
+            let c = lookup(&a.constant)?;
+            let per_channel = g.tensors[c].len() == channels;
+            let along = |rank: usize, axis: usize| -> Vec<usize> {
+                (0..rank)
+                    .map(|i| {
+                        if i == axis && per_channel {
+                            channels
+                        } else {
+                            1
+                        }
+                    })
+                    .collect()
+            };
+            let name = |what: &str| format!("{}/qat_fold{k}/{what}", w.node);
+            let nodes = &mut self.nodes;
+            let none = kiln_codegen::ir::Activation::None;
+            let (mul, add) = (Op::Mul { activation: none }, Op::Add { activation: none });
+            let per_bias = |g: &mut TrainGraph, nodes: &mut Vec<TNode>| {
+                push(nodes, g, Op::Reshape, &[c], name("per_bias"), along(1, 0))
+            };
+            if a.mul {
+                let shape = along(w_shape.len(), w.axis);
+                let per_weight = push(nodes, g, Op::Reshape, &[c], name("per_weight"), shape);
+                wt = push(
+                    nodes,
+                    g,
+                    mul.clone(),
+                    &[wt, per_weight],
+                    name("weights"),
+                    w_shape.clone(),
+                );
+                if let Some(b) = bt {
+                    let (shape, s) = (g.shape(b).to_vec(), per_bias(g, nodes));
+                    bt = Some(push(nodes, g, mul, &[b, s], name("bias"), shape));
+                }
+            } else {
+                let s = per_bias(g, nodes);
+                bt = Some(match bt {
+                    Some(b) => {
+                        let shape = g.shape(b).to_vec();
+                        push(nodes, g, add, &[b, s], name("bias"), shape)
+                    }
+                    // No bias yet: the constant is the bias (kiln adds it to zeros).
+                    None if per_channel => s,
+                    None => {
+                        return Err(TrainError::Graph(format!(
+                            "QAT: '{}' adds one value to every channel of '{}', which has no bias",
+                            a.constant, w.node
+                        )))
+                    }
+                });
+            }
+        }
+        Ok((wt, bt))
+    }
+
     /// Appends the range observation and fake quantization of `t` if it is a point.
     fn quantize_after(&mut self, g: &mut TrainGraph, t: Tid) {
         let Some(p) = self.after.get(&t) else { return };

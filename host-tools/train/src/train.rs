@@ -209,7 +209,9 @@ impl StepGraph {
         checkpointing: Checkpointing,
     ) -> Result<Self, TrainError> {
         let (mut g, observers) = match qat {
-            Some(q) => q.graph(ir, batch, Some(Loss::SoftmaxCrossEntropy))?,
+            Some(q) => {
+                q.training_graph(ir, &layers.dropouts, batch, Some(Loss::SoftmaxCrossEntropy))?
+            }
             None => {
                 let mut g = TrainGraph::from_ir_training(ir, layers, batch)?;
                 g.add_loss(Loss::SoftmaxCrossEntropy)?;
@@ -265,11 +267,6 @@ pub fn train_model(
         None => None,
     };
     let qat_from = cfg.qat.map_or(usize::MAX, |q| q.start_epoch - 1);
-    if cfg.qat.is_some() && !cfg.layers.is_empty() {
-        return Err(TrainError::Graph(
-            "quantization-aware training of models with batch_norm or dropout layers is not supported yet (train in float and use --quantize int8)".into(),
-        ));
-    }
     layers::check_declared(ir, &cfg.layers)?;
     let mut sg = StepGraph::new(ir, &cfg.layers, cfg.batch, None, cfg.grad_checkpoint)?;
     let input = &sg.exec.graph().inputs[0];
@@ -285,11 +282,8 @@ pub fn train_model(
     cfg.augment
         .check(&sample_shape)
         .map_err(TrainError::Graph)?;
-    let param_ir = sg.param_ir.clone();
-    let names: Vec<(String, Vec<usize>)> = param_ir
-        .iter()
-        .map(|&id| (ir.tensor(id).name.clone(), ir.tensor(id).info.shape.clone()))
-        .collect();
+    let mut param_ir = sg.param_ir.clone();
+    let mut names = param_names(ir, &param_ir);
     // Dropout masks come from their own stream, so adding dropout to a model does not
     // change its batch order.
     let mut mask_rng = Rng::new(cfg.seed ^ 0xD50F_0A7E_5EED_0001);
@@ -339,6 +333,10 @@ pub fn train_model(
         rng.shuffle(&mut order);
         let quantized = epoch >= qat_from;
         if epoch == qat_from {
+            // Batch norms freeze here: their scale and shift, derived from the float
+            // training's state, are what QAT trains from now on.
+            write_params(ir, &param_ir, &params);
+            running.write(ir);
             sg = StepGraph::new(
                 ir,
                 &cfg.layers,
@@ -346,6 +344,13 @@ pub fn train_model(
                 qat.as_ref(),
                 cfg.grad_checkpoint,
             )?;
+            if sg.param_ir != param_ir {
+                let new_names = param_names(ir, &sg.param_ir);
+                opt = carry_over(&opt, &names, &new_names);
+                param_ir.clone_from(&sg.param_ir);
+                names = new_names;
+                params = read_params(ir, &param_ir);
+            }
         }
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -376,7 +381,9 @@ pub fn train_model(
             }
             run(&mut qat)?;
             let exec = &sg.exec;
-            running.update(exec);
+            if !quantized {
+                running.update(exec);
+            }
             let loss = exec.value(sg.loss).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -410,7 +417,7 @@ pub fn train_model(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
-        running.write(ir);
+        finish_batch_norms(ir, &running, &cfg.layers, quantized);
         let test_accuracy = match (test, qat.as_ref().filter(|_| quantized)) {
             (Some(t), Some(q)) => Some(accuracy(&qat::predict(ir, q, t, 256)?, &t.labels)),
             (Some(t), None) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
@@ -449,8 +456,52 @@ pub fn train_model(
         }
     }
     write_params(ir, &param_ir, &params);
-    running.write(ir);
+    finish_batch_norms(ir, &running, &cfg.layers, cfg.epochs > qat_from);
     Ok(Trained { history, qat })
+}
+
+/// Name and shape of each parameter (checkpoints address parameters by name).
+fn param_names(ir: &Graph, param_ir: &[TensorId]) -> Vec<(String, Vec<usize>)> {
+    param_ir
+        .iter()
+        .map(|&id| (ir.tensor(id).name.clone(), ir.tensor(id).info.shape.clone()))
+        .collect()
+}
+
+/// `opt` for a new parameter list: each parameter that was trained before keeps its
+/// moments (found by name), a new one starts from zero.
+fn carry_over(
+    opt: &Optimizer,
+    old: &[(String, Vec<usize>)],
+    new: &[(String, Vec<usize>)],
+) -> Optimizer {
+    let (m, v) = opt.moments();
+    if m.len() != old.len() {
+        return Optimizer::resumed(opt.kind(), opt.steps(), Vec::new(), Vec::new());
+    }
+    let pick = |moments: &[Vec<f32>]| -> Vec<Vec<f32>> {
+        new.iter()
+            .map(
+                |(name, shape)| match old.iter().position(|(n, _)| n == name) {
+                    Some(i) => moments[i].clone(),
+                    None => vec![0.0; shape.iter().product()],
+                },
+            )
+            .collect()
+    };
+    Optimizer::resumed(opt.kind(), opt.steps(), pick(m), pick(v))
+}
+
+/// Writes the batch norms' state into `ir` at the end of an epoch: after float
+/// training the running statistics and the scale and shift derived from them; after
+/// QAT (batch norms frozen, scale and shift trained directly, already written) the
+/// gamma and beta that give that scale and shift again.
+fn finish_batch_norms(ir: &mut Graph, running: &RunningStats, layers: &TrainingLayers, qat: bool) {
+    if qat {
+        layers::sync_gamma_beta(ir, layers);
+    } else {
+        running.write(ir);
+    }
 }
 
 type State = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);

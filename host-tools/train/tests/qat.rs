@@ -197,3 +197,85 @@ fn bad_qat_settings_are_refused() {
         .to_string();
     assert!(e.contains("no range for tensor"), "{e}");
 }
+
+/// Reads the f32 values of the constant `name` of `g`.
+fn constant(g: &kiln_codegen::ir::Graph, name: &str) -> Vec<f32> {
+    let t = g.tensors.iter().find(|t| t.name == name).unwrap();
+    t.data
+        .as_deref()
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
+    let spec = ModelSpec::load(&root().join("models/lenet/lenet-bn.toml")).unwrap();
+    let (mut graph, layers) = spec.build_training(3).unwrap();
+    assert!(!layers.batch_norms.is_empty() && !layers.dropouts.is_empty());
+
+    // The batch norms are folded into the layers before them, as kiln folds them: the
+    // fake-quantized weights are the folded ones, and no batch-norm op is left.
+    let q = Qat::new(&graph, 0.99).unwrap();
+    let (g, _) = q.training_graph(&graph, &layers.dropouts, 4, None).unwrap();
+    let count = |op: fn(&TOp) -> bool| g.nodes.iter().filter(|n| op(&n.op)).count();
+    assert_eq!(count(|o| matches!(o, TOp::FakeQuantWeights { .. })), 5);
+    assert_eq!(count(|o| *o == TOp::Dropout), layers.dropouts.len());
+    assert_eq!(
+        count(|o| matches!(o, TOp::BatchNormStats | TOp::BatchNormTrain { .. })),
+        0
+    );
+    let trained: Vec<&str> = g
+        .params
+        .iter()
+        .map(|&p| g.tensors[p].name.as_str())
+        .collect();
+    for bn in &layers.batch_norms {
+        assert!(
+            trained.contains(&bn.tensor("scale").as_str()),
+            "{trained:?}"
+        );
+        assert!(
+            !trained.contains(&bn.tensor("gamma").as_str()),
+            "{trained:?}"
+        );
+    }
+
+    let (data, test) = (load(1000, false), load(300, true));
+    let mut cfg = config(2, 2);
+    cfg.layers = layers.clone();
+    let before = constant(&graph, &layers.batch_norms[0].tensor("running_mean"));
+    let trained =
+        train::train_model(&mut graph, &data, Some(&test), &cfg, None, &mut |_| {}).unwrap();
+    let q = trained.qat.expect("QAT state");
+    let fake = qat::predict(&graph, &q, &test, 64).unwrap();
+    let fake_acc = train::accuracy(&fake, &test.labels);
+    assert!(fake_acc > 0.8, "QAT accuracy {fake_acc}");
+    let int8 = qat::quantize_int8(&graph, &q.ranges()).unwrap();
+    let int8_pred = train::predict_kiln(&int8, &test).unwrap();
+    let agree = int8_pred.iter().zip(&fake).filter(|(a, b)| a == b).count();
+    assert!(
+        agree + 3 >= test.len(),
+        "int8 agrees with QAT on {agree} of {} samples",
+        test.len()
+    );
+
+    // The running statistics froze at the QAT start (they moved during the float
+    // epoch), and gamma/beta derive the trained scale/shift again.
+    let bn = &layers.batch_norms[0];
+    assert_ne!(constant(&graph, &bn.tensor("running_mean")), before);
+    let (scale, shift) = bn.affine(
+        &constant(&graph, &bn.tensor("gamma")),
+        &constant(&graph, &bn.tensor("beta")),
+        &constant(&graph, &bn.tensor("running_mean")),
+        &constant(&graph, &bn.tensor("running_var")),
+    );
+    let close = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+    };
+    assert!(close(&scale, &constant(&graph, &bn.tensor("scale"))));
+    assert!(close(&shift, &constant(&graph, &bn.tensor("shift"))));
+}
