@@ -16,6 +16,12 @@ fn root() -> PathBuf {
 /// Imports, optimizes and plans `model` for CUDA and emits it for `batch` samples.
 fn compile(model: &Path, batch: usize) -> (Graph, Result<CudaModel, CudaEmitError>) {
     let graph = crate::import::load(model).unwrap();
+    let cuda = compile_graph(&graph, batch);
+    (graph, cuda)
+}
+
+/// Optimizes and plans `graph` for CUDA and emits it for `batch` samples.
+fn compile_graph(graph: &Graph, batch: usize) -> Result<CudaModel, CudaEmitError> {
     let mut options = CompileOptions::default();
     options.plan = plan_options(&options.plan);
     let planned = optimize_and_plan(graph.clone(), &options, "m").unwrap();
@@ -23,7 +29,7 @@ fn compile(model: &Path, batch: usize) -> (Graph, Result<CudaModel, CudaEmitErro
         batch,
         ..Default::default()
     };
-    (graph, emit(&planned.graph, &planned.plan, "m", &cuda))
+    emit(&planned.graph, &planned.plan, "m", &cuda)
 }
 
 /// The golden inputs and outputs of a model folder: `(samples, inputs, outputs)`.
@@ -108,33 +114,23 @@ fn against_executor(got: &[u8], want: &TensorData) -> Result<FloatDiff, String> 
     Ok(diff)
 }
 
-/// Emulates `model` on all golden samples in one batch and checks every output against
-/// the golden outputs (`exec::compare`: int8 exact, f32 within its TFLM tolerance) and
-/// the CPU executor run sample by sample ([`against_executor`]). `Ok(None)`: the CUDA
-/// backend does not support the model; else the f32 differences from the executor.
-fn check_model(dir: &Path) -> Result<Option<FloatDiff>, String> {
-    let name = dir.file_name().unwrap().to_string_lossy().to_string();
-    let (samples, inputs, expected) = golden(dir);
-    let (graph, model) = compile(&dir.join("model.tflite"), samples);
-    let model = match model {
-        Ok(m) => m,
-        Err(CudaEmitError::Unsupported { .. }) => return Ok(None),
-        Err(e) => return Err(format!("{name}: {e}")),
-    };
-    let work = work_dir(&name);
-    let emu = Emulator::build(&model, &work).map_err(|e| format!("{name}: {e}"))?;
+/// Emulates `model` (compiled for `samples`) on `inputs` (each holding all samples back
+/// to back) and checks every output of every sample against the CPU executor on the
+/// source `graph` ([`against_executor`]). Returns the emulated outputs and the f32
+/// differences.
+fn emulate_against_executor(
+    name: &str,
+    graph: &Graph,
+    model: &CudaModel,
+    samples: usize,
+    inputs: &[TensorData],
+) -> Result<(Vec<TensorData>, FloatDiff), String> {
+    let work = work_dir(name);
+    let emu = Emulator::build(model, &work).map_err(|e| format!("{name}: {e}"))?;
     let bytes: Vec<Vec<u8>> = inputs.iter().map(|x| x.to_le_bytes()).collect();
     let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
     let got = emu.run(&refs).map_err(|e| format!("{name}: {e}"))?;
-    for (j, ((g, e), port)) in got.iter().zip(&expected).zip(&model.outputs).enumerate() {
-        let g = TensorData::from_le_bytes(port.dtype, g);
-        if let Some(m) = crate::exec::compare(&g, e) {
-            return Err(format!(
-                "{name}: output {j} differs from the golden output: {m}"
-            ));
-        }
-    }
-    let exec = Executor::new(&graph).unwrap();
+    let exec = Executor::new(graph).unwrap();
     let mut diff = FloatDiff::default();
     for s in 0..samples {
         let xs: Vec<TensorData> = inputs
@@ -153,6 +149,35 @@ fn check_model(dir: &Path) -> Result<Option<FloatDiff>, String> {
         }
     }
     let _ = std::fs::remove_dir_all(&work);
+    let outputs = got
+        .iter()
+        .zip(&model.outputs)
+        .map(|(g, port)| TensorData::from_le_bytes(port.dtype, g))
+        .collect();
+    Ok((outputs, diff))
+}
+
+/// Emulates `model` on all golden samples in one batch and checks every output against
+/// the golden outputs (`exec::compare`: int8 exact, f32 within its TFLM tolerance) and
+/// the CPU executor run sample by sample ([`against_executor`]). `Ok(None)`: the CUDA
+/// backend does not support the model; else the f32 differences from the executor.
+fn check_model(dir: &Path) -> Result<Option<FloatDiff>, String> {
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    let (samples, inputs, expected) = golden(dir);
+    let (graph, model) = compile(&dir.join("model.tflite"), samples);
+    let model = match model {
+        Ok(m) => m,
+        Err(CudaEmitError::Unsupported { .. }) => return Ok(None),
+        Err(e) => return Err(format!("{name}: {e}")),
+    };
+    let (got, diff) = emulate_against_executor(&name, &graph, &model, samples, &inputs)?;
+    for (j, (g, e)) in got.iter().zip(&expected).enumerate() {
+        if let Some(m) = crate::exec::compare(g, e) {
+            return Err(format!(
+                "{name}: output {j} differs from the golden output: {m}"
+            ));
+        }
+    }
     Ok(Some(diff))
 }
 
@@ -355,5 +380,136 @@ fn float_literals_read_back_exactly() {
             v.to_bits(),
             "{text}"
         );
+    }
+}
+
+/// A float graph with the ops no `models/ops` model has (CLIP) in a chain with others:
+/// x -> clip -> (and conv(x)) concatenation -> tanh -> mean, and x -> pad -> logistic.
+fn built_graph() -> Graph {
+    use crate::ir::{Activation, Conv2dAttrs, Node, Op, Padding, Tensor, TensorInfo};
+    fn tensor(g: &mut Graph, shape: &[usize], data: Option<Vec<f32>>) -> TensorId {
+        g.tensors.push(Tensor {
+            name: format!("t{}", g.tensors.len()),
+            info: TensorInfo {
+                shape: shape.to_vec(),
+                dtype: DType::F32,
+                quant: None,
+            },
+            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        });
+        TensorId(g.tensors.len() - 1)
+    }
+    fn node(g: &mut Graph, op: Op, inputs: &[TensorId], shape: &[usize]) -> TensorId {
+        let out = tensor(g, shape, None);
+        g.nodes.push(Node {
+            name: format!("{}_{}", op.name(), g.nodes.len()),
+            op,
+            inputs: inputs.to_vec(),
+            outputs: vec![out],
+        });
+        out
+    }
+    let mut g = Graph::default();
+    let x = tensor(&mut g, &[1, 6, 6, 4], None);
+    g.inputs.push(x);
+    let clip = node(
+        &mut g,
+        Op::Clip {
+            min: -0.6,
+            max: 0.9,
+        },
+        &[x],
+        &[1, 6, 6, 4],
+    );
+    let weights: Vec<f32> = (0..144)
+        .map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5)
+        .collect();
+    let w = tensor(&mut g, &[4, 3, 3, 4], Some(weights));
+    let bias = tensor(&mut g, &[4], Some(vec![0.1, -0.2, 0.05, 0.0]));
+    let conv = Op::Conv2d(Conv2dAttrs {
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: Padding::Same,
+        activation: Activation::None,
+        residual: None,
+    });
+    let conv = node(&mut g, conv, &[x, w, bias], &[1, 6, 6, 4]);
+    let cat = Op::Concatenation {
+        axis: 3,
+        activation: Activation::None,
+    };
+    let cat = node(&mut g, cat, &[clip, conv], &[1, 6, 6, 8]);
+    let tanh = node(&mut g, Op::Tanh, &[cat], &[1, 6, 6, 8]);
+    let mean = Op::Mean {
+        axes: vec![1, 2],
+        keep_dims: false,
+    };
+    let mean = node(&mut g, mean, &[tanh], &[1, 8]);
+    let pad = Op::Pad {
+        paddings: vec![[0, 0], [1, 0], [0, 2], [0, 0]],
+    };
+    let pad = node(&mut g, pad, &[clip], &[1, 7, 8, 4]);
+    let logistic = node(&mut g, Op::Logistic, &[pad], &[1, 7, 8, 4]);
+    g.outputs = vec![mean, logistic, clip];
+    g.validate().unwrap();
+    g
+}
+
+/// `samples` samples of every input of `g`, back to back: uniform in [-1.5, 1.5) for
+/// f32, any byte for int8.
+fn random_inputs(g: &Graph, samples: usize) -> Vec<TensorData> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as u32
+    };
+    g.inputs
+        .iter()
+        .map(|&id| {
+            let len = g.info(id).num_elements() * samples;
+            match g.info(id).dtype {
+                DType::I8 => TensorData::I8((0..len).map(|_| next() as u8 as i8).collect()),
+                _ => TensorData::F32(
+                    (0..len)
+                        .map(|_| next() as f32 / (1u32 << 24) as f32 * 3.0 - 1.5)
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
+
+/// CLIP (float and int8) and a chain of the new ops, on a graph built here and on its
+/// int8 quantization, 5 samples in one batch.
+#[test]
+fn built_float_graph_and_its_int8_quantization_match_the_executor() {
+    let float = built_graph();
+    let calibration: Vec<crate::quantize::Sample> = (0..8)
+        .map(|s| {
+            random_inputs(&float, 8)
+                .iter()
+                .map(|x| x.slice(s * 144, 144))
+                .collect()
+        })
+        .collect();
+    let int8 = crate::quantize::quantize(
+        &float,
+        &calibration,
+        &crate::quantize::QuantizeOptions::default(),
+    )
+    .unwrap();
+    for (name, graph, float_outputs) in [("built_f32", &float, true), ("built_i8", &int8, false)] {
+        let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op.name()).collect();
+        assert!(ops.contains(&"clip"), "{name}: {ops:?}");
+        let model = compile_graph(graph, 5).unwrap();
+        let inputs = random_inputs(graph, 5);
+        let (_, diff) = emulate_against_executor(name, graph, &model, 5, &inputs).unwrap();
+        println!("{name} ({}): {diff:?}", ops.join(" "));
+        assert!(diff.max_rel <= F32_REL, "{name}: {diff:?}");
+        // The float graph's outputs were compared within F32_REL; the int8 graph has
+        // only int8 outputs, compared exactly.
+        assert_eq!(diff.elements > 0, float_outputs, "{name}: {diff:?}");
     }
 }
