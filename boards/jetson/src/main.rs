@@ -17,8 +17,11 @@
 //!   `p` is the real value `p * pixel-scale` (default 1/255), quantized like float input.
 //!   Without either, the model runs on zeros (latency only).
 //! - Samples run in batches of the model's batch (the last one padded).
-//! - `--expect Y.npy`: int8 reference outputs `[S, ...]`; any differing byte is
-//!   reported and the exit status is 2.
+//! - `--expect Y.npy`: reference values of the first output `[S, ...]`, int8 (any
+//!   differing byte is a mismatch) or float32 (a value more than 1e-5 relative off, with
+//!   an absolute floor of 1e-8 near 0, is); any mismatch gives exit status 2.
+//! - Classes: the top `--top` values of the first output (int8 dequantized, float32 as
+//!   is) for the first ten samples.
 //! - Latency: `--warmup` (default 20) then `--runs` (default 200) timed `run`s of one
 //!   batch including the host-device copies, reported as p50/p99/mean and samples/s;
 //!   the device allocation count and free device memory are read before and after.
@@ -196,6 +199,68 @@ fn samples_from_images(dir: &Path, port: &Port, pixel_scale: f32) -> Result<Vec<
         .collect()
 }
 
+/// The real values of one sample of an output: int8 dequantized with the port's scale
+/// and zero point (1 and 0 without), float32 as is, int32 converted.
+fn real_values(port: &Port, bytes: &[u8]) -> Vec<f32> {
+    match port.dtype {
+        kiln_cuda::DType::I8 => {
+            let (scale, zp) = port.quant.unwrap_or((1.0, 0));
+            bytes
+                .iter()
+                .map(|&b| scale * (f32::from(b as i8) - zp as f32))
+                .collect()
+        }
+        kiln_cuda::DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        kiln_cuda::DType::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+    }
+}
+
+/// Relative tolerance of float32 outputs against `--expect` (issue 7: f32 models within
+/// 1e-5 of the CPU); below [`F32_FLOOR`] in magnitude the difference is judged against
+/// the floor instead.
+const F32_REL: f32 = 1e-5;
+/// See [`F32_REL`].
+const F32_FLOOR: f32 = 1e-3;
+
+/// Whether the float `got` is within [`F32_REL`] of `want` (NaN only matches NaN).
+fn close(got: f32, want: f32) -> bool {
+    let tolerance = F32_REL * want.abs().max(F32_FLOOR);
+    got.to_bits() == want.to_bits()
+        || (got.is_nan() && want.is_nan())
+        || (got - want).abs() <= tolerance
+}
+
+/// Values of the output `got` (all samples of `port`) that differ from the reference
+/// `want`: int8 exactly, float32 by more than [`F32_REL`]; an error when the reference
+/// has another element type or length.
+fn count_mismatches(want: &npy::Data, port: &Port, got: &[u8]) -> Result<usize, String> {
+    match (want, port.dtype) {
+        (npy::Data::I8(w), kiln_cuda::DType::I8) if w.len() == got.len() => {
+            Ok(w.iter().zip(got).filter(|(&a, &b)| a as u8 != b).count())
+        }
+        (npy::Data::F32(w), kiln_cuda::DType::F32) if w.len() * 4 == got.len() => {
+            let g = got
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            Ok(w.iter().zip(g).filter(|&(&w, g)| !close(g, w)).count())
+        }
+        _ => Err(format!(
+            "the reference must be {} with {} values, like the first output",
+            match port.dtype {
+                kiln_cuda::DType::F32 => "float32",
+                _ => "int8",
+            },
+            got.len() / port.dtype.size()
+        )),
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -301,16 +366,15 @@ fn real_main() -> Result<ExitCode, String> {
     }
     // Classes of the first output, for the first samples.
     let out = &m.outputs[0];
-    if !args.json && out.dtype == kiln_cuda::DType::I8 {
+    if !args.json {
         for s in 0..samples.min(10) {
-            let row = &outputs[0][s * out.bytes..(s + 1) * out.bytes];
+            let row = real_values(out, &outputs[0][s * out.bytes..(s + 1) * out.bytes]);
             let mut idx: Vec<usize> = (0..row.len()).collect();
-            idx.sort_by_key(|&i| (std::cmp::Reverse(row[i] as i8), i));
-            let (scale, zp) = out.quant.unwrap_or((1.0, 0));
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
             let tops: Vec<String> = idx
                 .iter()
                 .take(args.top)
-                .map(|&i| format!("{i} ({:.3})", scale * (f32::from(row[i] as i8) - zp as f32)))
+                .map(|&i| format!("{i} ({:.3})", row[i]))
                 .collect();
             println!("sample {s}: {}", tops.join(", "));
         }
@@ -318,22 +382,16 @@ fn real_main() -> Result<ExitCode, String> {
     let mut mismatches = 0usize;
     if let Some(path) = &args.expect {
         let e = npy::read(path)?;
-        let want: Vec<u8> = match e.data {
-            npy::Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
-            _ => return Err(format!("{}: --expect needs int8 outputs", path.display())),
-        };
-        if want.len() != outputs[0].len() {
-            return Err(format!(
-                "{}: {} values, the run produced {}",
-                path.display(),
-                want.len(),
-                outputs[0].len()
-            ));
-        }
-        mismatches = want.iter().zip(&outputs[0]).filter(|(a, b)| a != b).count();
+        mismatches = count_mismatches(&e.data, out, &outputs[0])
+            .map_err(|message| format!("{}: {message}", path.display()))?;
         if !args.json {
+            let what = if out.dtype == kiln_cuda::DType::F32 {
+                "within 1e-5 relative"
+            } else {
+                "bit-exact"
+            };
             println!(
-                "bit-exact vs {}: {} ({samples} samples, {} differing bytes)",
+                "{what} vs {}: {} ({samples} samples, {} differing values)",
                 path.display(),
                 if mismatches == 0 { "PASS" } else { "FAIL" },
                 mismatches
@@ -409,4 +467,53 @@ fn real_main() -> Result<ExitCode, String> {
     } else {
         ExitCode::from(2)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(dtype: kiln_cuda::DType, quant: Option<(f32, i32)>) -> Port {
+        Port {
+            name: "y".into(),
+            dtype,
+            shape: vec![3],
+            offset: 0,
+            stride: 16,
+            bytes: 3 * dtype.size(),
+            quant,
+        }
+    }
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn float_outputs_compare_within_1e_5_relative() {
+        let p = port(kiln_cuda::DType::F32, None);
+        let want = npy::Data::F32(vec![1000.0, 1e-9, -2.0]);
+        let close = f32_bytes(&[1000.009, 2e-9, -2.0]);
+        assert_eq!(count_mismatches(&want, &p, &close), Ok(0));
+        let far = f32_bytes(&[1000.02, 1e-7, f32::NAN]);
+        assert_eq!(count_mismatches(&want, &p, &far), Ok(3));
+        let int8 = npy::Data::I8(vec![1, 2, 3]);
+        assert!(count_mismatches(&int8, &p, &close)
+            .unwrap_err()
+            .contains("float32"));
+    }
+
+    #[test]
+    fn int8_outputs_compare_exactly_and_dequantize_for_the_classes() {
+        let p = port(kiln_cuda::DType::I8, Some((0.5, -1)));
+        let want = npy::Data::I8(vec![-1, 0, 5]);
+        assert_eq!(count_mismatches(&want, &p, &[255, 0, 5]), Ok(0));
+        assert_eq!(count_mismatches(&want, &p, &[255, 1, 5]), Ok(1));
+        assert_eq!(real_values(&p, &[255, 0, 5]), vec![0.0, 0.5, 3.0]);
+        let f = port(kiln_cuda::DType::F32, None);
+        assert_eq!(
+            real_values(&f, &f32_bytes(&[1.5, -2.0, 0.0])),
+            vec![1.5, -2.0, 0.0]
+        );
+    }
 }

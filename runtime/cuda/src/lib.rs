@@ -152,17 +152,22 @@ fn preload(path: &Path) {
     }
 }
 
-/// Compiles CUDA C `source` to PTX for `arch` (e.g. `sm_87`) with NVRTC; `name` labels
-/// errors. Needs only libnvrtc, no GPU.
+/// Options every generated source is compiled with (besides the architecture).
+/// `--fmad=false`: no fused multiply-adds, so every float product and sum rounds on its
+/// own, like kiln's CPU f32 kernels (and the g++ emulation, `-ffp-contract=off`); the
+/// int8 kernels are unaffected. Division and square roots stay IEEE (NVRTC's defaults).
+pub const NVRTC_OPTIONS: &[&str] = &["-default-device", "--fmad=false"];
+
+/// Compiles CUDA C `source` to PTX for `arch` (e.g. `sm_87`) with NVRTC and
+/// [`NVRTC_OPTIONS`]; `name` labels errors. Needs only libnvrtc, no GPU.
 pub fn compile_ptx(source: &str, name: &str, arch: &str) -> Result<String, Error> {
     if !nvrtc_present() {
         return Err(Error::NoNvrtc);
     }
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![
-            format!("--gpu-architecture={arch}"),
-            "-default-device".into(),
-        ],
+        options: std::iter::once(format!("--gpu-architecture={arch}"))
+            .chain(NVRTC_OPTIONS.iter().map(|o| o.to_string()))
+            .collect(),
         name: Some(name.to_string()),
         ..Default::default()
     };

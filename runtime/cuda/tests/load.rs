@@ -1,7 +1,8 @@
 //! kiln-cuda without a GPU: the manifest codegen writes parses back, a missing driver is
 //! an error (never a panic), and NVRTC (when its library is found, e.g. through
 //! `$KILN_NVRTC`) compiles the generated source of both shipped models for the Jetson
-//! Orin (sm_87) and Hopper (sm_90).
+//! Orin (sm_87) and Hopper (sm_90), and of the float resnet8 and every single-op model
+//! for the Orin, without fused multiply-adds.
 
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
 use kiln_codegen::emit::cuda::{emit, plan_options, CudaModel, CudaOptions};
@@ -118,4 +119,93 @@ fn nvrtc_compiles_both_shipped_models_for_orin_and_hopper() {
         err.starts_with("NVRTC compiling broken.cu for sm_87:") && err.contains("oops"),
         "{err}"
     );
+}
+
+/// Whether NVRTC can be used here; says why a test skips when not.
+fn nvrtc_or_skip() -> bool {
+    let present = kiln_cuda::nvrtc_present();
+    if !present {
+        println!(
+            "skipped: no libnvrtc found (set {} to a libnvrtc.so, e.g. from the nvidia-cuda-nvrtc wheel; scripts/test.sh does)",
+            kiln_cuda::NVRTC_ENV
+        );
+    }
+    present
+}
+
+/// Checks the `--fmad=false` contract kernel by kernel: no `fma` in the PTX of any
+/// kernel whose source does float arithmetic without calling a math-library function
+/// (`expf` and `tanhf` use fused multiply-adds inside, on purpose). Returns how many
+/// float kernels were checked.
+fn float_kernels_without_fma(source: &str, ptx: &str) -> Result<usize, String> {
+    let mut checked = 0;
+    for entry in ptx.split(".entry ").skip(1) {
+        let name: String = entry
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let start = source
+            .find(&format!("void {name}("))
+            .ok_or_else(|| format!("{name}: not in the source"))?;
+        let body = &source[start..];
+        let body = &body[..body[1..].find("extern \"C\"").map_or(body.len(), |e| e + 1)];
+        let float = body.contains("float");
+        let library = ["expf(", "tanhf(", "kiln_logistic_f32("]
+            .iter()
+            .any(|f| body.contains(f));
+        if float && !library {
+            if entry.contains("fma.rn.f32") {
+                return Err(format!("{name}: fused multiply-add in the PTX"));
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
+}
+
+/// The float kernels compile with `--fmad=false`: the PTX multiplies and adds with
+/// separate roundings (as the CPU and the g++ emulation do).
+#[test]
+fn nvrtc_compiles_the_float_resnet8_without_fused_multiply_adds() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let model = "models/pretrainedResnet/model.tflite";
+    let source = compile(model, 8).source;
+    let ptx = kiln_cuda::compile_ptx(&source, model, "sm_87").unwrap();
+    assert!(
+        ptx.contains("mul.rn.f32") && ptx.contains("add.rn.f32"),
+        "{model}"
+    );
+    let checked = float_kernels_without_fma(&source, &ptx).unwrap();
+    assert!(checked >= 9, "{model}: {checked} float kernels checked");
+}
+
+/// Every generated kernel kind (all single-op models, int8 and f32) is CUDA C that NVRTC
+/// accepts, not only C++ that g++ accepts.
+#[test]
+fn nvrtc_compiles_every_single_op_model() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ops");
+    let mut dirs: Vec<_> = std::fs::read_dir(&ops)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() > 100, "{}", ops.display());
+    let mut float_kernels = 0;
+    for dir in dirs {
+        let model = format!(
+            "models/ops/{}/model.tflite",
+            dir.file_name().unwrap().to_string_lossy()
+        );
+        let source = compile(&model, 2).source;
+        let ptx =
+            kiln_cuda::compile_ptx(&source, &model, "sm_87").unwrap_or_else(|e| panic!("{e}"));
+        float_kernels +=
+            float_kernels_without_fma(&source, &ptx).unwrap_or_else(|e| panic!("{model}: {e}"));
+    }
+    assert!(float_kernels > 30, "{float_kernels}");
 }

@@ -68,7 +68,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EmulateError + '_ {
 
 impl Emulator {
     /// Writes the model's source, the emulation header and driver into `dir` (created
-    /// if missing) and compiles them with [`compiler`] (`-O2 -fwrapv`).
+    /// if missing) and compiles them with [`compiler`] (`-O2 -fwrapv -ffp-contract=off`:
+    /// no fused multiply-adds, so float sums round like the CPU executor's and like the
+    /// GPU's, which `kiln-cuda` compiles with `--fmad=false`).
     pub fn build(model: &CudaModel, dir: &Path) -> Result<Emulator, EmulateError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let files = [
@@ -85,7 +87,14 @@ impl Emulator {
         let cxx = compiler();
         let main = dir.join("kiln_cuda_emu_main.cpp");
         let output = Command::new(&cxx)
-            .args(["-O2", "-fwrapv", "-std=c++17", "-w", "-I"])
+            .args([
+                "-O2",
+                "-fwrapv",
+                "-ffp-contract=off",
+                "-std=c++17",
+                "-w",
+                "-I",
+            ])
             .arg(dir)
             .arg("-o")
             .arg(&exe)

@@ -1,4 +1,4 @@
-//! The CUDA emitter: a planned int8 graph becomes one CUDA C source file with one fused
+//! The CUDA emitter: a planned int8 or float32 graph becomes one CUDA C source file with one fused
 //! kernel per node that runs code, a weights blob, and a manifest that tells a host
 //! driver (the `kiln-cuda` crate) where every tensor lives in the one device arena and
 //! which kernels to launch, in plan order, with which grid.
@@ -10,7 +10,16 @@
 //! fixed-point code (`prelude.cuh`), so the results are bit-exact with the CPU int8
 //! path. Convolutions and dense layers fold bias, requantization, the activation clamp
 //! and (for convs) a fused residual ADD into their epilogue; where channels come in
-//! groups of four at 4-byte-aligned addresses the dot products use `__dp4a`.
+//! groups of four at 4-byte-aligned addresses the dot products use `__dp4a`. The f32
+//! kernels (`float`, and the f32 arms of the other modules) sum in the CPU reference
+//! kernels' order; compiled without fused multiply-adds (`kiln_cuda::NVRTC_OPTIONS`,
+//! the emulation's `-ffp-contract=off`) they round like the CPU, except inside `expf`
+//! and `tanhf`, whose last bits may differ from the CPU's libm.
+//!
+//! Kernel generators by module: this one the int8 convolutions, dense layers, pools,
+//! softmax and copies; `float` their f32 twins; `elementwise` activations,
+//! (de/re)quantization and broadcasting binary ops; `layout` concatenation, pad,
+//! transpose and mean; `transpose_conv` transposed convolutions.
 //!
 //! Batch `N` ([`CudaOptions::batch`]): every activation is `N` times larger. The plan
 //! is made for one sample; each arena offset is multiplied by `N` and sample `n` of a
@@ -26,20 +35,23 @@
 //! Without a GPU the generated source compiles with a host C++ compiler through
 //! [`EMULATION_HEADER`] (which defines `__global__`, `threadIdx`, `__dp4a`, ...) and
 //! [`EMULATION_MAIN`], which runs every block and thread serially: the tests compare that
-//! with the CPU executor bit for bit.
+//! with the CPU executor (int8 bit for bit, f32 within 1e-5 relative).
 
 use super::{comment_text, toml_text};
 use crate::exec::kernel::{Kernel, Multipliers, Prepared};
 use crate::exec::ExecError;
-use crate::ir::{DType, Graph, TensorId};
+use crate::ir::{DType, Graph, Node, TensorId};
 use crate::plan::{Location, Plan, PlanOptions, Reuse};
 use kiln_runtime::activation::ActivationRange;
-use kiln_runtime::kernels::reference::add::AddParams;
-use kiln_runtime::quant::QuantizedMultiplier;
+use kiln_runtime::kernels::reference::average_pool_2d::Pool2dParams;
 use std::fmt::Write as _;
 use std::path::Path;
 
+mod elementwise;
 pub mod emulate;
+mod float;
+mod layout;
+mod transpose_conv;
 
 /// The fixed-point functions every generated source starts with.
 pub const PRELUDE: &str = include_str!("prelude.cuh");
@@ -134,7 +146,7 @@ pub enum CudaEmitError {
     /// A node's kernel parameters cannot be derived.
     #[error(transparent)]
     Prepare(#[from] ExecError),
-    /// The CUDA backend has no kernel for this node (yet).
+    /// The CUDA backend has no kernel for this node.
     #[error("node {index} '{name}' ({op}): not supported by the CUDA backend: {reason}")]
     Unsupported {
         /// Node index.
@@ -330,7 +342,11 @@ pub fn emit(
                         | Prepared::Conv2dF32(..)
                         | Prepared::DepthwiseF32(..)
                 );
-                if conv || (operand == 0 && matches!(kernels[i].0, Prepared::Conv2dAddI8(..))) {
+                let conv_add = matches!(
+                    kernels[i].0,
+                    Prepared::Conv2dAddI8(..) | Prepared::Conv2dAddF32(..)
+                );
+                if conv || (operand == 0 && conv_add) {
                     return Err(unsupported(
                         "in-place convolutions run sequentially: plan with cuda::plan_options",
                     ));
@@ -383,18 +399,17 @@ pub fn emit(
     Ok(model)
 }
 
+/// Why [`node_kernel`] has no kernel for `p`.
 fn unsupported_reason(p: &Prepared) -> &'static str {
     match p {
-        Prepared::Conv2dF32(..)
-        | Prepared::Conv2dAddF32(..)
-        | Prepared::DepthwiseF32(..)
-        | Prepared::FullyConnectedF32(..)
-        | Prepared::AveragePoolF32(..)
-        | Prepared::MaxPoolF32(..)
-        | Prepared::AddF32(..)
-        | Prepared::MulF32(..)
-        | Prepared::SoftmaxF32(..) => "float32 kernels are not generated yet (int8 models only)",
-        _ => "no CUDA kernel for this operator yet",
+        Prepared::SoftmaxI8(..) | Prepared::SoftmaxF32(..) => {
+            "the softmax output is not a whole number of rows"
+        }
+        Prepared::ConcatenationI8(..) | Prepared::ConcatenationF32(..) => {
+            "the inputs do not add up to the output"
+        }
+        Prepared::Transpose(..) => "transpose of an element type other than int8, int32, float32",
+        _ => "no CUDA kernel for this operator or element type",
     }
 }
 
@@ -521,19 +536,86 @@ fn multiplier_table(kernel: &str, m: &Multipliers) -> (String, String, String) {
     }
 }
 
-fn add_args(p: &AddParams) -> String {
-    let q = |m: QuantizedMultiplier| format!("{}, {}", m.multiplier, m.shift);
+/// What every kernel generator needs to know about the node it generates.
+struct Ctx<'a> {
+    graph: &'a Graph,
+    node: &'a Node,
+    ins: &'a [Addr],
+    y: Addr,
+    kernel: &'a str,
+    /// Samples per run, as a C literal.
+    batch: String,
+}
+
+impl Ctx<'_> {
+    /// The kernel's opening lines for `threads` work items per sample (see [`open`]).
+    fn open(&self, threads: u64) -> String {
+        open(self.kernel, threads, &self.batch)
+    }
+
+    /// A `const TY*` expression for operand `k`.
+    fn input(&self, k: usize, ty: &str) -> String {
+        self.ins[k].ptr(ty, true)
+    }
+
+    /// A `TY*` expression for the output.
+    fn output(&self, ty: &str) -> String {
+        self.y.ptr(ty, false)
+    }
+
+    /// Elements of one sample's output.
+    fn out_len(&self) -> usize {
+        self.graph.info(self.node.outputs[0]).num_elements()
+    }
+
+    /// Whether operand 2 is a bias of element type `dtype` (what the executor passes as
+    /// the bias: an operand of another type is not one).
+    fn has_bias(&self, dtype: DType) -> bool {
+        self.node
+            .inputs
+            .get(2)
+            .is_some_and(|&b| self.graph.info(b).dtype == dtype)
+    }
+}
+
+/// A C expression for the float `v`, exactly: the shortest decimal that reads back as
+/// `v` (`1.5e-1f`), or its bits for infinities and NaNs.
+fn flit(v: f32) -> String {
+    if v.is_finite() {
+        format!("({v:e}f)")
+    } else {
+        format!("__int_as_float({})", v.to_bits() as i32)
+    }
+}
+
+/// The C element type of `dtype`, where kernels can move it.
+fn c_type(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::I8 => Some("signed char"),
+        DType::F32 => Some("float"),
+        DType::I32 => Some("int"),
+        _ => None,
+    }
+}
+
+/// Opening of a pooling kernel after [`open`]: pointers `x`, `y` of element type `ty`,
+/// the output coordinates and the in-bounds window rows `ys..ye`, columns `xs..xe` of
+/// `xb`, the input at the thread's batch and channel (kiln-runtime's `in_bounds`).
+fn pool_window(cx: &Ctx, p: &Pool2dParams, ty: &str) -> String {
+    let w = &p.window;
+    let [ih, iw] = w.input;
+    let [fh, fw] = w.filter;
+    let [oh, ow] = w.output;
+    let c = p.depth;
     format!(
-        "{}, {}, {}, {}, {}, {}, {}, {}, {}",
-        p.input1_offset,
-        p.input2_offset,
-        p.output_offset,
-        p.left_shift,
-        q(p.input1_multiplier),
-        q(p.input2_multiplier),
-        q(p.output_multiplier),
-        p.activation.min,
-        p.activation.max
+        "  const {ty}* x = {};\n  {ty}* y = {};\n  const int c = (int)(t % {c}); long long r = t / {c};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int y0 = oy * {} - {}, x0 = ox * {} - {};\n  const int ys = y0 < 0 ? 0 : (y0 > {ih} ? {ih} : y0), ye0 = y0 + {fh} < 0 ? 0 : (y0 + {fh} > {ih} ? {ih} : y0 + {fh});\n  const int xs = x0 < 0 ? 0 : (x0 > {iw} ? {iw} : x0), xe0 = x0 + {fw} < 0 ? 0 : (x0 + {fw} > {iw} ? {iw} : x0 + {fw});\n  const int ye = ye0 < ys ? ys : ye0, xe = xe0 < xs ? xs : xe0;\n  const {ty}* xb = x + (long long)b * {} + c;\n",
+        cx.input(0, ty),
+        cx.output(ty),
+        w.stride[0],
+        w.pad[0],
+        w.stride[1],
+        w.pad[1],
+        ih * iw * c
     )
 }
 
@@ -555,9 +637,35 @@ fn node_kernel(
     kernel: &str,
     samples: usize,
 ) -> Option<Body> {
-    let node = &graph.nodes[i];
+    let cx = Ctx {
+        graph,
+        node: &graph.nodes[i],
+        ins,
+        y,
+        kernel,
+        batch: format!("{samples}ull"),
+    };
+    match prepared {
+        Prepared::Conv2dF32(p, act) => Some(float::conv(&cx, p, act, None)),
+        Prepared::Conv2dAddF32(p, act, add) => Some(float::conv(&cx, p, act, Some(add))),
+        Prepared::DepthwiseF32(p, act) => Some(float::depthwise(&cx, p, act)),
+        Prepared::FullyConnectedF32(p, act) => Some(float::fully_connected(&cx, p, act)),
+        Prepared::AveragePoolF32(p, act) => Some(float::pool(&cx, p, act, true)),
+        Prepared::MaxPoolF32(p, act) => Some(float::pool(&cx, p, act, false)),
+        Prepared::SoftmaxF32(beta, depth) => float::softmax(&cx, *beta, *depth),
+        _ => elementwise::unary(&cx, prepared)
+            .or_else(|| elementwise::binary(&cx, prepared))
+            .or_else(|| layout::kernel(&cx, prepared))
+            .or_else(|| transpose_conv::kernel(&cx, prepared))
+            .or_else(|| int8_kernel(&cx, prepared)),
+    }
+}
+
+/// The int8 convolutions, dense layers, pools and softmax, and the byte copy.
+fn int8_kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
+    let (graph, node, ins, y, kernel) = (cx.graph, cx.node, cx.ins, cx.y, cx.kernel);
+    let batch = &cx.batch;
     let out_info = graph.info(node.outputs[0]);
-    let batch = &format!("{samples}ull");
     let mut s = String::new();
     let threads: u64;
     match prepared {
@@ -630,7 +738,11 @@ fn node_kernel(
                 } else {
                     ("skip", "v")
                 };
-                let _ = writeln!(s, "  v = kiln_add_one({a}, {bb}, {});", add_args(&r.add));
+                let _ = writeln!(
+                    s,
+                    "  v = kiln_add_one({a}, {bb}, {});",
+                    elementwise::add_args(&r.add)
+                );
             }
             s.push_str("  y[t] = (signed char)v;\n}\n");
         }
@@ -712,25 +824,13 @@ fn node_kernel(
         }
         Prepared::AveragePoolI8(p, r) | Prepared::MaxPoolI8(p, r) => {
             let avg = matches!(prepared, Prepared::AveragePoolI8(..));
-            let w = &p.window;
-            let [ih, iw] = w.input;
-            let [fh, fw] = w.filter;
-            let [oh, ow] = w.output;
+            let [oh, ow] = p.window.output;
+            let iw = p.window.input[1];
             let c = p.depth;
             threads = (p.batches * oh * ow * c) as u64;
             s.push_str(&open(kernel, threads, batch));
+            s.push_str(&pool_window(cx, p, "signed char"));
             let (lo, hi) = act_range(r);
-            let _ = write!(
-                s,
-                "  const signed char* x = {};\n  signed char* y = {};\n  const int c = (int)(t % {c}); long long r = t / {c};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int y0 = oy * {} - {}, x0 = ox * {} - {};\n  const int ys = y0 < 0 ? 0 : (y0 > {ih} ? {ih} : y0), ye0 = y0 + {fh} < 0 ? 0 : (y0 + {fh} > {ih} ? {ih} : y0 + {fh});\n  const int xs = x0 < 0 ? 0 : (x0 > {iw} ? {iw} : x0), xe0 = x0 + {fw} < 0 ? 0 : (x0 + {fw} > {iw} ? {iw} : x0 + {fw});\n  const int ye = ye0 < ys ? ys : ye0, xe = xe0 < xs ? xs : xe0;\n  const signed char* xb = x + (long long)b * {} + c;\n",
-                ins[0].ptr("signed char", true),
-                y.ptr("signed char", false),
-                w.stride[0],
-                w.pad[0],
-                w.stride[1],
-                w.pad[1],
-                ih * iw * c
-            );
             if avg {
                 let _ = write!(
                     s,
@@ -741,51 +841,6 @@ fn node_kernel(
                     s,
                     "  int m = -128;\n  for (int iy = ys; iy < ye; ++iy)\n    for (int ix = xs; ix < xe; ++ix) {{ const int v = (int)xb[(iy * {iw} + ix) * {c}]; m = v > m ? v : m; }}\n  y[t] = (signed char)kiln_clamp(m, {lo}, {hi});\n}}\n"
                 );
-            }
-        }
-        Prepared::AddI8(_, plan) | Prepared::MulI8(_, plan) => {
-            threads = plan.output_len() as u64;
-            s.push_str(&open(kernel, threads, batch));
-            let _ = write!(
-                s,
-                "  const signed char* a = {};\n  const signed char* bb = {};\n  signed char* y = {};\n  long long r = t, i1 = 0, i2 = 0;\n",
-                ins[0].ptr("signed char", true),
-                ins[1].ptr("signed char", true),
-                y.ptr("signed char", false)
-            );
-            for d in (0..plan.extents.len()).rev() {
-                let e = plan.extents[d];
-                if e == 1 {
-                    continue;
-                }
-                let _ = writeln!(
-                    s,
-                    "  {{ const long long k = r % {e}; r /= {e}; i1 += k * {}; i2 += k * {}; }}",
-                    plan.stride1[d], plan.stride2[d]
-                );
-            }
-            match prepared {
-                Prepared::AddI8(p, _) => {
-                    let _ = writeln!(
-                        s,
-                        "  y[t] = (signed char)kiln_add_one((int)a[i1], (int)bb[i2], {});\n}}",
-                        add_args(p)
-                    );
-                }
-                Prepared::MulI8(p, _) => {
-                    let _ = writeln!(
-                        s,
-                        "  const int v = ({} + (int)a[i1]) * ({} + (int)bb[i2]);\n  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(v, {}, {}), {}), {}, {});\n}}",
-                        p.input1_offset,
-                        p.input2_offset,
-                        p.output_multiplier.multiplier,
-                        p.output_multiplier.shift,
-                        p.output_offset,
-                        p.activation.min,
-                        p.activation.max
-                    );
-                }
-                _ => unreachable!(),
             }
         }
         Prepared::SoftmaxI8(p, depth) => {

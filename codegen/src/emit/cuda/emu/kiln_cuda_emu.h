@@ -1,11 +1,14 @@
 // kiln CUDA emulation: host C++ definitions of the CUDA built-ins kiln's generated
 // kernels use, so the EXACT generated source compiles with g++ and runs on the CPU:
-//   g++ -O2 -fwrapv -I MODEL_SRC_DIR -I DIR_OF_THIS_FILE kiln_cuda_emu_main.cpp -o emu
+//   g++ -O2 -fwrapv -ffp-contract=off -I MODEL_SRC_DIR -I DIR_OF_THIS_FILE kiln_cuda_emu_main.cpp -o emu
 // (kiln_cuda_emu_main.cpp includes this header, then model.cu.)
 // The kernels use no shared memory and no synchronisation, so running every thread of
 // every block one after the other (kiln_cuda_emu_main.cpp) computes what the GPU does.
 #ifndef KILN_CUDA_EMU_H
 #define KILN_CUDA_EMU_H
+
+#include <cmath>
+#include <cstring>
 
 #define __global__
 #define __device__
@@ -35,6 +38,13 @@ static inline int __dp4a(int a, int b, int c) {
 // Leading zeros of a 32-bit value (32 for 0), as CUDA's __clz.
 static inline int __clz(int x) {
   return x == 0 ? 32 : __builtin_clz((unsigned int)x);
+}
+
+// The float with the bits of x, as CUDA's __int_as_float (non-finite literals).
+static inline float __int_as_float(int x) {
+  float f;
+  std::memcpy(&f, &x, sizeof f);
+  return f;
 }
 
 // One kernel launch of the generated launch table.

@@ -3,7 +3,7 @@
 // Each IN file holds KILN_BATCH samples of that input back to back (raw little-endian
 // element bytes); each OUT file receives KILN_BATCH samples of that output. Exit status
 // 0 on success, 2 on bad arguments or files. It includes the generated model.cu itself:
-//   g++ -O2 -fwrapv -I MODEL_SRC_DIR -I DIR_OF_THIS_FILE kiln_cuda_emu_main.cpp -o emu
+//   g++ -O2 -fwrapv -ffp-contract=off -I MODEL_SRC_DIR -I DIR_OF_THIS_FILE kiln_cuda_emu_main.cpp -o emu
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

@@ -154,6 +154,135 @@ __device__ __forceinline__ int kiln_get_reciprocal(int x, int x_integer_digits,
   return kiln_one_over_one_plus_x(shifted_sum_minus_one);
 }
 
+// ---- more of kiln-runtime's fixed-point kernels (fixed_point.rs, div.rs, logistic.rs)
+__device__ __forceinline__ int kiln_newton_reciprocal_q2(int half_denominator) {
+  const int c48_over_17 = 1515870810;
+  const int cneg32_over_17 = -1010580540;
+  const int one_q2 = 1 << 29;
+  int x = kiln_wadd(c48_over_17, kiln_srdhm(half_denominator, cneg32_over_17));
+  for (int i = 0; i < 3; ++i) {
+    int half_denominator_times_x = kiln_srdhm(half_denominator, x);
+    int one_minus = kiln_wsub(one_q2, half_denominator_times_x);
+    x = kiln_wadd(x, kiln_rescale(kiln_srdhm(x, one_minus), 4, 2));
+  }
+  return x;
+}
+
+__device__ __forceinline__ int kiln_one_minus_x_over_one_plus_x(int a) {
+  int x = kiln_newton_reciprocal_q2(kiln_rounding_half_sum(a, KILN_I32_MAX));
+  return kiln_rescale(kiln_wsub(x, 1 << 29), 2, 0);
+}
+
+// gemmlowp logistic of a Q(integer_bits) value, Q0.31 result.
+__device__ __forceinline__ int kiln_logistic_q(int a, int integer_bits) {
+  if (a == 0) return 1 << 30;
+  int abs_input = a > 0 ? a : kiln_wsub(0, a);
+  int r = kiln_one_over_one_plus_x(kiln_exp_on_negative_values(kiln_wsub(0, abs_input), integer_bits));
+  return a > 0 ? r : kiln_wsub(KILN_I32_MAX, r);
+}
+
+// gemmlowp tanh of a Q(integer_bits) value, Q0.31 result.
+__device__ __forceinline__ int kiln_tanh_q(int a, int integer_bits) {
+  if (a == 0) return 0;
+  int n = a < 0 ? a : kiln_wsub(0, a);
+  int t = kiln_one_minus_x_over_one_plus_x(kiln_exp_on_negative_values(n, integer_bits + 1));
+  return a < 0 ? kiln_wsub(0, t) : t;
+}
+
+// int8 LOGISTIC / TANH of one element: rescale to Q4.27 (saturating outside the input
+// radius), then the fixed-point function (logistic.rs, tanh.rs).
+__device__ __forceinline__ int kiln_sigmoid_i8(int x, int zero_point, int radius, int multiplier,
+                                               int left_shift, int is_tanh) {
+  const int input = x - zero_point;
+  if (input <= -radius) return -128;
+  if (input >= radius) return 127;
+  const int q4 = kiln_mbqm(input, multiplier, left_shift);
+  if (is_tanh) return kiln_clamp(kiln_rdbp(kiln_tanh_q(q4, 4), 31 - 7), -128, 127);
+  return kiln_clamp(kiln_rdbp(kiln_logistic_q(q4, 4), 31 - 8) - 128, -128, 127);
+}
+
+// TFLM's RoundingDivideByPOT as div.rs uses it (32-bit, shift taken modulo 32).
+__device__ __forceinline__ int kiln_rdbp_tflm(int x, int exponent) {
+  const unsigned int e = (unsigned int)exponent;
+  const int mask = (int)(unsigned int)((1ull << (e & 63u)) - 1ull);
+  const int remainder = x & mask;
+  const int threshold = kiln_wadd(mask >> 1, x < 0 ? 1 : 0);
+  return kiln_wadd(x >> (e & 31u), remainder > threshold ? 1 : 0);
+}
+
+// TFLM int8 DIV of one pair (DivParams::div_one), before the activation clamp.
+__device__ __forceinline__ int kiln_div_one(int x, int y, int off1, int off2, int out_off,
+                                            int multiplier, int shift) {
+  int v1 = kiln_wadd(off1, x);
+  int v2 = kiln_wadd(off2, y);
+  if (v2 < 0) {
+    v1 = kiln_wsub(0, v1);
+    v2 = kiln_wsub(0, v2);
+  }
+  int recip_shift = 0;
+  const int reciprocal = kiln_get_reciprocal(v2, 31, &recip_shift);
+  const int headroom = __clz(v1 < 0 ? ~v1 : v1) - 1;
+  const int unscaled = kiln_mbqm_greater(v1, reciprocal, headroom);
+  const int total_shift = kiln_wsub(kiln_wsub(shift, recip_shift), headroom);
+  const int scaled = kiln_rdbp_tflm(kiln_srdhm(unscaled, multiplier), kiln_wsub(0, total_shift));
+  return kiln_wadd(scaled, out_off);
+}
+
+// TFLM int8 SUB of one pair (SubParams::sub_one).
+__device__ __forceinline__ int kiln_sub_one(int x, int y, int off1, int off2, int out_off,
+                                            int left_shift, int m1, int s1, int m2, int s2,
+                                            int mo, int so, int lo, int hi) {
+  int shifted1 = kiln_wmul(off1 + x, 1 << left_shift);
+  int shifted2 = kiln_wmul(off2 + y, 1 << left_shift);
+  int scaled1 = kiln_mbqm_small(shifted1, m1, s1);
+  int scaled2 = kiln_mbqm_small(shifted2, m2, s2);
+  int raw = kiln_wadd(kiln_mbqm_small(kiln_wsub(scaled1, scaled2), mo, so), out_off);
+  return kiln_clamp(raw, lo, hi);
+}
+
+// TFLM int8 LEAKY_RELU of one element (LeakyReluParams::leaky_relu_one).
+__device__ __forceinline__ int kiln_leaky_relu_one(int x, int in_zp, int out_zp, int mi, int si,
+                                                   int ma, int sa) {
+  const int v = kiln_wsub(x, in_zp);
+  int scaled;
+  if (v >= 0) {
+    scaled = kiln_mbqm(v, mi, si);
+  } else {
+    const int product = kiln_mbqm(v, ma < 0 ? kiln_wsub(0, ma) : ma, sa);
+    scaled = ma < 0 ? kiln_wsub(0, product) : product;
+  }
+  return kiln_clamp(kiln_wadd(out_zp, scaled), -128, 127);
+}
+
+// ---- float32 helpers (kiln-runtime's f32 reference kernels). Compile with contraction
+// off (NVRTC --fmad=false, g++ -ffp-contract=off) so a*b+c rounds twice, as on the CPU.
+// ActivationRangeF32::apply: min(max(x, lo), hi), NaN passing through.
+__device__ __forceinline__ float kiln_fclamp(float x, float lo, float hi) {
+  const float l = x < lo ? lo : x;
+  return hi < l ? hi : l;
+}
+
+// Rust's `f32 as i32`: saturating, NaN to 0.
+__device__ __forceinline__ int kiln_f2i_sat(float x) {
+  if (x != x) return 0;
+  if (x >= 2147483648.0f) return KILN_I32_MAX;
+  if (x < -2147483648.0f) return KILN_I32_MIN;
+  return (int)x;
+}
+
+// i32::saturating_add.
+__device__ __forceinline__ int kiln_sat_add(int a, int b) {
+  const long long s = (long long)a + (long long)b;
+  return s > KILN_I32_MAX ? KILN_I32_MAX : (s < KILN_I32_MIN ? KILN_I32_MIN : (int)s);
+}
+
+// f32 LOGISTIC of one element (logistic.rs).
+__device__ __forceinline__ float kiln_logistic_f32(float x) {
+  if (x > 16.619047f) return 1.0f;
+  if (x < -9.0f) return expf(x);
+  return 1.0f / (1.0f + expf(-x));
+}
+
 // node 0: conv_2d 'functional_1/activation/Relu;functional_1/batch_normalization/FusedBatchNormV3;functional_1/conv2d/BiasAdd/ReadVariableOp/resource;functional_1/conv2d/BiasAdd;functional_1/conv2d_4/Conv2D;functional_1/conv2d/Conv2D1' [1, 25, 5, 64] -> Arena(0)
 __constant__ int kiln_node_0_m[64] = {1359514674, 1510897544, 1926649374, 1084580191, 1833203381, 1598446167, 1627679308, 1382312008, 1075542397, 1103690228, 1943762883, 1106996425, 1152722049, 1245202516, 1402695826, 1573799777, 1613521674, 1298743846, 1621288420, 1098453574, 1836254561, 1961975843, 1733989666, 1923153043, 1657760567, 1486396369, 1935422644, 1649163646, 2062717049, 1103484170, 1211514054, 1955102371, 1415290081, 1113330866, 1577332471, 1377337383, 1312594413, 1821197710, 1295475795, 1674991602, 1563913152, 1204217771, 1095865610, 2064778105, 1211410907, 1243172833, 1358168642, 2147314432, 1520073423, 1591120175, 1505197082, 2051158788, 2068548467, 1677282482, 1584536658, 1837833626, 1684233315, 1285042891, 1639420454, 1724598460, 1253095821, 2006205585, 1857196660, 1683081220};
 __constant__ int kiln_node_0_s[64] = {-6, -7, -8, -7, -8, -7, -6, -7, -7, -8, -7, -7, -6, -7, -7, -8, -6, -8, -8, -7, -8, -7, -8, -6, -8, -7, -8, -7, -7, -6, -7, -7, -7, -7, -7, -7, -6, -8, -8, -8, -8, -7, -7, -6, -6, -6, -7, -8, -7, -6, -7, -7, -7, -8, -7, -6, -8, -7, -7, -8, -7, -8, -7, -8};

@@ -1,0 +1,104 @@
+//! TRANSPOSE_CONV in int8 and f32, gathered: one thread per output element sums the
+//! input positions whose taps land on it, filter taps in descending order (ascending
+//! input positions, TFLM's and kiln-runtime's summation order), then bias, requantize
+//! (int8) and the activation clamp.
+
+use super::float::clamp;
+use super::{multiplier_table, Body, Ctx};
+use crate::exec::kernel::{Owned, Prepared};
+use crate::ir::DType;
+use kiln_runtime::activation::ActivationRangeF32;
+use kiln_runtime::kernels::reference::conv_2d::ConvQuant;
+use kiln_runtime::kernels::reference::transpose_conv_2d::TransposeConv2dParams;
+use std::fmt::Write as _;
+
+/// The kernel of a transposed convolution, or `None` when `prepared` is not one.
+pub(super) fn kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
+    match prepared {
+        Prepared::TransposeConv2dI8(p, q) => Some(int8(cx, p, q)),
+        Prepared::TransposeConv2dF32(p, act) => Some(float(cx, p, act)),
+        _ => None,
+    }
+}
+
+/// Shared part: pointers, the output coordinates and the gather loop around `mac`
+/// (which adds `xp[k]` times `fp[k]` to `acc`).
+fn gather(cx: &Ctx, p: &TransposeConv2dParams, ty: &str, acc: &str, mac: &str) -> String {
+    let [ih, iw] = p.input;
+    let [oh, ow] = p.output;
+    let [kh, kw] = p.filter;
+    let (d, oc) = (p.input_depth, p.output_depth);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "  const {ty}* x = {};\n  const {ty}* f = {};\n  {ty}* y = {};\n  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  {acc}\n",
+        cx.input(0, ty),
+        cx.input(1, ty),
+        cx.output(ty)
+    );
+    let _ = write!(
+        s,
+        "  for (int ky = {}; ky >= 0; --ky) {{\n    const int sy = oy + {} - ky * {};\n    if (sy < 0 || sy % {} != 0 || sy / {} >= {ih}) continue;\n    const int iy = sy / {};\n    for (int kx = {}; kx >= 0; --kx) {{\n      const int sx = ox + {} - kx * {};\n      if (sx < 0 || sx % {} != 0 || sx / {} >= {iw}) continue;\n      const int ix = sx / {};\n      const {ty}* xp = x + (((long long)b * {ih} + iy) * {iw} + ix) * {d};\n      const {ty}* fp = f + ((c * {kh} + ky) * {kw} + kx) * {d};\n      for (int k = 0; k < {d}; ++k) {mac}\n    }}\n  }}\n",
+        kh - 1,
+        p.pad[0],
+        p.dilation[0],
+        p.stride[0],
+        p.stride[0],
+        p.stride[0],
+        kw - 1,
+        p.pad[1],
+        p.dilation[1],
+        p.stride[1],
+        p.stride[1],
+        p.stride[1],
+    );
+    s
+}
+
+/// int8 TRANSPOSE_CONV (per-channel or per-tensor multipliers, optional int32 bias).
+fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> Body {
+    let [oh, ow] = p.output;
+    let threads = (p.batches * oh * ow * p.output_depth) as u64;
+    let (decl, m, sh) = multiplier_table(cx.kernel, &q.multipliers);
+    let mut s = decl;
+    s.push_str(&cx.open(threads));
+    let io = q.quant.input_offset;
+    s.push_str(&gather(
+        cx,
+        p,
+        "signed char",
+        "int acc = 0;",
+        &format!("acc = kiln_wadd(acc, kiln_wmul((int)xp[k] + ({io}), (int)fp[k]));"),
+    ));
+    if cx.has_bias(DType::I32) {
+        let _ = writeln!(s, "  acc = kiln_wadd(acc, {}[c]);", cx.input(2, "int"));
+    }
+    let r = &q.quant.activation;
+    let _ = writeln!(
+        s,
+        "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {m}, {sh}), {}), {}, {});\n}}",
+        q.quant.output_offset, r.min, r.max
+    );
+    Body { source: s, threads }
+}
+
+/// f32 TRANSPOSE_CONV (optional bias; no bias adds nothing, as on the CPU).
+fn float(cx: &Ctx, p: &TransposeConv2dParams, act: &ActivationRangeF32) -> Body {
+    let [oh, ow] = p.output;
+    let threads = (p.batches * oh * ow * p.output_depth) as u64;
+    let mut s = cx.open(threads);
+    s.push_str(&gather(
+        cx,
+        p,
+        "float",
+        "float acc = 0.0f;",
+        "acc += xp[k] * fp[k];",
+    ));
+    let value = if cx.has_bias(DType::F32) {
+        format!("acc + {}[c]", cx.input(2, "float"))
+    } else {
+        "acc".into()
+    };
+    let _ = writeln!(s, "  y[t] = {};\n}}", clamp(&value, act));
+    Body { source: s, threads }
+}
