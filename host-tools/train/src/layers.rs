@@ -377,28 +377,87 @@ pub struct RunningStats {
     layers: Vec<(BatchNormStep, BnTensors, Vec<f32>, Vec<f32>)>,
 }
 
-/// After QAT, which trains each batch norm's `scale` and `shift` directly (frozen
-/// statistics), writes the `gamma` and `beta` that derive them from the running
-/// statistics again (up to rounding), so the model's state stays consistent. The
-/// weight file keeps the trained `scale` and `shift` themselves, which kiln compiles.
-pub fn sync_gamma_beta(ir: &mut Graph, layers: &TrainingLayers) {
+impl BatchNorm {
+    /// The per-channel constants of a batch norm frozen at running statistics `mean`
+    /// and `var`: `1 / sqrt(var + eps)` and `-mean`. A frozen batch norm (QAT) computes
+    /// `scale = gamma * inv_std` and `shift = beta + scale * neg_mean` from them, in the
+    /// training graph and in [`write_frozen_affine`] alike, so both give the same bits.
+    pub fn frozen_constants(&self, mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let neg_mean = mean.iter().map(|m| -m).collect();
+        (inv_std, neg_mean)
+    }
+}
+
+/// Writes each batch norm's `scale` and `shift` the way a frozen batch norm computes
+/// them ([`BatchNorm::frozen_constants`]) from the (already written) gamma and beta: what
+/// QAT trained with, so the compiled model folds exactly the fake-quantized weights.
+pub fn write_frozen_affine(ir: &mut Graph, layers: &TrainingLayers) -> Result<(), TrainError> {
     for bn in &layers.batch_norms {
-        let Ok(ids) = BnTensors::find(ir, bn) else {
-            continue;
-        };
-        let v = read_params(ir, &[ids.scale, ids.shift, ids.mean, ids.var]);
-        let (scale, shift, mean, var) = (&v[0], &v[1], &v[2], &v[3]);
-        let gamma: Vec<f32> = scale
+        let ids = BnTensors::find(ir, bn)?;
+        let v = read_params(ir, &[ids.gamma, ids.beta, ids.mean, ids.var]);
+        let (inv_std, neg_mean) = bn.frozen_constants(&v[2], &v[3]);
+        let scale: Vec<f32> = v[0].iter().zip(&inv_std).map(|(g, i)| g * i).collect();
+        let shift: Vec<f32> = v[1]
             .iter()
-            .zip(var)
-            .map(|(s, v)| s * (v + bn.eps).sqrt())
+            .zip(scale.iter().zip(&neg_mean))
+            .map(|(b, (s, m))| b + s * m)
             .collect();
-        let beta: Vec<f32> = shift
-            .iter()
-            .zip(mean.iter().zip(scale))
-            .map(|(t, (m, s))| t + m * s)
-            .collect();
-        write_params(ir, &[ids.gamma, ids.beta], &[gamma, beta]);
+        write_params(ir, &[ids.scale, ids.shift], &[scale, shift]);
+    }
+    Ok(())
+}
+
+impl TrainGraph {
+    /// Freezes the batch norms of a graph built from the inference graph `ir` (where
+    /// each is `x * scale + shift` by constants): `scale` and `shift` become results
+    /// computed from the trained gamma and beta and the running statistics of `ir`
+    /// ([`BatchNorm::frozen_constants`]), so training moves gamma and beta as float
+    /// training does while the layer computes what inference computes.
+    pub fn freeze_batch_norms(&mut self, ir: &Graph, bns: &[BatchNorm]) -> Result<(), TrainError> {
+        let mut producers = Vec::new();
+        for bn in bns {
+            let ids = BnTensors::find(ir, bn)?;
+            let v = read_params(ir, &[ids.mean, ids.var]);
+            let (inv_std, neg_mean) = bn.frozen_constants(&v[0], &v[1]);
+            let shape = self.shape(ids.gamma.0).to_vec();
+            let inv = self.add_tensor(bn.tensor("inv_std"), shape.clone(), Kind::Const(inv_std));
+            let neg = self.add_tensor(bn.tensor("neg_mean"), shape.clone(), Kind::Const(neg_mean));
+            let product = self.add_tensor(bn.tensor("scale_x_neg_mean"), shape, Kind::Activation);
+            let none = kiln_codegen::ir::Activation::None;
+            let (mul, add) = (Op::Mul { activation: none }, Op::Add { activation: none });
+            producers.push(TNode {
+                op: TOp::Ir(mul.clone()),
+                inputs: vec![ids.gamma.0, inv],
+                output: ids.scale.0,
+            });
+            producers.push(TNode {
+                op: TOp::Ir(mul),
+                inputs: vec![ids.scale.0, neg],
+                output: product,
+            });
+            producers.push(TNode {
+                op: TOp::Ir(add),
+                inputs: vec![ids.beta.0, product],
+                output: ids.shift.0,
+            });
+            for id in [ids.scale.0, ids.shift.0] {
+                self.tensors[id].kind = Kind::Activation;
+            }
+            let computed = [ids.scale, ids.shift];
+            let keep: Vec<bool> = self
+                .param_ir
+                .iter()
+                .map(|p| !computed.contains(p))
+                .collect();
+            let mut k = keep.iter();
+            self.params.retain(|_| *k.next().unwrap_or(&true));
+            let mut k = keep.iter();
+            self.param_ir.retain(|_| *k.next().unwrap_or(&true));
+        }
+        self.nodes.splice(0..0, producers);
+        self.forward_len = self.nodes.len();
+        Ok(())
     }
 }
 

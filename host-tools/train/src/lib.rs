@@ -133,11 +133,13 @@
 //! [`kiln_codegen::quantize::quantize_with_ranges`], so kiln's int8 model predicts
 //! what the fake-quantized graph predicts ([`qat::predict`]); `kiln train --qat`
 //! reports both and writes the ranges (`qat_ranges.toml`, [`qat::load_ranges`]).
-//! Batch norms freeze when QAT starts: the QAT graph is the inference graph, whose
-//! per-channel scale and shift train directly and are folded into the preceding layer
-//! before its weights and bias are fake-quantized, with the f32 operations kiln's
-//! `fold_affine` pass uses, so the fake-quantized weights are the compiled ones bit for
-//! bit ([`qat::Qat::training_graph`]); dropout layers keep dropping.
+//! Batch norms freeze when QAT starts, at their running statistics: gamma and beta
+//! keep training, the per-channel scale and shift computed from them are folded into
+//! the preceding layer before its weights and bias are fake-quantized, with the f32
+//! operations kiln's `fold_affine` pass uses, so the fake-quantized weights are the
+//! compiled ones bit for bit ([`qat::Qat::training_graph`]); dropout layers keep
+//! dropping. Without batch statistics the layers no longer normalize: QAT of batch-norm
+//! models wants a low learning rate (the tail of a cosine or step schedule).
 //!
 //! # Export
 //!

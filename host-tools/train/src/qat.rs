@@ -31,7 +31,7 @@
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Kind, Loss, TNode, TOp, Tid, TrainGraph};
-use crate::layers::{Dropout, TrainingLayers};
+use crate::layers::TrainingLayers;
 use crate::train::argmax;
 use crate::TrainError;
 use kiln_codegen::ir::{Graph, Op, TensorId};
@@ -178,26 +178,29 @@ impl Qat {
         batch: usize,
         loss: Option<Loss>,
     ) -> Result<(TrainGraph, Observers), TrainError> {
-        self.training_graph(ir, &[], batch, loss)
+        self.training_graph(ir, &TrainingLayers::default(), batch, loss)
     }
 
-    /// [`Qat::graph`] with `dropouts` applied (their masks fed after the loss target,
-    /// as [`TrainGraph::from_ir_training`] orders them). Batch norms train frozen: the
-    /// graph is the inference graph, whose per-channel `scale` and `shift` are trained
-    /// directly and fake-quantized folded into the layer before them, as kiln compiles
-    /// them; constants no node reads (gamma, beta, the running statistics) stay fixed.
+    /// [`Qat::graph`] for training a model with `layers`: dropouts applied (their
+    /// masks fed after the loss target, as [`TrainGraph::from_ir_training`] orders
+    /// them) and batch norms frozen at the running statistics of `ir`
+    /// ([`TrainGraph::freeze_batch_norms`]: gamma and beta train, the per-channel scale
+    /// and shift computed from them are folded into the layer before them and
+    /// fake-quantized with it, as kiln compiles them); constants no node reads stay
+    /// fixed.
     pub fn training_graph(
         &self,
         ir: &Graph,
-        dropouts: &[Dropout],
+        layers: &TrainingLayers,
         batch: usize,
         loss: Option<Loss>,
     ) -> Result<(TrainGraph, Observers), TrainError> {
-        let layers = TrainingLayers {
+        let dropouts = TrainingLayers {
             batch_norms: Vec::new(),
-            dropouts: dropouts.to_vec(),
+            dropouts: layers.dropouts.clone(),
         };
-        let mut g = TrainGraph::from_ir_training(ir, &layers, batch)?;
+        let mut g = TrainGraph::from_ir_training(ir, &dropouts, batch)?;
+        g.freeze_batch_norms(ir, &layers.batch_norms)?;
         if let Some(loss) = loss {
             g.add_loss(loss)?;
         }
@@ -668,7 +671,8 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
         for a in &w.affine {
             folded_away.push(lookup(&a.output)?);
             let c = lookup(&a.constant)?;
-            if g.tensors[c].kind != Kind::Param {
+            // Trained, or computed from what is (a frozen batch norm's scale and shift).
+            if !matches!(g.tensors[c].kind, Kind::Param | Kind::Activation) {
                 return Err(TrainError::Graph(format!(
                     "QAT: '{}' should be a trainable constant",
                     a.constant

@@ -209,9 +209,7 @@ impl StepGraph {
         checkpointing: Checkpointing,
     ) -> Result<Self, TrainError> {
         let (mut g, observers) = match qat {
-            Some(q) => {
-                q.training_graph(ir, &layers.dropouts, batch, Some(Loss::SoftmaxCrossEntropy))?
-            }
+            Some(q) => q.training_graph(ir, layers, batch, Some(Loss::SoftmaxCrossEntropy))?,
             None => {
                 let mut g = TrainGraph::from_ir_training(ir, layers, batch)?;
                 g.add_loss(Loss::SoftmaxCrossEntropy)?;
@@ -282,8 +280,8 @@ pub fn train_model(
     cfg.augment
         .check(&sample_shape)
         .map_err(TrainError::Graph)?;
-    let mut param_ir = sg.param_ir.clone();
-    let mut names = param_names(ir, &param_ir);
+    let param_ir = sg.param_ir.clone();
+    let names = param_names(ir, &param_ir);
     // Dropout masks come from their own stream, so adding dropout to a model does not
     // change its batch order.
     let mut mask_rng = Rng::new(cfg.seed ^ 0xD50F_0A7E_5EED_0001);
@@ -333,8 +331,7 @@ pub fn train_model(
         rng.shuffle(&mut order);
         let quantized = epoch >= qat_from;
         if epoch == qat_from {
-            // Batch norms freeze here: their scale and shift, derived from the float
-            // training's state, are what QAT trains from now on.
+            // Batch norms freeze here, at the running statistics of the float epochs.
             write_params(ir, &param_ir, &params);
             running.write(ir);
             sg = StepGraph::new(
@@ -345,11 +342,9 @@ pub fn train_model(
                 cfg.grad_checkpoint,
             )?;
             if sg.param_ir != param_ir {
-                let new_names = param_names(ir, &sg.param_ir);
-                opt = carry_over(&opt, &names, &new_names);
-                param_ir.clone_from(&sg.param_ir);
-                names = new_names;
-                params = read_params(ir, &param_ir);
+                return Err(TrainError::Graph(
+                    "QAT: the fake-quantized graph would train other parameters than the float graph".into(),
+                ));
             }
         }
         let started = Instant::now();
@@ -417,7 +412,7 @@ pub fn train_model(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
-        finish_batch_norms(ir, &running, &cfg.layers, quantized);
+        finish_batch_norms(ir, &running, &cfg.layers, quantized)?;
         let test_accuracy = match (test, qat.as_ref().filter(|_| quantized)) {
             (Some(t), Some(q)) => Some(accuracy(&qat::predict(ir, q, t, 256)?, &t.labels)),
             (Some(t), None) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
@@ -456,7 +451,7 @@ pub fn train_model(
         }
     }
     write_params(ir, &param_ir, &params);
-    finish_batch_norms(ir, &running, &cfg.layers, cfg.epochs > qat_from);
+    finish_batch_norms(ir, &running, &cfg.layers, cfg.epochs > qat_from)?;
     Ok(Trained { history, qat })
 }
 
@@ -468,39 +463,20 @@ fn param_names(ir: &Graph, param_ir: &[TensorId]) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
-/// `opt` for a new parameter list: each parameter that was trained before keeps its
-/// moments (found by name), a new one starts from zero.
-fn carry_over(
-    opt: &Optimizer,
-    old: &[(String, Vec<usize>)],
-    new: &[(String, Vec<usize>)],
-) -> Optimizer {
-    let (m, v) = opt.moments();
-    if m.len() != old.len() {
-        return Optimizer::resumed(opt.kind(), opt.steps(), Vec::new(), Vec::new());
-    }
-    let pick = |moments: &[Vec<f32>]| -> Vec<Vec<f32>> {
-        new.iter()
-            .map(
-                |(name, shape)| match old.iter().position(|(n, _)| n == name) {
-                    Some(i) => moments[i].clone(),
-                    None => vec![0.0; shape.iter().product()],
-                },
-            )
-            .collect()
-    };
-    Optimizer::resumed(opt.kind(), opt.steps(), pick(m), pick(v))
-}
-
 /// Writes the batch norms' state into `ir` at the end of an epoch: after float
 /// training the running statistics and the scale and shift derived from them; after
-/// QAT (batch norms frozen, scale and shift trained directly, already written) the
-/// gamma and beta that give that scale and shift again.
-fn finish_batch_norms(ir: &mut Graph, running: &RunningStats, layers: &TrainingLayers, qat: bool) {
+/// QAT (batch norms frozen) the scale and shift computed as the QAT graph computed them.
+fn finish_batch_norms(
+    ir: &mut Graph,
+    running: &RunningStats,
+    layers: &TrainingLayers,
+    qat: bool,
+) -> Result<(), TrainError> {
     if qat {
-        layers::sync_gamma_beta(ir, layers);
+        layers::write_frozen_affine(ir, layers)
     } else {
         running.write(ir);
+        Ok(())
     }
 }
 

@@ -218,7 +218,7 @@ fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
     // The batch norms are folded into the layers before them, as kiln folds them: the
     // fake-quantized weights are the folded ones, and no batch-norm op is left.
     let q = Qat::new(&graph, 0.99).unwrap();
-    let (g, _) = q.training_graph(&graph, &layers.dropouts, 4, None).unwrap();
+    let (g, _) = q.training_graph(&graph, &layers, 4, None).unwrap();
     let count = |op: fn(&TOp) -> bool| g.nodes.iter().filter(|n| op(&n.op)).count();
     assert_eq!(count(|o| matches!(o, TOp::FakeQuantWeights { .. })), 5);
     assert_eq!(count(|o| *o == TOp::Dropout), layers.dropouts.len());
@@ -226,20 +226,20 @@ fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
         count(|o| matches!(o, TOp::BatchNormStats | TOp::BatchNormTrain { .. })),
         0
     );
+    // Frozen batch norms: gamma and beta train, scale and shift are computed from them,
+    // the running statistics are fixed.
     let trained: Vec<&str> = g
         .params
         .iter()
         .map(|&p| g.tensors[p].name.as_str())
         .collect();
     for bn in &layers.batch_norms {
-        assert!(
-            trained.contains(&bn.tensor("scale").as_str()),
-            "{trained:?}"
-        );
-        assert!(
-            !trained.contains(&bn.tensor("gamma").as_str()),
-            "{trained:?}"
-        );
+        for role in ["gamma", "beta"] {
+            assert!(trained.contains(&bn.tensor(role).as_str()), "{trained:?}");
+        }
+        for role in ["scale", "shift", "running_mean", "running_var"] {
+            assert!(!trained.contains(&bn.tensor(role).as_str()), "{trained:?}");
+        }
     }
 
     let (data, test) = (load(1000, false), load(300, true));
@@ -262,20 +262,20 @@ fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
     );
 
     // The running statistics froze at the QAT start (they moved during the float
-    // epoch), and gamma/beta derive the trained scale/shift again.
+    // epoch), and the weight file's scale and shift are computed from gamma and beta
+    // exactly as the QAT graph computed them.
     let bn = &layers.batch_norms[0];
-    assert_ne!(constant(&graph, &bn.tensor("running_mean")), before);
-    let (scale, shift) = bn.affine(
-        &constant(&graph, &bn.tensor("gamma")),
-        &constant(&graph, &bn.tensor("beta")),
-        &constant(&graph, &bn.tensor("running_mean")),
-        &constant(&graph, &bn.tensor("running_var")),
-    );
-    let close = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
-    };
-    assert!(close(&scale, &constant(&graph, &bn.tensor("scale"))));
-    assert!(close(&shift, &constant(&graph, &bn.tensor("shift"))));
+    let mean = constant(&graph, &bn.tensor("running_mean"));
+    assert_ne!(mean, before);
+    let var = constant(&graph, &bn.tensor("running_var"));
+    let (inv_std, neg_mean) = bn.frozen_constants(&mean, &var);
+    let gamma = constant(&graph, &bn.tensor("gamma"));
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, i)| g * i).collect();
+    assert_eq!(constant(&graph, &bn.tensor("scale")), scale);
+    let shift: Vec<f32> = constant(&graph, &bn.tensor("beta"))
+        .iter()
+        .zip(scale.iter().zip(&neg_mean))
+        .map(|(b, (s, m))| b + s * m)
+        .collect();
+    assert_eq!(constant(&graph, &bn.tensor("shift")), shift);
 }
