@@ -7,7 +7,9 @@
 //! current sample order as `train/order` (I64). String metadata: `format`, `epoch`
 //! (epochs completed), `optimizer_steps`, `rng` (the shuffle generator's state), the
 //! configuration essentials (`seed`, `batch`, `lr`, `optimizer`, `schedule`,
-//! `augment`, `samples`, `epochs`) and `history` (one line per epoch).
+//! `augment`, `samples`, `epochs`) and `history` (one line per epoch). A checkpoint
+//! taken inside quantization-aware training also holds the activation ranges tracked so
+//! far, as `qat/range/NAME` (`[lo, hi]`), and the QAT settings as `qat` metadata.
 
 use crate::optim::Optimizer;
 use crate::rng::Rng;
@@ -45,6 +47,17 @@ pub struct Checkpoint {
     pub state: Vec<(String, Vec<usize>, Vec<f32>)>,
     /// State of the dropout-mask generator.
     pub mask_rng: u64,
+    /// Inside QAT epochs: the activation ranges tracked so far, by IR tensor name.
+    pub qat_ranges: crate::qat::Ranges,
+    /// Inside QAT epochs: the QAT settings (`start_epoch` and decay, round-trip text),
+    /// which a resumed run must share.
+    pub qat: Option<String>,
+}
+
+/// The QAT settings of `cfg` as a checkpoint records them.
+pub fn qat_settings(cfg: &TrainConfig) -> Option<String> {
+    cfg.qat
+        .map(|q| format!("start_epoch {} ema_decay {:?}", q.start_epoch, q.ema_decay))
 }
 
 /// The settings a resumed run must share with the checkpoint to continue the same
@@ -98,6 +111,8 @@ impl Checkpoint {
             history,
             state: Vec::new(),
             mask_rng: 0,
+            qat_ranges: crate::qat::Ranges::new(),
+            qat: None,
         }
     }
 
@@ -136,6 +151,14 @@ impl Checkpoint {
                 f32_bytes(values),
             ));
         }
+        for (name, (lo, hi)) in &self.qat_ranges {
+            tensors.push((
+                format!("qat/range/{name}"),
+                safetensors::Dtype::F32,
+                vec![2],
+                f32_bytes(&[*lo, *hi]),
+            ));
+        }
         let order: Vec<u8> = self
             .order
             .iter()
@@ -160,6 +183,9 @@ impl Checkpoint {
         meta.insert("rng".into(), self.rng.to_string());
         meta.insert("mask_rng".into(), self.mask_rng.to_string());
         meta.insert("history".into(), history_text(&self.history));
+        if let Some(q) = &self.qat {
+            meta.insert("qat".into(), q.clone());
+        }
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| err(e.to_string()))?;
         let tmp = path.with_extension("safetensors.tmp");
         std::fs::write(&tmp, bytes).map_err(|e| err(format!("cannot write: {e}")))?;
@@ -212,7 +238,7 @@ impl Checkpoint {
         names.sort();
         let (mut params, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new());
         for name in names.iter().filter(|n| {
-            !["optim/", "train/", "state/"]
+            !["optim/", "train/", "state/", "qat/"]
                 .iter()
                 .any(|p| n.starts_with(p))
         }) {
@@ -255,7 +281,7 @@ impl Checkpoint {
             .filter(|(k, _)| {
                 !matches!(
                     k.as_str(),
-                    "format" | "epoch" | "optimizer_steps" | "rng" | "mask_rng" | "history"
+                    "format" | "epoch" | "optimizer_steps" | "rng" | "mask_rng" | "history" | "qat"
                 )
             })
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -269,7 +295,19 @@ impl Checkpoint {
                 f32s(name, &t)?,
             ));
         }
+        let mut qat_ranges = crate::qat::Ranges::new();
+        for name in names.iter().filter(|n| n.starts_with("qat/range/")) {
+            let t = st.tensor(name).map_err(|e| err(e.to_string()))?;
+            match f32s(name, &t)?[..] {
+                [lo, hi] if lo <= hi => {
+                    qat_ranges.insert(name["qat/range/".len()..].to_string(), (lo, hi));
+                }
+                _ => return Err(err(format!("tensor '{name}' is not a range [lo, hi]"))),
+            }
+        }
         Ok(Checkpoint {
+            qat_ranges,
+            qat: meta.get("qat").cloned(),
             epoch: num("epoch")? as usize,
             params,
             optimizer_steps: num("optimizer_steps")?,

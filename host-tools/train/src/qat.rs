@@ -261,6 +261,22 @@ impl Qat {
         }
     }
 
+    /// Continues from `ranges` (from [`Qat::ranges`], e.g. a checkpoint's): every
+    /// parameter set that is not fixed must get its range back.
+    pub fn restore(&mut self, ranges: &Ranges) -> Result<(), TrainError> {
+        for (name, slot) in &self.plan.members {
+            if let Some(&r) = ranges.get(name) {
+                self.ranges[*slot] = Some(r);
+            }
+        }
+        if !self.has_ranges() {
+            return Err(TrainError::Graph(
+                "QAT ranges: the checkpoint lacks ranges this model's int8 tensors need".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The tracked range of every int8 activation tensor of kiln's graph (tensors
     /// sharing parameters get the same range; fixed ones are left out).
     pub fn ranges(&self) -> Ranges {

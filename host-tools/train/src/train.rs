@@ -3,7 +3,7 @@
 
 use crate::augment::Augment;
 use crate::autodiff::differentiate;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{self, Checkpoint};
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Loss, Tid, TrainGraph};
@@ -231,8 +231,8 @@ impl StepGraph {
 /// [`train`], returning the QAT ranges too: with [`TrainConfig::qat`], epochs from
 /// `start_epoch` on train the fake-quantized graph (the first QAT batch is run once
 /// without updating the weights, to start the ranges), and continuing from `resume` as
-/// [`train_from`] does. A QAT run resumes only from a checkpoint taken before its QAT
-/// epochs (the checkpoint holds no activation ranges).
+/// [`train_from`] does: from a checkpoint of the float epochs, or of the QAT epochs
+/// of a run with the same QAT settings (whose activation ranges it holds).
 pub fn train_model(
     ir: &mut Graph,
     data: &Dataset,
@@ -293,12 +293,22 @@ pub fn train_model(
     let mut all_history = Vec::new();
     if let Some(c) = resume {
         c.check_config(cfg, data.len()).map_err(TrainError::Graph)?;
-        if c.epoch > qat_from {
-            return Err(TrainError::Graph(format!(
-                "the checkpoint is from epoch {}, inside the QAT epochs (from {}): a QAT run resumes only from a checkpoint of its float epochs",
-                c.epoch,
-                qat_from + 1
-            )));
+        let settings = checkpoint::qat_settings(cfg);
+        match &c.qat {
+            None if c.epoch > qat_from => {
+                return Err(TrainError::Graph(format!(
+                    "the checkpoint is from epoch {}, inside this run's QAT epochs (from {}), but holds no QAT ranges: it was not taken during QAT (resume it with a later --qat-start-epoch)",
+                    c.epoch,
+                    qat_from + 1
+                )))
+            }
+            Some(saved) if Some(saved) != settings.as_ref() => {
+                return Err(TrainError::Graph(format!(
+                    "the checkpoint was taken during QAT with {saved}; this run has {}",
+                    settings.as_deref().unwrap_or("no QAT")
+                )))
+            }
+            _ => {}
         }
         let (p, m, v) = resumed_state(c, &names, cfg.optimizer)?;
         params = p;
@@ -320,6 +330,19 @@ pub fn train_model(
                 c.state.len(),
                 state_ids.len()
             )));
+        }
+    }
+    if let (Some(c), Some(q)) = (resume, qat.as_mut()) {
+        if c.epoch > qat_from {
+            // Resuming inside the QAT epochs: the fake-quantized graph, with the
+            // ranges tracked so far, from the first step on.
+            q.restore(&c.qat_ranges)?;
+            sg = StepGraph::new(ir, &cfg.layers, cfg.batch, Some(q), cfg.grad_checkpoint)?;
+            if sg.param_ir != param_ir {
+                return Err(TrainError::Graph(
+                    "QAT: the fake-quantized graph would train other parameters than the float graph".into(),
+                ));
+            }
         }
     }
     let steps = data.len() / cfg.batch;
@@ -447,6 +470,10 @@ pub fn train_model(
                 .map(|(&id, v)| (ir.tensor(id).name.clone(), ir.info(id).shape.clone(), v))
                 .collect();
             checkpoint.mask_rng = mask_rng.state();
+            if let Some(q) = qat.as_ref().filter(|_| quantized) {
+                checkpoint.qat_ranges = q.ranges();
+                checkpoint.qat = checkpoint::qat_settings(cfg);
+            }
             checkpoint.save(path)?;
         }
     }

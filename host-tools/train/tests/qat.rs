@@ -2,6 +2,7 @@
 //! int8 tensors, the int8 model kiln builds from the QAT ranges predicts what the
 //! fake-quantized graph predicts, and QAT stays deterministic across thread counts.
 
+use kiln_train::checkpoint::Checkpoint;
 use kiln_train::data::Dataset;
 use kiln_train::graph::TOp;
 use kiln_train::model::ModelSpec;
@@ -278,4 +279,54 @@ fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
         .map(|(b, (s, m))| b + s * m)
         .collect();
     assert_eq!(constant(&graph, &bn.tensor("shift")), shift);
+}
+
+#[test]
+fn qat_resumes_bit_identically_inside_its_epochs() {
+    let spec = ModelSpec::load(&root().join("models/lenet/lenet-bn.toml")).unwrap();
+    let data = load(192, false);
+    let dir = std::env::temp_dir().join(format!("kiln-qat-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = |epochs: usize, start: usize, ckpt: &str| {
+        let mut c = config(epochs, start);
+        c.batch = 32;
+        c.layers = spec.training_layers().unwrap();
+        c.checkpoint = Some(dir.join(ckpt));
+        c
+    };
+    let run = |c: &TrainConfig, resume: Option<&Checkpoint>, seed: u64| {
+        let mut graph = spec.build(seed).unwrap();
+        let t = train::train_model(&mut graph, &data, None, c, resume, &mut |_| {});
+        t.map(|t| (graph, t.qat.map(|q| q.ranges())))
+    };
+    // Three epochs with QAT from the second, straight through.
+    let (straight, straight_ranges) = run(&cfg(3, 2, "straight.safetensors"), None, 4).unwrap();
+    // Two (the second one QAT), a stop, and the third from the checkpoint, which holds
+    // the QAT ranges; the resumed run's own initial weights do not matter.
+    run(&cfg(2, 2, "stopped.safetensors"), None, 4).unwrap();
+    let stopped = Checkpoint::load(&dir.join("stopped.safetensors")).unwrap();
+    assert!(!stopped.qat_ranges.is_empty() && stopped.qat.is_some());
+    let (resumed, resumed_ranges) =
+        run(&cfg(3, 2, "resumed.safetensors"), Some(&stopped), 99).unwrap();
+    assert!(resumed == straight, "resumed weights differ");
+    assert_eq!(resumed_ranges, straight_ranges);
+
+    // A QAT checkpoint needs the same QAT settings; a float one cannot resume inside
+    // the QAT epochs (it has no ranges).
+    let e = run(&cfg(3, 1, "x.safetensors"), Some(&stopped), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("start_epoch 2") && e.contains("start_epoch 1"),
+        "{e}"
+    );
+    let mut float = cfg(2, 2, "float.safetensors");
+    float.qat = None;
+    run(&float, None, 4).unwrap();
+    let float_ckpt = Checkpoint::load(&dir.join("float.safetensors")).unwrap();
+    let e = run(&cfg(3, 2, "y.safetensors"), Some(&float_ckpt), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no QAT ranges"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }
