@@ -577,16 +577,7 @@ fn folded_layer(
     axis: usize,
 ) -> Option<Weighted> {
     let layer = ir.nodes.iter().find(|n| n.name == folded.name)?;
-    let f32s = |graph: &Graph, t: TensorId| -> Vec<f32> {
-        graph
-            .tensor(t)
-            .data
-            .as_deref()
-            .unwrap_or_default()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
+    let f32s = |graph: &Graph, t: TensorId| crate::train::read_params(graph, &[t]).remove(0);
     let want: Vec<Vec<f32>> = folded.inputs[1..].iter().map(|&t| f32s(g, t)).collect();
     let (w_id, b_id) = (layer.inputs.get(1)?, layer.inputs.get(2));
     let w_shape = ir.info(*w_id).shape.clone();

@@ -201,13 +201,8 @@ fn bad_qat_settings_are_refused() {
 
 /// Reads the f32 values of the constant `name` of `g`.
 fn constant(g: &kiln_codegen::ir::Graph, name: &str) -> Vec<f32> {
-    let t = g.tensors.iter().find(|t| t.name == name).unwrap();
-    t.data
-        .as_deref()
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    let t = g.tensors.iter().position(|t| t.name == name).unwrap();
+    train::read_params(g, &[kiln_codegen::ir::TensorId(t)]).remove(0)
 }
 
 #[test]
