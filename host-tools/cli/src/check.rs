@@ -30,8 +30,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .model
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let dims = crate::model::dims();
     let imported = if is_onnx {
-        onnx::parse(&bytes, &file, args.model.parent())
+        onnx::parse_with_dims(&bytes, &file, args.model.parent(), &dims)
+    } else if !dims.is_empty() {
+        // Refused by the importer: a TFLite model has no named dimensions.
+        kiln_codegen::import::load_with_dims(&args.model, &dims)
     } else {
         match tflite::unsupported_operators(&bytes, &file)? {
             items if items.is_empty() => tflite::parse(&bytes, &file),

@@ -209,7 +209,7 @@ impl Emulation {
             .context("the board table gives this machine no Rust target")?;
         let model = std::fs::canonicalize(model_arg)
             .with_context(|| format!("{}: cannot open the model", model_arg.display()))?;
-        let graph = kiln_codegen::import::load(&model)?;
+        let graph = crate::model::import(&model)?;
         let (in_info, out_info) = match (&graph.inputs[..], &graph.outputs[..]) {
             ([i], [o]) => (graph.info(*i), graph.info(*o)),
             _ => bail!(

@@ -45,7 +45,7 @@ pub struct Args {
 
 /// Prints the accuracy (and the int8 one with `--quantize`); exit 0.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let mut graph = kiln_codegen::import::load(&args.model)?;
+    let mut graph = crate::model::import(&args.model)?;
     kiln_codegen::passes::optimize(&mut graph)?;
     if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
         bail!(

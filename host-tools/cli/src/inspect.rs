@@ -24,7 +24,7 @@ pub struct Args {
 /// Prints the plan per step and optionally writes the picture.
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let file = args.model.display().to_string();
-    let graph = kiln_codegen::import::load(&args.model)?;
+    let graph = crate::model::import(&args.model)?;
     let mut options = CompileOptions::default();
     options.plan.in_place = !args.no_in_place;
     let planned = optimize_and_plan(graph, &options, &file)?;

@@ -24,6 +24,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Size of a named symbolic input dimension of an ONNX model, such as the dynamic
+    /// batch `N` of `kiln train --export-onnx` or PyTorch's dynamic_axes (repeatable).
+    #[arg(long = "dim", value_name = "NAME=SIZE", global = true)]
+    dims: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = model::set_dims(&cli.dims) {
+        eprintln!("error: {}", one_line(&e));
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Check(args) => check::main(args),
         Command::Run(args) => run::main(args),

@@ -6,6 +6,41 @@
 use anyhow::bail;
 use kiln_codegen::ir::Graph;
 use std::path::Path;
+use std::sync::OnceLock;
+
+/// Sizes of named symbolic input dimensions (`kiln --dim NAME=SIZE`), set once by `main`.
+static DIMS: OnceLock<Vec<(String, usize)>> = OnceLock::new();
+
+/// Parses `--dim NAME=SIZE` values and keeps them for every model this run imports.
+pub fn set_dims(values: &[String]) -> anyhow::Result<()> {
+    let mut dims = Vec::new();
+    for v in values {
+        let parsed = v
+            .split_once('=')
+            .and_then(|(n, s)| Some((n.trim(), s.trim().parse::<usize>().ok()?)));
+        match parsed {
+            Some((name, size)) if !name.is_empty() && size > 0 => {
+                dims.push((name.to_string(), size))
+            }
+            _ => bail!("--dim {v}: expected NAME=SIZE with a positive size, e.g. --dim N=1"),
+        }
+    }
+    // Set once, before any command runs; a second call keeps the first values.
+    let _ = DIMS.set(dims);
+    Ok(())
+}
+
+/// The `--dim` sizes, as the importers take them.
+pub fn dims() -> Vec<(&'static str, usize)> {
+    DIMS.get()
+        .map(|d| d.iter().map(|(n, s)| (n.as_str(), *s)).collect())
+        .unwrap_or_default()
+}
+
+/// Imports a model file (`.onnx`, `.tflite`) with the `--dim` sizes.
+pub fn import(model: &Path) -> anyhow::Result<Graph> {
+    Ok(kiln_codegen::import::load_with_dims(model, &dims())?)
+}
 
 /// True for a kiln-train model file (`.toml`).
 pub fn is_train_model(path: &Path) -> bool {
@@ -26,6 +61,6 @@ pub fn load(model: &Path, weights: Option<&Path>) -> anyhow::Result<Graph> {
             "--weights is only for kiln-train model files (.toml); {} carries its own weights",
             model.display()
         ),
-        (false, None) => Ok(kiln_codegen::import::load(model)?),
+        (false, None) => import(model),
     }
 }

@@ -52,6 +52,27 @@ fn trained_lenet_exports_to_onnx_and_compiles_from_its_model_file() {
         "{w:?} vs {g:?}"
     );
 
+    // The export's batch is the symbol N: kiln's commands take it with --dim N=1 and
+    // say so without it; a TFLite model has no such names.
+    let onnx_path = exported.to_str().unwrap();
+    let o = kiln(&["check", onnx_path]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("--dim N=1"), "{t}");
+    let o = kiln(&["check", onnx_path, "--dim", "N=1"]);
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("supported"), "{t}");
+    let o = kiln(&["--dim", "N=1", "inspect", onnx_path]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for bad in ["N", "N=0", "=3", "N=x"] {
+        let o = kiln(&["check", onnx_path, "--dim", bad]);
+        let t = text(&o);
+        assert!(!o.status.success() && t.contains("NAME=SIZE"), "{bad}: {t}");
+    }
+    let o = kiln(&["check", "models/kws_ref_model/model.tflite", "--dim", "N=1"]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("for ONNX models"), "{t}");
+
     // Straight from the model file to an int8 crate for a Cortex-M4 (its code size is
     // measured by building it for the target, so the crate builds).
     let krate = dir.join("crate");

@@ -53,12 +53,20 @@ type Result<T> = std::result::Result<T, Problem>;
 /// Reads and imports the ONNX model at `path`; external data files are looked up next to
 /// it.
 pub fn load(path: &Path) -> std::result::Result<Graph, ImportError> {
+    load_with_dims(path, &[])
+}
+
+/// [`load`] with symbolic input dimensions fixed, as [`parse_with_dims`].
+pub fn load_with_dims(
+    path: &Path,
+    dims: &[(&str, usize)],
+) -> std::result::Result<Graph, ImportError> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
         file: file.clone(),
         source,
     })?;
-    parse(&bytes, &file, path.parent())
+    parse_with_dims(&bytes, &file, path.parent(), dims)
 }
 
 /// Imports ONNX model bytes; `file` names the model in errors, `base_dir` is where its
@@ -391,7 +399,7 @@ impl Importer<'_> {
                 }
                 Some(D::DimParam(p)) => {
                     return Err(Problem::Unsupported(format!(
-                        "graph input '{name}': dimension {axis} is the symbol '{p}'; kiln needs static shapes (fix it with onnxruntime.tools.make_dynamic_shape_fixed or re-export with a fixed batch size)"
+                        "graph input '{name}': dimension {axis} is the symbol '{p}'; kiln needs static shapes (give its size, e.g. `kiln ... --dim {p}=1`, fix it with onnxruntime.tools.make_dynamic_shape_fixed, or re-export with a fixed batch size)"
                     )))
                 }
                 _ => {
