@@ -226,6 +226,24 @@ impl StepGraph {
             observers,
         })
     }
+
+    /// The fake-quantized step graph of `q`, which must train the float graph's
+    /// parameters `param_ir` (the optimizer state and checkpoints follow them).
+    fn quantized(
+        ir: &Graph,
+        cfg: &TrainConfig,
+        q: &Qat,
+        param_ir: &[TensorId],
+    ) -> Result<Self, TrainError> {
+        let sg = StepGraph::new(ir, &cfg.layers, cfg.batch, Some(q), cfg.grad_checkpoint)?;
+        if sg.param_ir != param_ir {
+            return Err(TrainError::Graph(
+                "QAT: the fake-quantized graph would train other parameters than the float graph"
+                    .into(),
+            ));
+        }
+        Ok(sg)
+    }
 }
 
 /// [`train`], returning the QAT ranges too: with [`TrainConfig::qat`], epochs from
@@ -337,12 +355,7 @@ pub fn train_model(
             // Resuming inside the QAT epochs: the fake-quantized graph, with the
             // ranges tracked so far, from the first step on.
             q.restore(&c.qat_ranges)?;
-            sg = StepGraph::new(ir, &cfg.layers, cfg.batch, Some(q), cfg.grad_checkpoint)?;
-            if sg.param_ir != param_ir {
-                return Err(TrainError::Graph(
-                    "QAT: the fake-quantized graph would train other parameters than the float graph".into(),
-                ));
-            }
+            sg = StepGraph::quantized(ir, cfg, q, &param_ir)?;
         }
     }
     let steps = data.len() / cfg.batch;
@@ -357,17 +370,8 @@ pub fn train_model(
             // Batch norms freeze here, at the running statistics of the float epochs.
             write_params(ir, &param_ir, &params);
             running.write(ir);
-            sg = StepGraph::new(
-                ir,
-                &cfg.layers,
-                cfg.batch,
-                qat.as_ref(),
-                cfg.grad_checkpoint,
-            )?;
-            if sg.param_ir != param_ir {
-                return Err(TrainError::Graph(
-                    "QAT: the fake-quantized graph would train other parameters than the float graph".into(),
-                ));
+            if let Some(q) = qat.as_ref() {
+                sg = StepGraph::quantized(ir, cfg, q, &param_ir)?;
             }
         }
         let started = Instant::now();
