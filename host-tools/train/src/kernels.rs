@@ -222,8 +222,7 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     for (d, s) in (&mut d).zip(&mut s) {
         d.copy_from_slice(s);
     }
-    let (mut d, s) = (d.into_remainder(), s.remainder());
-    let mut s = s;
+    let (mut d, mut s) = (d.into_remainder(), s.remainder());
     if d.len() >= 4 && s.len() >= 4 {
         d[..4].copy_from_slice(&s[..4]);
         d = &mut d[4..];
@@ -337,8 +336,8 @@ fn im2col_patch_major(w: &Window, x: &[f32], cols: &mut [f32]) {
             let tap = &mut cols[(ky * w.kw + kx) * rows..][..rows];
             // Output columns whose input column is in bounds: one range, as the
             // input column grows with the output column.
-            let inside: Vec<usize> = (0..w.ow).filter(|&ox| w.col(ox, kx).is_some()).collect();
-            let (first, last) = (inside.first().copied(), inside.last().copied());
+            let inside = |ox: &usize| w.col(*ox, kx).is_some();
+            let (first, last) = ((0..w.ow).find(inside), (0..w.ow).rev().find(inside));
             for (xn, tn) in x.chunks_exact(w.in_size()).zip(tap.chunks_exact_mut(p)) {
                 for (oy, dst) in tn.chunks_exact_mut(w.ow).enumerate() {
                     let (Some(iy), Some(a), Some(b)) = (w.row(oy, ky), first, last) else {
