@@ -4,7 +4,7 @@
 //! fused multiply-adds (see `kiln_cuda::NVRTC_OPTIONS`), the products and sums round
 //! like the CPU's; only `expf` (softmax) may differ from the CPU's libm in the last bits.
 
-use super::{flit, pool_window, Body, Ctx};
+use super::{flit, nhwc_index, pool_window, window_taps, Body, Ctx};
 use kiln_runtime::activation::ActivationRangeF32;
 use kiln_runtime::kernels::reference::average_pool_2d::Pool2dParams;
 use kiln_runtime::kernels::reference::conv_2d::Conv2dParams;
@@ -50,16 +50,16 @@ pub(super) fn conv(
         cx.input(1, "float"),
         cx.output("float")
     );
+    s.push_str(&nhwc_index(oc, ow, oh));
     let _ = write!(
         s,
-        "  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int group = c / {fpg};\n  const float* xb = x + (long long)b * {} + group * {fin};\n  float acc = 0.0f;\n",
+        "  const int group = c / {fpg};\n  const float* xb = x + (long long)b * {} + group * {fin};\n  float acc = 0.0f;\n",
         ih * iw * ic
     );
-    let _ = write!(
-        s,
-        "  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n      const float* xp = xb + (iy * {iw} + ix) * {ic};\n      const float* fp = f + ((c * {fh} + fy) * {fw} + fx) * {fin};\n      for (int k = 0; k < {fin}; ++k) acc += xp[k] * fp[k];\n    }}\n  }}\n",
-        w.stride[0], w.pad[0], w.dilation[0], w.stride[1], w.pad[1], w.dilation[1]
+    let body = format!(
+        "      const float* xp = xb + (iy * {iw} + ix) * {ic};\n      const float* fp = f + ((c * {fh} + fy) * {fw} + fx) * {fin};\n      for (int k = 0; k < {fin}; ++k) acc += xp[k] * fp[k];\n"
     );
+    s.push_str(&window_taps(w, &body));
     let _ = writeln!(
         s,
         "  float v = {};",
@@ -77,7 +77,7 @@ pub(super) fn conv(
 pub(super) fn depthwise(cx: &Ctx, p: &DepthwiseConv2dParams, act: &ActivationRangeF32) -> Body {
     let w = &p.window;
     let [ih, iw] = w.input;
-    let [fh, fw] = w.filter;
+    let fw = w.filter[1];
     let [oh, ow] = w.output;
     let (ic, dm) = (p.input_depth, p.depth_multiplier);
     let oc = ic * dm;
@@ -90,17 +90,15 @@ pub(super) fn depthwise(cx: &Ctx, p: &DepthwiseConv2dParams, act: &ActivationRan
         cx.input(1, "float"),
         cx.output("float")
     );
+    s.push_str(&nhwc_index(oc, ow, oh));
     let _ = write!(
         s,
-        "  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const float* xb = x + (long long)b * {} + c / {dm};\n  float acc = 0.0f;\n  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n      acc += xb[(iy * {iw} + ix) * {ic}] * f[(fy * {fw} + fx) * {oc} + c];\n    }}\n  }}\n",
-        ih * iw * ic,
-        w.stride[0],
-        w.pad[0],
-        w.dilation[0],
-        w.stride[1],
-        w.pad[1],
-        w.dilation[1]
+        "  const float* xb = x + (long long)b * {} + c / {dm};\n  float acc = 0.0f;\n",
+        ih * iw * ic
     );
+    let body =
+        format!("      acc += xb[(iy * {iw} + ix) * {ic}] * f[(fy * {fw} + fx) * {oc} + c];\n");
+    s.push_str(&window_taps(w, &body));
     let _ = writeln!(
         s,
         "  y[t] = {};\n}}",

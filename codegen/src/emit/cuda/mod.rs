@@ -44,6 +44,7 @@ use crate::ir::{DType, Graph, Node, TensorId};
 use crate::plan::{Location, Plan, PlanOptions, Reuse};
 use kiln_runtime::activation::ActivationRange;
 use kiln_runtime::kernels::reference::average_pool_2d::Pool2dParams;
+use kiln_runtime::padding::Window2d;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -608,14 +609,33 @@ fn pool_window(cx: &Ctx, p: &Pool2dParams, ty: &str) -> String {
     let [oh, ow] = w.output;
     let c = p.depth;
     format!(
-        "  const {ty}* x = {};\n  {ty}* y = {};\n  const int c = (int)(t % {c}); long long r = t / {c};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int y0 = oy * {} - {}, x0 = ox * {} - {};\n  const int ys = y0 < 0 ? 0 : (y0 > {ih} ? {ih} : y0), ye0 = y0 + {fh} < 0 ? 0 : (y0 + {fh} > {ih} ? {ih} : y0 + {fh});\n  const int xs = x0 < 0 ? 0 : (x0 > {iw} ? {iw} : x0), xe0 = x0 + {fw} < 0 ? 0 : (x0 + {fw} > {iw} ? {iw} : x0 + {fw});\n  const int ye = ye0 < ys ? ys : ye0, xe = xe0 < xs ? xs : xe0;\n  const {ty}* xb = x + (long long)b * {} + c;\n",
+        "  const {ty}* x = {};\n  {ty}* y = {};\n{}  const int y0 = oy * {} - {}, x0 = ox * {} - {};\n  const int ys = y0 < 0 ? 0 : (y0 > {ih} ? {ih} : y0), ye0 = y0 + {fh} < 0 ? 0 : (y0 + {fh} > {ih} ? {ih} : y0 + {fh});\n  const int xs = x0 < 0 ? 0 : (x0 > {iw} ? {iw} : x0), xe0 = x0 + {fw} < 0 ? 0 : (x0 + {fw} > {iw} ? {iw} : x0 + {fw});\n  const int ye = ye0 < ys ? ys : ye0, xe = xe0 < xs ? xs : xe0;\n  const {ty}* xb = x + (long long)b * {} + c;\n",
         cx.input(0, ty),
         cx.output(ty),
+        nhwc_index(c, ow, oh),
         w.stride[0],
         w.pad[0],
         w.stride[1],
         w.pad[1],
         ih * iw * c
+    )
+}
+
+/// The generated lines that split the thread index `t` into channel `c`, column `ox`,
+/// row `oy` and sample `b` of an NHWC output `[.., oh, ow, channels]`.
+fn nhwc_index(channels: usize, ow: usize, oh: usize) -> String {
+    format!(
+        "  const int c = (int)(t % {channels}); long long r = t / {channels};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n"
+    )
+}
+
+/// The generated loops over the in-bounds taps (`iy`, `ix`, tap `fy`, `fx`) of output
+/// `(oy, ox)`'s window, with `body` (lines indented by six spaces) inside.
+fn window_taps(w: &Window2d, body: &str) -> String {
+    let ([ih, iw], [fh, fw]) = (w.input, w.filter);
+    format!(
+        "  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n{body}    }}\n  }}\n",
+        w.stride[0], w.pad[0], w.dilation[0], w.stride[1], w.pad[1], w.dilation[1]
     )
 }
 
@@ -691,31 +711,30 @@ fn int8_kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
                 ins[1].ptr("signed char", true),
                 y.ptr("signed char", false)
             );
+            s.push_str(&nhwc_index(oc, ow, oh));
             let _ = write!(
                 s,
-                "  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int group = c / {fpg};\n  const signed char* xb = x + (long long)b * {} + group * {fin};\n  int acc = 0;\n",
+                "  const int group = c / {fpg};\n  const signed char* xb = x + (long long)b * {} + group * {fin};\n  int acc = 0;\n",
                 ih * iw * ic
             );
             if dp4a {
                 s.push_str("  int fsum = 0;\n");
             }
-            let _ = write!(
-                s,
-                "  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n      const signed char* xp = xb + (iy * {iw} + ix) * {ic};\n      const signed char* fp = f + ((c * {fh} + fy) * {fw} + fx) * {fin};\n",
-                w.stride[0], w.pad[0], w.dilation[0], w.stride[1], w.pad[1], w.dilation[1]
+            let mut body = format!(
+                "      const signed char* xp = xb + (iy * {iw} + ix) * {ic};\n      const signed char* fp = f + ((c * {fh} + fy) * {fw} + fx) * {fin};\n"
             );
             if dp4a {
                 let _ = write!(
-                    s,
+                    body,
                     "      for (int k = 0; k < {fin}; k += 4) {{\n        const int xv = *(const int*)(xp + k);\n        const int fv = *(const int*)(fp + k);\n        acc = __dp4a(xv, fv, acc);\n        fsum = __dp4a(fv, 0x01010101, fsum);\n      }}\n"
                 );
             } else {
                 let _ = writeln!(
-                    s,
+                    body,
                     "      for (int k = 0; k < {fin}; ++k) acc = kiln_wadd(acc, (int)fp[k] * ((int)xp[k] + ({io})));"
                 );
             }
-            s.push_str("    }\n  }\n");
+            s.push_str(&window_taps(w, &body));
             if dp4a && io != 0 {
                 let _ = writeln!(s, "  acc = kiln_wadd(acc, kiln_wmul(fsum, {io}));");
             }
@@ -749,7 +768,7 @@ fn int8_kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
         Prepared::DepthwiseI8(p, q) => {
             let w = &p.window;
             let [ih, iw] = w.input;
-            let [fh, fw] = w.filter;
+            let fw = w.filter[1];
             let [oh, ow] = w.output;
             let ic = p.input_depth;
             let dm = p.depth_multiplier;
@@ -767,17 +786,16 @@ fn int8_kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
                 ins[1].ptr("signed char", true),
                 y.ptr("signed char", false)
             );
+            s.push_str(&nhwc_index(oc, ow, oh));
             let _ = write!(
                 s,
-                "  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  const int ic = c / {dm};\n  const signed char* xb = x + (long long)b * {} + ic;\n  int acc = 0;\n  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    if (iy < 0 || iy >= {ih}) continue;\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (ix < 0 || ix >= {iw}) continue;\n      acc = kiln_wadd(acc, (int)f[(fy * {fw} + fx) * {oc} + c] * ((int)xb[(iy * {iw} + ix) * {ic}] + ({io})));\n    }}\n  }}\n",
-                ih * iw * ic,
-                w.stride[0],
-                w.pad[0],
-                w.dilation[0],
-                w.stride[1],
-                w.pad[1],
-                w.dilation[1]
+                "  const int ic = c / {dm};\n  const signed char* xb = x + (long long)b * {} + ic;\n  int acc = 0;\n",
+                ih * iw * ic
             );
+            let body = format!(
+                "      acc = kiln_wadd(acc, (int)f[(fy * {fw} + fx) * {oc} + c] * ((int)xb[(iy * {iw} + ix) * {ic}] + ({io})));\n"
+            );
+            s.push_str(&window_taps(w, &body));
             if node.inputs.len() > 2 {
                 let _ = writeln!(s, "  acc = kiln_wadd(acc, {}[c]);", ins[2].ptr("int", true));
             }

@@ -4,7 +4,7 @@
 //! (int8) and the activation clamp.
 
 use super::float::clamp;
-use super::{multiplier_table, Body, Ctx};
+use super::{multiplier_table, nhwc_index, Body, Ctx};
 use crate::exec::kernel::{Owned, Prepared};
 use crate::ir::DType;
 use kiln_runtime::activation::ActivationRangeF32;
@@ -31,10 +31,11 @@ fn gather(cx: &Ctx, p: &TransposeConv2dParams, ty: &str, acc: &str, mac: &str) -
     let mut s = String::new();
     let _ = write!(
         s,
-        "  const {ty}* x = {};\n  const {ty}* f = {};\n  {ty}* y = {};\n  const int c = (int)(t % {oc}); long long r = t / {oc};\n  const int ox = (int)(r % {ow}); r /= {ow};\n  const int oy = (int)(r % {oh}); const int b = (int)(r / {oh});\n  {acc}\n",
+        "  const {ty}* x = {};\n  const {ty}* f = {};\n  {ty}* y = {};\n{}  {acc}\n",
         cx.input(0, ty),
         cx.input(1, ty),
-        cx.output(ty)
+        cx.output(ty),
+        nhwc_index(oc, ow, oh)
     );
     let _ = write!(
         s,
