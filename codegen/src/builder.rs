@@ -3,6 +3,7 @@
 use crate::board::{Board, Needs};
 use crate::compile::{optimize_and_plan, CompileError, CompileOptions, Target};
 use crate::emit::rust::emit;
+use crate::import::ImportError;
 use std::path::{Path, PathBuf};
 
 /// Compiles a model into `OUT_DIR` from a `build.rs`, so firmware can include it
@@ -126,7 +127,14 @@ impl Builder {
             .unwrap_or_default();
         let name = self.name.unwrap_or(stem);
         println!("cargo:rerun-if-changed={file}");
-        let graph = crate::import::load(&self.model)?;
+        println!("cargo:rerun-if-env-changed={DIMS_ENV}");
+        let dims_text = std::env::var(DIMS_ENV).unwrap_or_default();
+        let dims = parse_dims(&dims_text).map_err(|message| ImportError::DynamicShape {
+            file: file.clone(),
+            message,
+        })?;
+        let dims: Vec<(&str, usize)> = dims.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let graph = crate::import::load_with_dims(&self.model, &dims)?;
         let planned = optimize_and_plan(graph, &self.options, &file)?;
         let (graph, plan) = (&planned.graph, &planned.plan);
         let weights_file = format!("{name}.weights.bin");
@@ -169,9 +177,52 @@ impl Builder {
     }
 }
 
+/// Environment variable with the sizes of named symbolic input dimensions of an ONNX
+/// model (`N=1` or `N=1,T=49`), read by [`Builder::generate`]: how `kiln --dim` reaches
+/// the build scripts of the firmware it builds.
+pub const DIMS_ENV: &str = "KILN_DIMS";
+
+/// Parses `NAME=SIZE` pairs separated by commas (empty: none); sizes are positive and
+/// each name appears once.
+pub fn parse_dims(text: &str) -> Result<Vec<(String, usize)>, String> {
+    let mut dims: Vec<(String, usize)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let parsed = item
+            .split_once('=')
+            .and_then(|(n, v)| Some((n.trim(), v.trim().parse::<usize>().ok()?)));
+        match parsed {
+            Some((name, size)) if !name.is_empty() && size > 0 => {
+                if dims.iter().any(|(n, _)| n == name) {
+                    return Err(format!("dimension '{name}' is given twice"));
+                }
+                dims.push((name.to_string(), size));
+            }
+            _ => {
+                return Err(format!(
+                    "'{item}': expected NAME=SIZE with a positive size, e.g. N=1"
+                ))
+            }
+        }
+    }
+    Ok(dims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dims_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_dims("").unwrap(), vec![]);
+        assert_eq!(
+            parse_dims("N=1, T=49").unwrap(),
+            vec![("N".to_string(), 1), ("T".to_string(), 49)]
+        );
+        for bad in ["N", "N=0", "=3", "N=x", "N=-1"] {
+            assert!(parse_dims(bad).unwrap_err().contains("NAME=SIZE"), "{bad}");
+        }
+        assert!(parse_dims("N=1,N=2").unwrap_err().contains("twice"));
+    }
 
     fn kws() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/kws_ref_model/model.tflite")

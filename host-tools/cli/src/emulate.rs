@@ -363,6 +363,7 @@ impl Emulation {
         // Another `kiln emulate` may build a different model into the same folder: hold
         // the folder from the build until the ELF is copied.
         let lock = BuildLock::acquire(&self.work)?;
+        let dims_env = crate::model::dims_env();
         cargo_build_release(
             &firmware,
             triple,
@@ -373,6 +374,7 @@ impl Emulation {
                 ("KILN_INPUT", samples.file.as_os_str()),
                 ("KILN_EXPECT", expect_env.as_os_str()),
                 ("KILN_SAMPLES", samples_env.as_ref()),
+                (kiln_codegen::builder::DIMS_ENV, dims_env.as_ref()),
             ],
         )
         .map_err(|e| anyhow::anyhow!("building the QEMU firmware: {}", e.0))?;

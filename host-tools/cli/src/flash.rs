@@ -222,6 +222,7 @@ fn build(firmware: &Path, board: &Board, model: &Path) -> anyhow::Result<PathBuf
         .arg("--target-dir")
         .arg(&target_dir)
         .env("KILN_MODEL", model)
+        .env(kiln_codegen::builder::DIMS_ENV, crate::model::dims_env())
         .current_dir(firmware)
         .output()
         .context("running cargo")?;

@@ -11,23 +11,24 @@ use std::sync::OnceLock;
 /// Sizes of named symbolic input dimensions (`kiln --dim NAME=SIZE`), set once by `main`.
 static DIMS: OnceLock<Vec<(String, usize)>> = OnceLock::new();
 
-/// Parses `--dim NAME=SIZE` values and keeps them for every model this run imports.
+/// Parses `--dim NAME=SIZE` values and keeps them for every model this run imports
+/// (and the firmware builds it starts, through [`dims_env`]).
 pub fn set_dims(values: &[String]) -> anyhow::Result<()> {
-    let mut dims = Vec::new();
-    for v in values {
-        let parsed = v
-            .split_once('=')
-            .and_then(|(n, s)| Some((n.trim(), s.trim().parse::<usize>().ok()?)));
-        match parsed {
-            Some((name, size)) if !name.is_empty() && size > 0 => {
-                dims.push((name.to_string(), size))
-            }
-            _ => bail!("--dim {v}: expected NAME=SIZE with a positive size, e.g. --dim N=1"),
-        }
-    }
+    let dims = kiln_codegen::builder::parse_dims(&values.join(","))
+        .map_err(|e| anyhow::anyhow!("--dim: {e}"))?;
     // Set once, before any command runs; a second call keeps the first values.
     let _ = DIMS.set(dims);
     Ok(())
+}
+
+/// The `--dim` sizes as the `KILN_DIMS` variable firmware build scripts read
+/// ([`kiln_codegen::builder::DIMS_ENV`]): `N=1,T=49`, empty for none.
+pub fn dims_env() -> String {
+    dims()
+        .iter()
+        .map(|(n, s)| format!("{n}={s}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The `--dim` sizes, as the importers take them.

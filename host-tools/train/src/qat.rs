@@ -603,7 +603,8 @@ fn folded_layer(
         let values = f32s(ir, c);
         let per_channel = ir.info(c).shape.iter().rev().skip(1).all(|&d| d == 1)
             && (values.len() == channels || values.len() == 1);
-        if ir.tensor(c).data.is_none() || !per_channel || ir.outputs.contains(&x) {
+        let same_shape = ir.info(x).shape == ir.info(next.outputs[0]).shape;
+        if ir.tensor(c).data.is_none() || !per_channel || !same_shape || ir.outputs.contains(&x) {
             break;
         }
         let v = |i: usize| values[if values.len() == 1 { 0 } else { i }];
@@ -675,8 +676,27 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
     for w in &plan.weighted {
         let wt = lookup(&w.weights)?;
         let bt = w.bias.as_deref().map(lookup).transpose()?;
+        // Each folded node must read the previous result directly in the training
+        // graph too (not, say, through a dropout between a layer and its batch norm,
+        // which kiln's inference graph does not have).
+        let mut prev = g
+            .nodes
+            .iter()
+            .find(|n| n.inputs.get(1) == Some(&wt))
+            .map(|n| n.output);
         for a in &w.affine {
-            folded_away.push(lookup(&a.output)?);
+            let out = lookup(&a.output)?;
+            let reader = g.nodes.iter().find(|n| n.output == out);
+            if let (Some(p), Some(n)) = (prev, reader) {
+                if !n.inputs.contains(&p) {
+                    return Err(TrainError::Graph(format!(
+                        "QAT: kiln folds '{}' into layer '{}', but in training it does not read the layer's result directly (a dropout between the layer and its batch norm?); put the dropout after the batch norm",
+                        a.output, w.node
+                    )));
+                }
+            }
+            prev = Some(out);
+            folded_away.push(out);
             let c = lookup(&a.constant)?;
             // Trained, or computed from what is (a frozen batch norm's scale and shift).
             if !matches!(g.tensors[c].kind, Kind::Param | Kind::Activation) {

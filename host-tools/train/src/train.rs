@@ -285,6 +285,10 @@ pub fn train_model(
     let qat_from = cfg.qat.map_or(usize::MAX, |q| q.start_epoch - 1);
     layers::check_declared(ir, &cfg.layers)?;
     let mut sg = StepGraph::new(ir, &cfg.layers, cfg.batch, None, cfg.grad_checkpoint)?;
+    if let Some(q) = &qat {
+        // What QAT cannot train is refused now, not after the float epochs.
+        StepGraph::quantized(ir, cfg, q, &sg.param_ir)?;
+    }
     let input = &sg.exec.graph().inputs[0];
     let sample_len: usize = sg.exec.graph().shape(*input)[1..].iter().product();
     if sample_len != data.sample_len() {

@@ -325,3 +325,52 @@ fn qat_resumes_bit_identically_inside_its_epochs() {
     assert!(e.contains("holds no QAT ranges"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn qat_refuses_a_dropout_inside_what_kiln_folds_before_training() {
+    // kiln folds the batch norm into the conv; in training a dropout sits between
+    // them, so the fold QAT must mimic does not exist there. Refused up front, before
+    // any float epoch runs.
+    let text = r#"
+input = [8, 8, 1]
+
+[[layer]]
+type = "conv"
+filters = 4
+kernel = 3
+bias = false
+
+[[layer]]
+type = "dropout"
+rate = 0.5
+
+[[layer]]
+type = "batch_norm"
+
+[[layer]]
+type = "relu"
+
+[[layer]]
+type = "flatten"
+
+[[layer]]
+type = "dense"
+units = 10
+"#;
+    let spec = ModelSpec::parse(text, "dropout-bn.toml").unwrap();
+    let (mut graph, layers) = spec.build_training(1).unwrap();
+    let data = Dataset {
+        images: (0..64 * 64).map(|i| (i % 7) as f32 / 7.0).collect(),
+        labels: (0..64).map(|i| i % 10).collect(),
+        sample: vec![8, 8, 1],
+    };
+    let mut cfg = config(2, 2);
+    cfg.batch = 16;
+    cfg.layers = layers;
+    let mut steps = 0;
+    let e = train::train_model(&mut graph, &data, None, &cfg, None, &mut |_| steps += 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kiln folds") && e.contains("dropout"), "{e}");
+    assert_eq!(steps, 0, "refused only after training");
+}
