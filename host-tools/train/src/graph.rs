@@ -9,7 +9,7 @@
 //! static shape: activations are the IR's batch-1 shapes with dimension 0 replaced by
 //! the batch size, parameters keep their IR shapes.
 
-use crate::layers::{BatchNormStep, DropoutMask};
+use crate::layers::{BatchNormFold, BatchNormStep, DropoutMask};
 use crate::TrainError;
 use kiln_codegen::ir::{
     Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Op, Pool2dAttrs, TensorId,
@@ -249,6 +249,10 @@ pub struct TrainGraph {
     pub batch_norms: Vec<BatchNormStep>,
     /// Dropouts and their fed masks, in feed order.
     pub dropouts: Vec<DropoutMask>,
+    /// Quantization-aware training: batch norms folded into the fake-quantized weights
+    /// of the layer before them, with their fed fold scales, in feed order (after the
+    /// fake-quantization parameters).
+    pub bn_folds: Vec<BatchNormFold>,
 }
 
 impl TrainGraph {

@@ -132,6 +132,25 @@ pub struct BatchNormStep {
     pub count: usize,
 }
 
+/// A batch norm in a quantization-aware training graph whose scale is folded into the
+/// fake-quantized weights of the layer before it, as kiln folds it for inference: the
+/// layer computes with `fake_quant(w * scale)`, its result is divided by `scale` again
+/// and normalized with the batch's statistics as in float training. `scale` (from the
+/// current gamma and running variance) and `1 / scale` are fed every step
+/// ([`RunningStats::fold_feeds`]); gradients pass through them as through constants,
+/// which is exact without quantization (the fold and the division cancel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNormFold {
+    /// The layer.
+    pub layer: BatchNorm,
+    /// Its trained gamma.
+    pub gamma: Tid,
+    /// Fed `[C]`: gamma / sqrt(running variance + eps), as kiln's inference scale.
+    pub scale: Tid,
+    /// Fed `[C]`: 1 / scale (0 where scale is 0).
+    pub inverse: Tid,
+}
+
 /// A dropout in a training graph: the mask it multiplies by.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DropoutMask {
@@ -377,90 +396,6 @@ pub struct RunningStats {
     layers: Vec<(BatchNormStep, BnTensors, Vec<f32>, Vec<f32>)>,
 }
 
-impl BatchNorm {
-    /// The per-channel constants of a batch norm frozen at running statistics `mean`
-    /// and `var`: `1 / sqrt(var + eps)` and `-mean`. A frozen batch norm (QAT) computes
-    /// `scale = gamma * inv_std` and `shift = beta + scale * neg_mean` from them, in the
-    /// training graph and in [`write_frozen_affine`] alike, so both give the same bits.
-    pub fn frozen_constants(&self, mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let neg_mean = mean.iter().map(|m| -m).collect();
-        (inv_std, neg_mean)
-    }
-}
-
-/// Writes each batch norm's `scale` and `shift` the way a frozen batch norm computes
-/// them ([`BatchNorm::frozen_constants`]) from the (already written) gamma and beta: what
-/// QAT trained with, so the compiled model folds exactly the fake-quantized weights.
-pub fn write_frozen_affine(ir: &mut Graph, layers: &TrainingLayers) -> Result<(), TrainError> {
-    for bn in &layers.batch_norms {
-        let ids = BnTensors::find(ir, bn)?;
-        let v = read_params(ir, &[ids.gamma, ids.beta, ids.mean, ids.var]);
-        let (inv_std, neg_mean) = bn.frozen_constants(&v[2], &v[3]);
-        let scale: Vec<f32> = v[0].iter().zip(&inv_std).map(|(g, i)| g * i).collect();
-        let shift: Vec<f32> = v[1]
-            .iter()
-            .zip(scale.iter().zip(&neg_mean))
-            .map(|(b, (s, m))| b + s * m)
-            .collect();
-        write_params(ir, &[ids.scale, ids.shift], &[scale, shift]);
-    }
-    Ok(())
-}
-
-impl TrainGraph {
-    /// Freezes the batch norms of a graph built from the inference graph `ir` (where
-    /// each is `x * scale + shift` by constants): `scale` and `shift` become results
-    /// computed from the trained gamma and beta and the running statistics of `ir`
-    /// ([`BatchNorm::frozen_constants`]), so training moves gamma and beta as float
-    /// training does while the layer computes what inference computes.
-    pub fn freeze_batch_norms(&mut self, ir: &Graph, bns: &[BatchNorm]) -> Result<(), TrainError> {
-        let mut producers = Vec::new();
-        for bn in bns {
-            let ids = BnTensors::find(ir, bn)?;
-            let v = read_params(ir, &[ids.mean, ids.var]);
-            let (inv_std, neg_mean) = bn.frozen_constants(&v[0], &v[1]);
-            let shape = self.shape(ids.gamma.0).to_vec();
-            let inv = self.add_tensor(bn.tensor("inv_std"), shape.clone(), Kind::Const(inv_std));
-            let neg = self.add_tensor(bn.tensor("neg_mean"), shape.clone(), Kind::Const(neg_mean));
-            let product = self.add_tensor(bn.tensor("scale_x_neg_mean"), shape, Kind::Activation);
-            let none = kiln_codegen::ir::Activation::None;
-            let (mul, add) = (Op::Mul { activation: none }, Op::Add { activation: none });
-            producers.push(TNode {
-                op: TOp::Ir(mul.clone()),
-                inputs: vec![ids.gamma.0, inv],
-                output: ids.scale.0,
-            });
-            producers.push(TNode {
-                op: TOp::Ir(mul),
-                inputs: vec![ids.scale.0, neg],
-                output: product,
-            });
-            producers.push(TNode {
-                op: TOp::Ir(add),
-                inputs: vec![ids.beta.0, product],
-                output: ids.shift.0,
-            });
-            for id in [ids.scale.0, ids.shift.0] {
-                self.tensors[id].kind = Kind::Activation;
-            }
-            let computed = [ids.scale, ids.shift];
-            let keep: Vec<bool> = self
-                .param_ir
-                .iter()
-                .map(|p| !computed.contains(p))
-                .collect();
-            let mut k = keep.iter();
-            self.params.retain(|_| *k.next().unwrap_or(&true));
-            let mut k = keep.iter();
-            self.param_ir.retain(|_| *k.next().unwrap_or(&true));
-        }
-        self.nodes.splice(0..0, producers);
-        self.forward_len = self.nodes.len();
-        Ok(())
-    }
-}
-
 impl RunningStats {
     /// Reads the running statistics of `g`'s batch norms from `ir`.
     pub fn new(ir: &Graph, g: &TrainGraph) -> Result<Self, TrainError> {
@@ -504,6 +439,39 @@ impl RunningStats {
                 *r = (1.0 - m) * *r + m * b * unbias;
             }
         }
+    }
+
+    /// The fed values of `g`'s batch-norm folds ([`BatchNormFold`]), in feed order:
+    /// each fold's scale (the same f32 expression as [`BatchNorm::affine`], from the
+    /// trained gamma in `params`, in `g.params` order, and the running variance) and
+    /// its inverse.
+    pub fn fold_feeds(&self, g: &TrainGraph, params: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let mut feeds = Vec::new();
+        for f in &g.bn_folds {
+            let gamma = g
+                .params
+                .iter()
+                .position(|&p| p == f.gamma)
+                .and_then(|i| params.get(i))
+                .map_or(&[][..], Vec::as_slice);
+            let var = self
+                .layers
+                .iter()
+                .find(|(step, ..)| step.layer.name == f.layer.name)
+                .map_or(&[][..], |(_, _, _, var)| var.as_slice());
+            let scale: Vec<f32> = gamma
+                .iter()
+                .zip(var)
+                .map(|(g, v)| g / (v + f.layer.eps).sqrt())
+                .collect();
+            let inverse = scale
+                .iter()
+                .map(|&s| if s == 0.0 { 0.0 } else { 1.0 / s })
+                .collect();
+            feeds.push(scale);
+            feeds.push(inverse);
+        }
+        feeds
     }
 
     /// Writes the running statistics into `ir` and derives each batch norm's `scale`

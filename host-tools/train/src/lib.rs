@@ -133,13 +133,10 @@
 //! [`kiln_codegen::quantize::quantize_with_ranges`], so kiln's int8 model predicts
 //! what the fake-quantized graph predicts ([`qat::predict`]); `kiln train --qat`
 //! reports both and writes the ranges (`qat_ranges.toml`, [`qat::load_ranges`]).
-//! Batch norms freeze when QAT starts, at their running statistics: gamma and beta
-//! keep training, the per-channel scale and shift computed from them are folded into
-//! the preceding layer before its weights and bias are fake-quantized, with the f32
-//! operations kiln's `fold_affine` pass uses, so the fake-quantized weights are the
-//! compiled ones bit for bit ([`qat::Qat::training_graph`]); dropout layers keep
-//! dropping. Without batch statistics the layers no longer normalize: QAT of batch-norm
-//! models wants a low learning rate (the tail of a cosine or step schedule).
+//! A batch norm kiln folds into the layer before it keeps training with batch
+//! statistics during QAT, while that layer computes with its weights folded and
+//! fake-quantized as kiln compiles them (the scale divided out again before the
+//! normalization), as PyTorch's ConvBn QAT does; dropout layers keep dropping.
 //!
 //! # Export
 //!

@@ -15,9 +15,14 @@
 //! * weights symmetric per output channel (`max|w| / 127`, [`params::quantize_weight`])
 //!   and biases rounded to int32 at scale `input_scale × weight_scale`; where kiln's
 //!   `fold_affine` folds per-channel MUL/ADD nodes (a batch norm's scale and shift)
-//!   into a layer, the fold is redone in the training graph with the same f32
-//!   operations and checked bit for bit against kiln's ([`Qat::new`] fails otherwise),
-//!   and the folded weights and bias are what gets fake-quantized.
+//!   into a layer, the fold is redone with the same f32 operations and checked bit
+//!   for bit against kiln's ([`Qat::new`] fails otherwise), and the folded weights and
+//!   bias are what gets fake-quantized. In training, a folded batch norm keeps training
+//!   with batch statistics: the layer computes with `fake_quant(w * scale)` (scale from
+//!   the current gamma and running variance, fed each step), its result is divided by
+//!   the scale again and normalized ([`crate::layers::BatchNormFold`]; PyTorch's
+//!   ConvBn QAT does the same). Evaluation ([`predict`]) uses the fully folded graph,
+//!   exactly what kiln compiles.
 //!
 //! Activation ranges are the exponential moving average of each batch's min/max
 //! ([`TOp::MinMax`] nodes; tensors sharing parameters observe one range), started by an
@@ -31,7 +36,7 @@
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::{Kind, Loss, TNode, TOp, Tid, TrainGraph};
-use crate::layers::TrainingLayers;
+use crate::layers::{BatchNormFold, TrainingLayers};
 use crate::train::argmax;
 use crate::TrainError;
 use kiln_codegen::ir::{Graph, Op, TensorId};
@@ -181,13 +186,13 @@ impl Qat {
         self.training_graph(ir, &TrainingLayers::default(), batch, loss)
     }
 
-    /// [`Qat::graph`] for training a model with `layers`: dropouts applied (their
-    /// masks fed after the loss target, as [`TrainGraph::from_ir_training`] orders
-    /// them) and batch norms frozen at the running statistics of `ir`
-    /// ([`TrainGraph::freeze_batch_norms`]: gamma and beta train, the per-channel scale
-    /// and shift computed from them are folded into the layer before them and
-    /// fake-quantized with it, as kiln compiles them); constants no node reads stay
-    /// fixed.
+    /// [`Qat::graph`] for training a model with `layers`, as
+    /// [`TrainGraph::from_ir_training`] builds it (batch norms train with batch
+    /// statistics, dropouts drop; masks fed after the loss target), with fake
+    /// quantization. A batch norm kiln folds into the layer before it is folded into
+    /// that layer's fake-quantized weights here too ([`BatchNormFold`]: its scale and
+    /// inverse are fed after the fake-quantization parameters). Constants no node
+    /// reads stay fixed.
     pub fn training_graph(
         &self,
         ir: &Graph,
@@ -195,12 +200,7 @@ impl Qat {
         batch: usize,
         loss: Option<Loss>,
     ) -> Result<(TrainGraph, Observers), TrainError> {
-        let dropouts = TrainingLayers {
-            batch_norms: Vec::new(),
-            dropouts: layers.dropouts.clone(),
-        };
-        let mut g = TrainGraph::from_ir_training(ir, &dropouts, batch)?;
-        g.freeze_batch_norms(ir, &layers.batch_norms)?;
+        let mut g = TrainGraph::from_ir_training(ir, layers, batch)?;
         if let Some(loss) = loss {
             g.add_loss(loss)?;
         }
@@ -673,12 +673,19 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
     // The results of MUL/ADD nodes folded into the layer before them: those nodes go,
     // the layer computes their result from the folded weights.
     let mut folded_away: Vec<Tid> = Vec::new();
+    // Layers whose folded MUL/ADD pair is a batch norm training with batch statistics.
+    let mut bn_layers: Vec<(Tid, BatchNormFold)> = Vec::new();
     for w in &plan.weighted {
         let wt = lookup(&w.weights)?;
         let bt = w.bias.as_deref().map(lookup).transpose()?;
+        if let Some(fold) = batch_norm_fold(g, w, &lookup)? {
+            bn_layers.push((wt, fold));
+            layers.insert(wt, (w, bt));
+            continue;
+        }
         // Each folded node must read the previous result directly in the training
-        // graph too (not, say, through a dropout between a layer and its batch norm,
-        // which kiln's inference graph does not have).
+        // graph too (not through a dropout, which kiln's inference graph does not have;
+        // batch norms, handled above, may).
         let mut prev = g
             .nodes
             .iter()
@@ -690,7 +697,7 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
             if let (Some(p), Some(n)) = (prev, reader) {
                 if !n.inputs.contains(&p) {
                     return Err(TrainError::Graph(format!(
-                        "QAT: kiln folds '{}' into layer '{}', but in training it does not read the layer's result directly (a dropout between the layer and its batch norm?); put the dropout after the batch norm",
+                        "QAT: kiln folds '{}' into layer '{}', but in training it does not read the layer's result directly (a dropout in between?); put the dropout after it",
                         a.output, w.node
                     )));
                 }
@@ -723,6 +730,10 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
         .collect();
     let fed: Vec<Tid> = g.inputs.clone();
     g.inputs.extend(&qparams);
+    for (_, fold) in &bn_layers {
+        g.inputs.extend([fold.scale, fold.inverse]);
+        g.bn_folds.push(fold.clone());
+    }
 
     let mut rw = Rewrite {
         after,
@@ -757,6 +768,10 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
                 node.inputs[1],
                 bias.filter(|b| node.inputs.get(2) == Some(b)),
             );
+            if let Some((_, fold)) = bn_layers.iter().find(|(t, _)| *t == wt) {
+                rw.batch_norm_layer(g, node, w, fold, bias);
+                continue;
+            }
             if let Some(last) = w.affine.last() {
                 (wt, bias) = rw.fold(g, w, wt, bias, &lookup)?;
                 node.output = lookup(&last.output)?;
@@ -797,6 +812,46 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
     g.nodes = rw.nodes;
     g.forward_len = g.nodes.len();
     Ok(Observers(rw.observers))
+}
+
+/// The [`BatchNormFold`] of layer `w` when the MUL/ADD pair kiln folds into it is a
+/// batch norm that trains with batch statistics in `g` (its fed scale and inverse are
+/// new tensors, not yet inputs); `None` for other layers. A fold of more than the
+/// batch norm is refused.
+fn batch_norm_fold(
+    g: &mut TrainGraph,
+    w: &Weighted,
+    lookup: &dyn Fn(&str) -> Result<Tid, TrainError>,
+) -> Result<Option<BatchNormFold>, TrainError> {
+    let Some(step) = g.batch_norms.iter().find(|b| {
+        w.affine
+            .iter()
+            .any(|a| a.constant == b.layer.tensor("scale") || a.constant == b.layer.tensor("shift"))
+    }) else {
+        return Ok(None);
+    };
+    let layer = step.layer.clone();
+    let exact = w.affine.len() == 2
+        && w.affine[0].mul
+        && w.affine[0].constant == layer.tensor("scale")
+        && !w.affine[1].mul
+        && w.affine[1].constant == layer.tensor("shift");
+    if !exact {
+        return Err(TrainError::Graph(format!(
+            "QAT: kiln folds more than batch norm '{}' into layer '{}'; QAT can fold only the batch norm",
+            layer.name, w.node
+        )));
+    }
+    let gamma = lookup(&layer.tensor("gamma"))?;
+    let shape = g.shape(gamma).to_vec();
+    let scale = g.add_tensor(layer.tensor("qat_fold_scale"), shape.clone(), Kind::Input);
+    let inverse = g.add_tensor(layer.tensor("qat_fold_inverse"), shape, Kind::Input);
+    Ok(Some(BatchNormFold {
+        layer,
+        gamma,
+        scale,
+        inverse,
+    }))
 }
 
 /// Makes the parameters of `g` that no node reads fixed constants (their values from
@@ -850,6 +905,74 @@ struct Rewrite<'a> {
 }
 
 impl Rewrite<'_> {
+    /// Appends layer `node` (weights operand 1, optional bias `bias`) with its batch
+    /// norm's scale `fold` folded into its fake-quantized weights, the scale divided
+    /// out of its result again and its bias added after that: what the batch norm
+    /// after it then normalizes, reading the result through `subst`.
+    fn batch_norm_layer(
+        &mut self,
+        g: &mut TrainGraph,
+        mut node: TNode,
+        w: &Weighted,
+        fold: &BatchNormFold,
+        bias: Option<Tid>,
+    ) {
+        let wt = node.inputs[1];
+        let w_shape = g.shape(wt).to_vec();
+        let channels = g.shape(fold.scale).iter().product::<usize>();
+        let along: Vec<usize> = (0..w_shape.len())
+            .map(|i| if i == w.axis { channels } else { 1 })
+            .collect();
+        let name = |what: &str| format!("{}/qat_bn_fold/{what}", w.node);
+        let none = kiln_codegen::ir::Activation::None;
+        let nodes = &mut self.nodes;
+        let per_weight = push(
+            nodes,
+            g,
+            Op::Reshape,
+            &[fold.scale],
+            name("per_weight"),
+            along,
+        );
+        let mul = Op::Mul { activation: none };
+        let folded = push(
+            nodes,
+            g,
+            mul.clone(),
+            &[wt, per_weight],
+            name("weights"),
+            w_shape.clone(),
+        );
+        let wq = g.add_tensor(
+            format!("{}/fake_quant", name("weights")),
+            w_shape,
+            Kind::Activation,
+        );
+        nodes.push(TNode {
+            op: TOp::FakeQuantWeights { axis: w.axis },
+            inputs: vec![folded],
+            output: wq,
+        });
+        node.inputs[1] = wq;
+        node.inputs.truncate(2);
+        let out = node.output;
+        let shape = g.shape(out).to_vec();
+        nodes.push(node);
+        let mut result = push(
+            nodes,
+            g,
+            mul,
+            &[out, fold.inverse],
+            name("unscaled"),
+            shape.clone(),
+        );
+        if let Some(b) = bias {
+            let add = Op::Add { activation: none };
+            result = push(nodes, g, add, &[result, b], name("biased"), shape);
+        }
+        self.subst.insert(out, result);
+    }
+
     /// Appends the fold of `w.affine` into weights `wt` and bias `bt` as training
     /// nodes (so the folded constants' gradients reach the layer and the MUL/ADD
     /// constants): per MUL `w * s` along the weights' channel axis and `b * s`, per ADD

@@ -360,6 +360,7 @@ pub fn train_model(
             // ranges tracked so far, from the first step on.
             q.restore(&c.qat_ranges)?;
             sg = StepGraph::quantized(ir, cfg, q, &param_ir)?;
+            running = RunningStats::new(ir, sg.exec.graph())?;
         }
     }
     let steps = data.len() / cfg.batch;
@@ -371,11 +372,12 @@ pub fn train_model(
         rng.shuffle(&mut order);
         let quantized = epoch >= qat_from;
         if epoch == qat_from {
-            // Batch norms freeze here, at the running statistics of the float epochs.
+            // The batch norms' running statistics carry over into the QAT graph.
             write_params(ir, &param_ir, &params);
             running.write(ir);
             if let Some(q) = qat.as_ref() {
                 sg = StepGraph::quantized(ir, cfg, q, &param_ir)?;
+                running = RunningStats::new(ir, sg.exec.graph())?;
             }
         }
         let started = Instant::now();
@@ -391,11 +393,14 @@ pub fn train_model(
             cfg.augment
                 .apply_batch(&mut x, &sample_shape, cfg.seed, epoch, s * cfg.batch);
             let masks = layers::draw_masks(sg.exec.graph(), &mut mask_rng);
+            // Batch norms folded into fake-quantized weights: their current scales.
+            let folds = running.fold_feeds(sg.exec.graph(), &params);
             let mut run = |qat: &mut Option<Qat>| -> Result<(), TrainError> {
                 let qparams = qat.as_ref().filter(|_| quantized).map(Qat::qparams);
                 let mut feeds: Vec<&[f32]> = vec![&x, &y];
                 feeds.extend(masks.iter().map(Vec::as_slice));
                 feeds.extend(qparams.iter().flatten().map(|p| &p[..]));
+                feeds.extend(folds.iter().map(Vec::as_slice));
                 sg.exec.run(&feeds, &params)?;
                 if let Some(q) = qat.as_mut().filter(|_| quantized) {
                     q.observe(&sg.exec, &sg.observers);
@@ -407,9 +412,7 @@ pub fn train_model(
             }
             run(&mut qat)?;
             let exec = &sg.exec;
-            if !quantized {
-                running.update(exec);
-            }
+            running.update(exec);
             let loss = exec.value(sg.loss).map_or(f32::NAN, |v| v[0]);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -443,7 +446,7 @@ pub fn train_model(
         }
         let seconds = started.elapsed().as_secs_f64();
         write_params(ir, &param_ir, &params);
-        finish_batch_norms(ir, &running, &cfg.layers, quantized)?;
+        running.write(ir);
         let test_accuracy = match (test, qat.as_ref().filter(|_| quantized)) {
             (Some(t), Some(q)) => Some(accuracy(&qat::predict(ir, q, t, 256)?, &t.labels)),
             (Some(t), None) => Some(accuracy(&predict(ir, t, 256)?, &t.labels)),
@@ -486,7 +489,7 @@ pub fn train_model(
         }
     }
     write_params(ir, &param_ir, &params);
-    finish_batch_norms(ir, &running, &cfg.layers, cfg.epochs > qat_from)?;
+    running.write(ir);
     Ok(Trained { history, qat })
 }
 
@@ -496,23 +499,6 @@ fn param_names(ir: &Graph, param_ir: &[TensorId]) -> Vec<(String, Vec<usize>)> {
         .iter()
         .map(|&id| (ir.tensor(id).name.clone(), ir.tensor(id).info.shape.clone()))
         .collect()
-}
-
-/// Writes the batch norms' state into `ir` at the end of an epoch: after float
-/// training the running statistics and the scale and shift derived from them; after
-/// QAT (batch norms frozen) the scale and shift computed as the QAT graph computed them.
-fn finish_batch_norms(
-    ir: &mut Graph,
-    running: &RunningStats,
-    layers: &TrainingLayers,
-    qat: bool,
-) -> Result<(), TrainError> {
-    if qat {
-        layers::write_frozen_affine(ir, layers)
-    } else {
-        running.write(ir);
-        Ok(())
-    }
 }
 
 type State = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
