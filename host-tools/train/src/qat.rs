@@ -705,8 +705,7 @@ fn insert(g: &mut TrainGraph, ir_len: usize, plan: &Plan) -> Result<Observers, T
             prev = Some(out);
             folded_away.push(out);
             let c = lookup(&a.constant)?;
-            // Trained, or computed from what is (a frozen batch norm's scale and shift).
-            if !matches!(g.tensors[c].kind, Kind::Param | Kind::Activation) {
+            if g.tensors[c].kind != Kind::Param {
                 return Err(TrainError::Graph(format!(
                     "QAT: '{}' should be a trainable constant",
                     a.constant
