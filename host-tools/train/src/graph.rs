@@ -231,7 +231,9 @@ pub struct TrainGraph {
     /// Nodes, every operand produced before use.
     pub nodes: Vec<TNode>,
     /// Fed tensors in order: the IR graph's inputs, then the loss target if any, then
-    /// the dropout masks ([`TrainGraph::dropouts`]).
+    /// the dropout masks ([`TrainGraph::dropouts`]); with quantization-aware training
+    /// then the fake-quantization parameters and the batch-norm fold scales
+    /// ([`TrainGraph::bn_folds`]).
     pub inputs: Vec<Tid>,
     /// Trainable parameters, in IR tensor order.
     pub params: Vec<Tid>,

@@ -147,7 +147,7 @@ pub struct BatchNormFold {
     pub gamma: Tid,
     /// Fed `[C]`: gamma / sqrt(running variance + eps), as kiln's inference scale.
     pub scale: Tid,
-    /// Fed `[C]`: 1 / scale (0 where scale is 0).
+    /// Fed `[C]`: 1 / scale (0 where |scale| < 1e-30, which would overflow).
     pub inverse: Tid,
 }
 
@@ -466,7 +466,7 @@ impl RunningStats {
                 .collect();
             let inverse = scale
                 .iter()
-                .map(|&s| if s == 0.0 { 0.0 } else { 1.0 / s })
+                .map(|&s| if s.abs() < 1e-30 { 0.0 } else { 1.0 / s })
                 .collect();
             feeds.push(scale);
             feeds.push(inverse);

@@ -200,6 +200,22 @@ impl Qat {
         batch: usize,
         loss: Option<Loss>,
     ) -> Result<(TrainGraph, Observers), TrainError> {
+        // A batch norm kiln does not fold into a layer (after a relu or a pool, say)
+        // stays an int8 MUL and ADD in the compiled model, which training with batch
+        // statistics would not reproduce.
+        for bn in &layers.batch_norms {
+            let folded = self
+                .plan
+                .weighted
+                .iter()
+                .any(|w| w.affine.iter().any(|a| a.constant == bn.tensor("scale")));
+            if !folded {
+                return Err(TrainError::Graph(format!(
+                    "QAT: kiln does not fold batch norm '{}' into a conv, depthwise or dense layer right before it (it runs it as an int8 MUL and ADD); QAT supports batch norms that directly follow such a layer",
+                    bn.name
+                )));
+            }
+        }
         let mut g = TrainGraph::from_ir_training(ir, layers, batch)?;
         if let Some(loss) = loss {
             g.add_loss(loss)?;

@@ -394,3 +394,46 @@ units = 10
         "int8 agrees with QAT on {agree} of 64"
     );
 }
+
+#[test]
+fn qat_refuses_a_batch_norm_kiln_does_not_fold_before_training() {
+    // conv -> relu -> batch norm: kiln fuses the relu into the conv and keeps the batch
+    // norm as an int8 MUL and ADD, which QAT with batch statistics cannot reproduce.
+    let text = r#"
+input = [8, 8, 1]
+
+[[layer]]
+type = "conv"
+filters = 4
+kernel = 3
+
+[[layer]]
+type = "relu"
+
+[[layer]]
+type = "batch_norm"
+
+[[layer]]
+type = "flatten"
+
+[[layer]]
+type = "dense"
+units = 10
+"#;
+    let spec = ModelSpec::parse(text, "relu-bn.toml").unwrap();
+    let (mut graph, layers) = spec.build_training(1).unwrap();
+    let data = Dataset {
+        images: (0..64 * 64).map(|i| (i % 5) as f32 / 5.0).collect(),
+        labels: (0..64).map(|i| i % 10).collect(),
+        sample: vec![8, 8, 1],
+    };
+    let mut cfg = config(2, 2);
+    cfg.batch = 16;
+    cfg.layers = layers;
+    let mut steps = 0;
+    let e = train::train_model(&mut graph, &data, None, &cfg, None, &mut |_| steps += 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not fold batch norm"), "{e}");
+    assert_eq!(steps, 0, "refused only after training");
+}
