@@ -3,7 +3,29 @@
 pub mod cuda;
 pub mod rust;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where a generated crate finds the kiln crate it depends on (kiln-runtime for the
+/// Rust emitter, kiln-cuda for the CUDA emitter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrateDependency {
+    /// A local checkout (path to the crate's folder).
+    Path(PathBuf),
+    /// A crates.io version requirement.
+    Version(String),
+}
+
+impl CrateDependency {
+    /// The dependency's value in `Cargo.toml`: `{ path = "..." }` or `"version"`.
+    pub(crate) fn toml_value(&self) -> String {
+        match self {
+            CrateDependency::Path(p) => {
+                format!("{{ path = \"{}\" }}", toml_text(&p.display().to_string()))
+            }
+            CrateDependency::Version(v) => format!("\"{}\"", toml_text(v)),
+        }
+    }
+}
 
 /// `text` for a `//` comment or doc line: control characters (a newline would end the
 /// comment) become spaces.

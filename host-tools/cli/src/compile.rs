@@ -5,7 +5,8 @@
 use kiln_codegen::board::{self, Board, Fit, Needs};
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions, Target};
 use kiln_codegen::emit::rust::probe::{measure, Sizes};
-use kiln_codegen::emit::rust::{write_crate, RuntimeDependency};
+use kiln_codegen::emit::rust::write_crate;
+use kiln_codegen::emit::CrateDependency;
 use kiln_codegen::ir::cost::macs;
 use kiln_codegen::ir::Graph;
 use kiln_codegen::plan::{Location, Plan};
@@ -93,7 +94,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let planned = optimize_and_plan(graph, &options, &file)?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
-    let runtime = runtime_dependency(args.runtime.as_deref());
+    let runtime = runtime_dependency(args.runtime.as_deref(), None);
     let model = write_crate(&args.out, &name, &file, graph, plan, &runtime, true, target)?;
     let mut report = Report::new(graph, plan, model.weights.len());
     report.passes = planned.passes.clone();
@@ -131,7 +132,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 /// `--target cuda`: plans without in-place convs or banded blocks (sequential ring
 /// buffers), writes the CUDA crate and prints one row per kernel launch.
 fn cuda(args: Args, file: &str) -> anyhow::Result<ExitCode> {
-    use kiln_codegen::emit::cuda::{plan_options, write_crate, CudaOptions, DriverDependency};
+    use kiln_codegen::emit::cuda::{plan_options, write_crate, CudaOptions};
     let graph = args.quantizing.load(&args.model)?;
     let mut options = CompileOptions {
         target: Target::Cuda,
@@ -142,21 +143,7 @@ fn cuda(args: Args, file: &str) -> anyhow::Result<ExitCode> {
     let planned = optimize_and_plan(graph, &options, file)?;
     let (graph, plan) = (&planned.graph, &planned.plan);
     let name = crate_name(args.name.as_deref().unwrap_or_else(|| stem(&args.model)));
-    let driver = match args.runtime.as_deref() {
-        Some(v) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
-            DriverDependency::Version(v.to_string())
-        }
-        Some(p) => DriverDependency::Path(
-            std::fs::canonicalize(Path::new(p).join("cuda")).unwrap_or_else(|_| PathBuf::from(p)),
-        ),
-        None => {
-            let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/cuda");
-            match std::fs::canonicalize(&checkout) {
-                Ok(p) => DriverDependency::Path(p),
-                Err(_) => DriverDependency::Version(env!("CARGO_PKG_VERSION").to_string()),
-            }
-        }
-    };
+    let driver = runtime_dependency(args.runtime.as_deref(), Some("cuda"));
     let cuda = CudaOptions {
         batch: args.batch,
         ..Default::default()
@@ -245,19 +232,27 @@ fn parse_board(name: &str) -> Result<&'static Board, String> {
     board::find(name)
 }
 
-fn runtime_dependency(arg: Option<&str>) -> RuntimeDependency {
+/// The `--runtime` dependency of a generated crate on a crate of kiln's `runtime`
+/// folder: the folder itself, or its subfolder `sub` (`cuda` for kiln-cuda). ARG is a
+/// version when it starts with a digit, else the `runtime` folder of a kiln checkout;
+/// by default this kiln's own checkout when it exists, else this kiln's version.
+fn runtime_dependency(arg: Option<&str>, sub: Option<&str>) -> CrateDependency {
+    let within = |runtime: PathBuf| match sub {
+        Some(sub) => runtime.join(sub),
+        None => runtime,
+    };
     match arg {
         Some(v) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
-            RuntimeDependency::Version(v.to_string())
+            CrateDependency::Version(v.to_string())
         }
-        Some(p) => {
-            RuntimeDependency::Path(std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p)))
-        }
+        Some(p) => CrateDependency::Path(
+            std::fs::canonicalize(within(PathBuf::from(p))).unwrap_or_else(|_| PathBuf::from(p)),
+        ),
         None => {
-            let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime");
+            let checkout = within(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime"));
             match std::fs::canonicalize(&checkout) {
-                Ok(p) => RuntimeDependency::Path(p),
-                Err(_) => RuntimeDependency::Version(env!("CARGO_PKG_VERSION").to_string()),
+                Ok(p) => CrateDependency::Path(p),
+                Err(_) => CrateDependency::Version(env!("CARGO_PKG_VERSION").to_string()),
             }
         }
     }

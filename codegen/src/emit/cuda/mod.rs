@@ -917,14 +917,9 @@ fn weights_blob(graph: &Graph) -> (Vec<u8>, Vec<usize>) {
     (blob, offsets)
 }
 
-/// Where the generated crate finds the `kiln-cuda` host driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DriverDependency {
-    /// A local checkout (path to the `runtime/cuda` folder).
-    Path(std::path::PathBuf),
-    /// A crates.io version requirement.
-    Version(String),
-}
+/// Where the generated crate finds the `kiln-cuda` host driver (a local checkout or a
+/// version).
+pub type DriverDependency = super::CrateDependency;
 
 /// Writes a crate around the model: `Cargo.toml` (depending on `kiln-cuda`),
 /// `src/lib.rs`, `src/model.cu`, `src/model.weights.bin` and `src/model.manifest`. The
@@ -954,12 +949,7 @@ pub fn write_crate(
     super::check_crate_name(crate_name, dir)?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
-    let dep = match driver {
-        DriverDependency::Path(p) => {
-            format!("{{ path = \"{}\" }}", toml_text(&p.display().to_string()))
-        }
-        DriverDependency::Version(v) => format!("\"{}\"", toml_text(v)),
-    };
+    let dep = driver.toml_value();
     let cargo = format!(
         "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\ndescription = \"{} compiled for CUDA by kiln {}\"\n\n[dependencies]\nkiln-cuda = {dep}\n\n[workspace]\n",
         toml_text(graph_source),

@@ -642,14 +642,8 @@ const fn qm(multiplier: i32, shift: i32) -> QuantizedMultiplier {{
     s.push('\n');
 }
 
-/// Where the generated crate finds kiln-runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeDependency {
-    /// A local checkout (path to the `runtime` folder).
-    Path(std::path::PathBuf),
-    /// A crates.io version requirement.
-    Version(String),
-}
+/// Where the generated crate finds kiln-runtime (a local checkout or a version).
+pub type RuntimeDependency = super::CrateDependency;
 
 /// Writes a self-contained crate: `Cargo.toml`, `src/lib.rs` (the module body behind
 /// `#![no_std]`) and `src/model.weights.bin`. `standalone` adds an empty `[workspace]`
@@ -679,12 +673,7 @@ pub fn write_crate(
     super::check_crate_name(crate_name, dir)?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(|e| io(e, &src))?;
-    let dep = match runtime {
-        RuntimeDependency::Path(p) => {
-            format!("{{ path = \"{}\" }}", toml_text(&p.display().to_string()))
-        }
-        RuntimeDependency::Version(v) => format!("\"{}\"", toml_text(v)),
-    };
+    let dep = runtime.toml_value();
     let workspace = if standalone { "\n[workspace]\n" } else { "" };
     let cargo = format!(
         "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\ndescription = \"{} compiled by kiln {}\"\n\n[dependencies]\nkiln-runtime = {dep}\n{workspace}",
