@@ -261,6 +261,24 @@ fn count_mismatches(want: &npy::Data, port: &Port, got: &[u8]) -> Result<usize, 
     }
 }
 
+/// One batch of every input: samples `start..start + batch` of each input's list, the
+/// last sample repeated where the list ends (a partial last batch).
+fn batch_inputs(per_input: &[Vec<Vec<u8>>], start: usize, batch: usize) -> Vec<Vec<u8>> {
+    per_input
+        .iter()
+        .map(|list| {
+            (0..batch)
+                .flat_map(|k| list[(start + k).min(list.len() - 1)].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Zeroed buffers for one batch of every output.
+fn batch_outputs(outputs: &[Port], batch: usize) -> Vec<Vec<u8>> {
+    outputs.iter().map(|p| vec![0u8; p.bytes * batch]).collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -340,20 +358,9 @@ fn real_main() -> Result<ExitCode, String> {
         .collect();
     let mut start = 0;
     while start < samples {
-        let buffers: Vec<Vec<u8>> = per_input
-            .iter()
-            .map(|list| {
-                (0..batch)
-                    .flat_map(|k| list[(start + k).min(samples - 1)].iter().copied())
-                    .collect()
-            })
-            .collect();
+        let buffers = batch_inputs(&per_input, start, batch);
         let refs: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
-        let mut outs: Vec<Vec<u8>> = m
-            .outputs
-            .iter()
-            .map(|p| vec![0u8; p.bytes * batch])
-            .collect();
+        let mut outs = batch_outputs(&m.outputs, batch);
         let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
         session
             .run(&refs, &mut out_refs)
@@ -399,20 +406,9 @@ fn real_main() -> Result<ExitCode, String> {
         }
     }
     // Latency of one batch, copies included; then kernels only.
-    let buffers: Vec<Vec<u8>> = per_input
-        .iter()
-        .map(|list| {
-            (0..batch)
-                .flat_map(|k| list[k.min(samples - 1)].iter().copied())
-                .collect()
-        })
-        .collect();
+    let buffers = batch_inputs(&per_input, 0, batch);
     let refs: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
-    let mut outs: Vec<Vec<u8>> = m
-        .outputs
-        .iter()
-        .map(|p| vec![0u8; p.bytes * batch])
-        .collect();
+    let mut outs = batch_outputs(&m.outputs, batch);
     let allocs_before = session.device_allocations();
     let free_before = session.device_free_bytes().map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(args.runs);
