@@ -3,6 +3,8 @@
 //! epochs and resumed from its checkpoint ends bit-identical to a run that never
 //! stopped, and checkpoints of another model or optimizer are refused.
 
+mod common;
+
 use kiln_train::augment::Augment;
 use kiln_train::checkpoint::Checkpoint;
 use kiln_train::data::{Dataset, LabelColumn, LoadOptions};
@@ -12,18 +14,10 @@ use kiln_train::train::{self, TrainConfig};
 use npyz::WriterBuilder;
 use std::path::{Path, PathBuf};
 
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kiln-train-dr-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn mnist(limit: usize) -> Dataset {
-    Dataset::load_dir(&root().join("data/mnist-10k"), &[28, 28, 1], Some(limit)).unwrap()
 }
 
 fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
@@ -40,7 +34,7 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[
 }
 
 fn mlp() -> ModelSpec {
-    ModelSpec::load(&root().join("models/lenet/mlp.toml")).unwrap()
+    ModelSpec::load(&common::root().join("models/lenet/mlp.toml")).unwrap()
 }
 
 fn train_mlp(data: &Dataset, cfg: &TrainConfig) -> kiln_codegen::ir::Graph {
@@ -51,7 +45,7 @@ fn train_mlp(data: &Dataset, cfg: &TrainConfig) -> kiln_codegen::ir::Graph {
 
 #[test]
 fn npy_and_csv_datasets_train_like_idx() {
-    let idx = mnist(96);
+    let idx = common::mnist(96, false);
     let n = idx.len() as u64;
     // The IDX pixels as the bytes they were (the IDX path divides by 255).
     let bytes: Vec<u8> = idx
@@ -131,7 +125,7 @@ fn npy_and_csv_datasets_train_like_idx() {
     }
     // The IDX folder through the same entry point, with a limit.
     let some = Dataset::open(
-        &root().join("data/mnist-10k"),
+        &common::root().join("data/mnist-10k"),
         &sample,
         &LoadOptions {
             limit: Some(10),
@@ -174,7 +168,7 @@ fn unusable_paths_say_why() {
 
 #[test]
 fn augmentation_changes_training_not_the_data() {
-    let data = mnist(64);
+    let data = common::mnist(64, false);
     let copy = data.clone();
     let plain = TrainConfig::default();
     let aug = TrainConfig {
@@ -209,7 +203,7 @@ fn augmentation_changes_training_not_the_data() {
 
 #[test]
 fn resumed_training_is_bit_identical() {
-    let data = mnist(128);
+    let data = common::mnist(128, false);
     let dir = temp("resume");
     let cases = [
         (
@@ -296,7 +290,7 @@ fn resumed_training_is_bit_identical() {
 
 #[test]
 fn mismatched_checkpoints_are_refused() {
-    let data = mnist(64);
+    let data = common::mnist(64, false);
     let dir = temp("mismatch");
     let ckpt = dir.join("c.safetensors");
     let cfg = TrainConfig {
@@ -316,7 +310,7 @@ fn mismatched_checkpoints_are_refused() {
             .to_string()
     };
     // Another model: LeNet's parameters are not in the MLP checkpoint.
-    let lenet = ModelSpec::load(&root().join("models/lenet/model.toml")).unwrap();
+    let lenet = ModelSpec::load(&common::root().join("models/lenet/model.toml")).unwrap();
     let e = resume(&mut lenet.build(1).unwrap(), &more, &c);
     assert!(
         e.contains("does not fit the model") && e.contains("dense2/"),
@@ -361,8 +355,8 @@ fn mismatched_checkpoints_are_refused() {
 fn resume_restores_batch_norm_statistics_and_dropout_masks() {
     // LeNet with batch norms (running statistics are state, not parameters) and
     // dropouts (masks from their own generator): a resumed run must restore both.
-    let spec = ModelSpec::load(&root().join("models/lenet/lenet-bn.toml")).unwrap();
-    let data = mnist(64);
+    let spec = ModelSpec::load(&common::root().join("models/lenet/lenet-bn.toml")).unwrap();
+    let data = common::mnist(64, false);
     let dir = temp("resume-bn");
     let layers = spec.training_layers().unwrap();
     let cfg = |epochs, ckpt: &Path| TrainConfig {

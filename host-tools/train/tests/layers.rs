@@ -2,9 +2,10 @@
 //! statistics, the inference graph kiln gets (batch norms folded away, no dropout),
 //! weight files, determinism, and end-to-end training of the LeNet-BN and DS-CNN models.
 
+mod common;
+
 use kiln_codegen::exec::TensorData;
 use kiln_codegen::ir::{Graph, Op, TensorId};
-use kiln_train::data::Dataset;
 use kiln_train::exec::Executor;
 use kiln_train::graph::{Loss, TrainGraph};
 use kiln_train::layers::{self, RunningStats};
@@ -12,24 +13,6 @@ use kiln_train::model::ModelSpec;
 use kiln_train::optim::OptimizerKind;
 use kiln_train::rng::Rng;
 use kiln_train::train::{self, read_params, TrainConfig};
-use std::path::Path;
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn spec(file: &str) -> ModelSpec {
-    ModelSpec::load(&root().join("models/lenet").join(file)).unwrap()
-}
-
-fn load(limit: usize, test: bool) -> Dataset {
-    let dir = if test {
-        "data/mnist-test"
-    } else {
-        "data/mnist-10k"
-    };
-    Dataset::load_dir(&root().join(dir), &[28, 28, 1], Some(limit)).unwrap()
-}
 
 fn values(g: &Graph, name: &str) -> Vec<f32> {
     let id = g.tensors.iter().position(|t| t.name == name).unwrap();
@@ -187,10 +170,12 @@ fn dropout_masks_are_inverted_and_seeded() {
 
 #[test]
 fn kiln_folds_every_batch_norm_and_sees_no_dropout() {
-    let (ir, layers) = spec("lenet-bn.toml").build_training(2).unwrap();
+    let (ir, layers) = common::lenet_spec("lenet-bn.toml")
+        .build_training(2)
+        .unwrap();
     assert_eq!((layers.batch_norms.len(), layers.dropouts.len()), (3, 2));
     assert_eq!(count_ops(&ir, is_affine), 6);
-    let plain = spec("model.toml").build(2).unwrap();
+    let plain = common::lenet_spec("model.toml").build(2).unwrap();
     assert_eq!(ir.nodes.len(), plain.nodes.len() + 6);
     let mut folded = ir.clone();
     kiln_codegen::passes::optimize(&mut folded).unwrap();
@@ -200,7 +185,7 @@ fn kiln_folds_every_batch_norm_and_sees_no_dropout() {
         "MUL/ADD left after optimize"
     );
     // Folding changes float results by rounding only.
-    let data = load(4, false);
+    let data = common::mnist(4, false);
     for i in 0..data.len() {
         let input = [TensorData::F32(data.image(i).to_vec())];
         let a = kiln_codegen::exec::Executor::new(&ir)
@@ -299,8 +284,8 @@ fn config(epochs: usize, batch: usize, spec: &ModelSpec) -> TrainConfig {
 
 #[test]
 fn lenet_bn_dropout_trains_agrees_with_kiln_and_quantizes() {
-    let spec = spec("lenet-bn.toml");
-    let (data, test) = (load(2000, false), load(300, true));
+    let spec = common::lenet_spec("lenet-bn.toml");
+    let (data, test) = (common::mnist(2000, false), common::mnist(300, true));
     let mut graph = spec.build(3).unwrap();
     let history = train::train(
         &mut graph,
@@ -332,8 +317,8 @@ fn lenet_bn_dropout_trains_agrees_with_kiln_and_quantizes() {
 
 #[test]
 fn dscnn_trains_and_compiles_to_plain_convolutions() {
-    let spec = spec("dscnn.toml");
-    let (data, test) = (load(1000, false), load(200, true));
+    let spec = common::lenet_spec("dscnn.toml");
+    let (data, test) = (common::mnist(1000, false), common::mnist(200, true));
     let mut graph = spec.build(1).unwrap();
     // A global-average-pooled DS-CNN learns MNIST more slowly than LeNet: three epochs
     // of 50 steps (67 % at seed 5 when written; LeNet-BN carries the accuracy bar).
@@ -361,8 +346,8 @@ fn dscnn_trains_and_compiles_to_plain_convolutions() {
 
 #[test]
 fn bn_dropout_training_is_bit_identical_for_any_thread_count() {
-    let spec = spec("lenet-bn.toml");
-    let data = load(96, false);
+    let spec = common::lenet_spec("lenet-bn.toml");
+    let data = common::mnist(96, false);
     let run = |threads: usize, seed: u64, rate: Option<f32>| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -393,8 +378,8 @@ fn bn_dropout_training_is_bit_identical_for_any_thread_count() {
 
 #[test]
 fn trained_batch_norm_reloads_exactly_from_safetensors() {
-    let spec = spec("dscnn.toml");
-    let data = load(40, false);
+    let spec = common::lenet_spec("dscnn.toml");
+    let data = common::mnist(40, false);
     let mut graph = spec.build(8).unwrap();
     train::train(&mut graph, &data, None, &config(1, 10, &spec), &mut |_| {}).unwrap();
     let dir = std::env::temp_dir().join(format!("kiln-train-bn-{}", std::process::id()));

@@ -3,6 +3,8 @@
 //! gradients and weights, the arena sits between the lower bound and no sharing, and
 //! checkpointing lowers the planned peak of a deep network.
 
+mod common;
+
 use kiln_codegen::ir::{
     infer_output_shape, Activation, Conv2dAttrs, DType, Graph, Node, Op, Padding, Tensor, TensorId,
     TensorInfo,
@@ -15,11 +17,6 @@ use kiln_train::model::ModelSpec;
 use kiln_train::plan::{Checkpointing, Loc, MemoryPlan};
 use kiln_train::rng::Rng;
 use kiln_train::train::{self, read_params, TrainConfig};
-use std::path::Path;
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 /// Eight same-size 3x3 convolutions with ReLU: the chain checkpointing is made for.
 const DEEP: &str = r#"
@@ -97,7 +94,7 @@ fn training_graph(ir: &Graph, batch: usize, loss: Loss) -> TrainGraph {
 }
 
 fn lenet() -> Graph {
-    ModelSpec::load(&root().join("models/lenet/model.toml"))
+    ModelSpec::load(&common::root().join("models/lenet/model.toml"))
         .unwrap()
         .build(3)
         .unwrap()
@@ -336,7 +333,12 @@ fn in_place_and_recomputation_give_identical_gradients() {
 
 #[test]
 fn checkpointed_training_gives_identical_weights() {
-    let data = Dataset::load_dir(&root().join("data/mnist-10k"), &[28, 28, 1], Some(64)).unwrap();
+    let data = Dataset::load_dir(
+        &common::root().join("data/mnist-10k"),
+        &[28, 28, 1],
+        Some(64),
+    )
+    .unwrap();
     let run = |checkpoint| {
         let mut graph = lenet();
         let cfg = TrainConfig {

@@ -2,6 +2,9 @@
 //! int8 tensors, the int8 model kiln builds from the QAT ranges predicts what the
 //! fake-quantized graph predicts, and QAT stays deterministic across thread counts.
 
+mod common;
+
+use kiln_codegen::ir::Graph;
 use kiln_train::checkpoint::Checkpoint;
 use kiln_train::data::Dataset;
 use kiln_train::graph::TOp;
@@ -9,23 +12,9 @@ use kiln_train::model::ModelSpec;
 use kiln_train::optim::OptimizerKind;
 use kiln_train::qat::{self, Qat, QatConfig};
 use kiln_train::train::{self, TrainConfig};
-use std::path::Path;
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn load(limit: usize, test: bool) -> Dataset {
-    let dir = if test {
-        "data/mnist-test"
-    } else {
-        "data/mnist-10k"
-    };
-    Dataset::load_dir(&root().join(dir), &[28, 28, 1], Some(limit)).unwrap()
-}
 
 fn lenet() -> ModelSpec {
-    ModelSpec::load(&root().join("models/lenet/model.toml")).unwrap()
+    ModelSpec::load(&common::root().join("models/lenet/model.toml")).unwrap()
 }
 
 fn config(epochs: usize, start_epoch: usize) -> TrainConfig {
@@ -82,7 +71,7 @@ fn fake_quantization_sits_on_kilns_int8_tensors() {
 
 #[test]
 fn int8_model_from_qat_ranges_predicts_what_qat_predicts() {
-    let (data, test) = (load(1000, false), load(300, true));
+    let (data, test) = (common::mnist(1000, false), common::mnist(300, true));
     let mut graph = lenet().build(3).unwrap();
     let trained = train::train_model(
         &mut graph,
@@ -144,7 +133,7 @@ fn int8_model_from_qat_ranges_predicts_what_qat_predicts() {
 
 #[test]
 fn qat_is_deterministic_for_any_thread_count() {
-    let data = load(96, false);
+    let data = common::mnist(96, false);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -173,7 +162,7 @@ fn qat_is_deterministic_for_any_thread_count() {
 
 #[test]
 fn bad_qat_settings_are_refused() {
-    let data = load(64, false);
+    let data = common::mnist(64, false);
     let mut graph = lenet().build(1).unwrap();
     for start in [0, 3] {
         let e = train::train_model(
@@ -207,7 +196,7 @@ fn constant(g: &kiln_codegen::ir::Graph, name: &str) -> Vec<f32> {
 
 #[test]
 fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
-    let spec = ModelSpec::load(&root().join("models/lenet/lenet-bn.toml")).unwrap();
+    let spec = ModelSpec::load(&common::root().join("models/lenet/lenet-bn.toml")).unwrap();
     let (mut graph, layers) = spec.build_training(3).unwrap();
     assert!(!layers.batch_norms.is_empty() && !layers.dropouts.is_empty());
 
@@ -253,7 +242,7 @@ fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
         }
     }
 
-    let (data, test) = (load(1000, false), load(300, true));
+    let (data, test) = (common::mnist(1000, false), common::mnist(300, true));
     let mut cfg = config(2, 2);
     cfg.layers = layers.clone();
     let trained =
@@ -293,8 +282,8 @@ fn qat_of_a_model_with_batch_norm_and_dropout_matches_its_int8_model() {
 
 #[test]
 fn qat_resumes_bit_identically_inside_its_epochs() {
-    let spec = ModelSpec::load(&root().join("models/lenet/lenet-bn.toml")).unwrap();
-    let data = load(192, false);
+    let spec = ModelSpec::load(&common::root().join("models/lenet/lenet-bn.toml")).unwrap();
+    let data = common::mnist(192, false);
     let dir = std::env::temp_dir().join(format!("kiln-qat-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = |epochs: usize, start: usize, ckpt: &str| {
@@ -373,16 +362,7 @@ type = "flatten"
 type = "dense"
 units = 10
 "#;
-    let spec = ModelSpec::parse(text, "dropout-bn.toml").unwrap();
-    let (mut graph, layers) = spec.build_training(1).unwrap();
-    let data = Dataset {
-        images: (0..64 * 64).map(|i| (i % 7) as f32 / 7.0).collect(),
-        labels: (0..64).map(|i| i % 10).collect(),
-        sample: vec![8, 8, 1],
-    };
-    let mut cfg = config(2, 2);
-    cfg.batch = 16;
-    cfg.layers = layers;
+    let (mut graph, data, cfg) = small_model(text, "dropout-bn.toml", 7);
     let trained = train::train_model(&mut graph, &data, None, &cfg, None, &mut |_| {}).unwrap();
     let q = trained.qat.unwrap();
     let fake = qat::predict(&graph, &q, &data, 16).unwrap();
@@ -420,20 +400,29 @@ type = "flatten"
 type = "dense"
 units = 10
 "#;
-    let spec = ModelSpec::parse(text, "relu-bn.toml").unwrap();
-    let (mut graph, layers) = spec.build_training(1).unwrap();
-    let data = Dataset {
-        images: (0..64 * 64).map(|i| (i % 5) as f32 / 5.0).collect(),
-        labels: (0..64).map(|i| i % 10).collect(),
-        sample: vec![8, 8, 1],
-    };
-    let mut cfg = config(2, 2);
-    cfg.batch = 16;
-    cfg.layers = layers;
+    let (mut graph, data, cfg) = small_model(text, "relu-bn.toml", 5);
     let mut steps = 0;
     let e = train::train_model(&mut graph, &data, None, &cfg, None, &mut |_| steps += 1)
         .unwrap_err()
         .to_string();
     assert!(e.contains("does not fold batch norm"), "{e}");
     assert_eq!(steps, 0, "refused only after training");
+}
+
+/// The 8x8x1 model `text` (a model file), 64 synthetic samples (pixel `i % period /
+/// period`, label `i % 10`) and a 2-epoch config with QAT in the second, batch 16.
+fn small_model(text: &str, file: &str, period: usize) -> (Graph, Dataset, TrainConfig) {
+    let spec = ModelSpec::parse(text, file).unwrap();
+    let (graph, layers) = spec.build_training(1).unwrap();
+    let data = Dataset {
+        images: (0..64 * 64)
+            .map(|i| (i % period) as f32 / period as f32)
+            .collect(),
+        labels: (0..64).map(|i| i % 10).collect(),
+        sample: vec![8, 8, 1],
+    };
+    let mut cfg = config(2, 2);
+    cfg.batch = 16;
+    cfg.layers = layers;
+    (graph, data, cfg)
 }

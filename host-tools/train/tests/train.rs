@@ -2,15 +2,11 @@
 //! bit-identical for one seed whatever the thread count, and the trained graph runs the
 //! same in kiln's own executor and survives a safetensors round trip.
 
-use kiln_train::data::Dataset;
+mod common;
+
 use kiln_train::model::ModelSpec;
 use kiln_train::optim::{OptimizerKind, Schedule};
 use kiln_train::train::{self, TrainConfig};
-use std::path::Path;
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 fn config(optimizer: &str, epochs: usize) -> TrainConfig {
     TrainConfig {
@@ -28,19 +24,10 @@ fn config(optimizer: &str, epochs: usize) -> TrainConfig {
     }
 }
 
-fn load(limit: usize, test: bool) -> Dataset {
-    let dir = if test {
-        "data/mnist-test"
-    } else {
-        "data/mnist-10k"
-    };
-    Dataset::load_dir(&root().join(dir), &[28, 28, 1], Some(limit)).unwrap()
-}
-
 #[test]
 fn mlp_learns_1000_digits_in_one_epoch() {
-    let spec = ModelSpec::load(&root().join("models/lenet/mlp.toml")).unwrap();
-    let (data, test) = (load(1000, false), load(500, true));
+    let spec = ModelSpec::load(&common::root().join("models/lenet/mlp.toml")).unwrap();
+    let (data, test) = (common::mnist(1000, false), common::mnist(500, true));
     // One epoch of 31 steps; SGD runs under a cosine schedule.
     for optimizer in ["adam", "sgd", "adamw"] {
         let mut graph = spec.build(7).unwrap();
@@ -71,8 +58,8 @@ fn mlp_learns_1000_digits_in_one_epoch() {
 
 #[test]
 fn lenet_trains_and_quantizes() {
-    let spec = ModelSpec::load(&root().join("models/lenet/model.toml")).unwrap();
-    let (data, test) = (load(2000, false), load(300, true));
+    let spec = ModelSpec::load(&common::root().join("models/lenet/model.toml")).unwrap();
+    let (data, test) = (common::mnist(2000, false), common::mnist(300, true));
     let mut graph = spec.build(3).unwrap();
     let history = train::train(
         &mut graph,
@@ -92,8 +79,8 @@ fn lenet_trains_and_quantizes() {
 
 #[test]
 fn same_seed_same_weights_for_any_thread_count() {
-    let spec = ModelSpec::load(&root().join("models/lenet/model.toml")).unwrap();
-    let data = load(96, false);
+    let spec = ModelSpec::load(&common::root().join("models/lenet/model.toml")).unwrap();
+    let data = common::mnist(96, false);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -121,7 +108,7 @@ fn same_seed_same_weights_for_any_thread_count() {
 
 #[test]
 fn weights_round_trip_through_safetensors() {
-    let spec = ModelSpec::load(&root().join("models/lenet/model.toml")).unwrap();
+    let spec = ModelSpec::load(&common::root().join("models/lenet/model.toml")).unwrap();
     let graph = spec.build(5).unwrap();
     let dir = std::env::temp_dir().join(format!("kiln-train-st-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -135,7 +122,7 @@ fn weights_round_trip_through_safetensors() {
     let back = kiln_train::load(&dir.join("model.toml"), &file).unwrap();
     assert!(back == graph);
     // A weight file of another model is refused, naming the tensor.
-    let mlp = ModelSpec::load(&root().join("models/lenet/mlp.toml")).unwrap();
+    let mlp = ModelSpec::load(&common::root().join("models/lenet/mlp.toml")).unwrap();
     let mut other = mlp.build(1).unwrap();
     let e = train::load_weights(&mut other, &file)
         .unwrap_err()
