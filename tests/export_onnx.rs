@@ -11,7 +11,7 @@
 use kiln_codegen::exec::{Executor, TensorData};
 use kiln_codegen::export::onnx;
 use kiln_codegen::import::onnx::parse_with_dims;
-use kiln_codegen::ir::{Activation, DType, Graph, Node, Op, Tensor, TensorId, TensorInfo};
+use kiln_codegen::ir::{Activation, Graph, Node, Op, TensorId};
 use kiln_codegen::npy;
 use kiln_tests::{models_dir, onnx_tolerance};
 use kiln_train::model::ModelSpec;
@@ -87,16 +87,7 @@ fn layers() -> Graph {
 }
 
 fn add_tensor(g: &mut Graph, name: &str, shape: Vec<usize>, data: Option<&[f32]>) -> TensorId {
-    g.tensors.push(Tensor {
-        name: name.into(),
-        info: TensorInfo {
-            shape,
-            dtype: DType::F32,
-            quant: None,
-        },
-        data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-    });
-    TensorId(g.tensors.len() - 1)
+    g.push_f32(name, shape, data)
 }
 
 /// Inserts `op(output of node i, per-channel constant)` after node `i`.

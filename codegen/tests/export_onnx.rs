@@ -10,7 +10,7 @@ use kiln_codegen::export::onnx::{self, ExportError};
 use kiln_codegen::import::onnx::parse_with_dims;
 use kiln_codegen::ir::{
     infer_output_shape, Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op,
-    Padding, Pool2dAttrs, QuantParams, ResidualAdd, Tensor, TensorId, TensorInfo,
+    Padding, Pool2dAttrs, QuantParams, ResidualAdd, TensorId, TensorInfo,
 };
 
 /// Builds a float graph node by node with seeded random constants.
@@ -35,16 +35,7 @@ impl G {
     }
 
     fn tensor(&mut self, name: &str, shape: Vec<usize>, data: Option<Vec<f32>>) -> TensorId {
-        self.g.tensors.push(Tensor {
-            name: name.into(),
-            info: TensorInfo {
-                shape,
-                dtype: DType::F32,
-                quant: None,
-            },
-            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        });
-        TensorId(self.g.tensors.len() - 1)
+        self.g.push_f32(name, shape, data.as_deref())
     }
 
     fn input(&mut self, shape: Vec<usize>) -> TensorId {

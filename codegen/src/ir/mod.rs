@@ -169,6 +169,26 @@ impl Graph {
         &self.tensors[id.0].info
     }
 
+    /// Appends an f32 tensor, a constant holding `data` or (without it) an activation,
+    /// and returns its id: how passes, graph builders and tests add float tensors.
+    pub fn push_f32(
+        &mut self,
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        data: Option<&[f32]>,
+    ) -> TensorId {
+        self.tensors.push(Tensor {
+            name: name.into(),
+            info: TensorInfo {
+                shape,
+                dtype: DType::F32,
+                quant: None,
+            },
+            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        });
+        TensorId(self.tensors.len() - 1)
+    }
+
     /// Checks every structural and type rule later stages rely on; see [`ValidateError`].
     pub fn validate(&self) -> Result<(), ValidateError> {
         validate::validate(self)

@@ -7,7 +7,7 @@
 //! unfolded graph by rounding only (about 1e-7 relative). int8 graphs are left alone.
 
 use super::{producer, remove_nodes, replace_uses, single_private_use};
-use crate::ir::{Activation, DType, Graph, NodeId, Op, Tensor, TensorId, TensorInfo};
+use crate::ir::{Activation, DType, Graph, NodeId, Op, TensorId};
 
 /// Folds every foldable Mul/Add; returns how many.
 pub fn run(graph: &mut Graph) -> usize {
@@ -118,16 +118,7 @@ fn f32s(graph: &Graph, t: TensorId) -> Vec<f32> {
 }
 
 fn push_f32(graph: &mut Graph, name: String, shape: Vec<usize>, v: &[f32]) -> TensorId {
-    graph.tensors.push(Tensor {
-        name,
-        info: TensorInfo {
-            shape,
-            dtype: DType::F32,
-            quant: None,
-        },
-        data: Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-    });
-    TensorId(graph.tensors.len() - 1)
+    graph.push_f32(name, shape, Some(v))
 }
 
 /// A copy of the f32 constant `t` with every element multiplied by `s[index on axis]`.

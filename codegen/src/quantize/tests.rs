@@ -6,7 +6,7 @@ use super::*;
 use crate::exec::{check, Executor, TensorData};
 use crate::ir::{
     Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Node, Op, Padding, Pool2dAttrs,
-    QuantParams, Tensor, TensorInfo,
+    QuantParams, TensorInfo,
 };
 
 /// A deterministic generator (64-bit LCG) for test data.
@@ -206,16 +206,7 @@ impl Builder {
     }
 
     fn tensor(&mut self, name: &str, shape: &[usize], data: Option<Vec<f32>>) -> TensorId {
-        self.g.tensors.push(Tensor {
-            name: name.into(),
-            info: TensorInfo {
-                shape: shape.to_vec(),
-                dtype: DType::F32,
-                quant: None,
-            },
-            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        });
-        TensorId(self.g.tensors.len() - 1)
+        self.g.push_f32(name, shape.to_vec(), data.as_deref())
     }
 
     fn constant(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> TensorId {

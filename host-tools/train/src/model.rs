@@ -9,8 +9,8 @@ use crate::layers::{BatchNorm, Dropout, TrainingLayers};
 use crate::rng::Rng;
 use crate::TrainError;
 use kiln_codegen::ir::{
-    infer_output_shape, shape::window_output_size, Activation, Conv2dAttrs, DType,
-    DepthwiseConv2dAttrs, Graph, Node, Op, Padding, Pool2dAttrs, Tensor, TensorId, TensorInfo,
+    infer_output_shape, shape::window_output_size, Activation, Conv2dAttrs, DepthwiseConv2dAttrs,
+    Graph, Node, Op, Padding, Pool2dAttrs, TensorId, TensorInfo,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -537,16 +537,7 @@ struct GraphBuilder {
 
 impl GraphBuilder {
     fn tensor(&mut self, name: &str, shape: Vec<usize>, data: Option<Vec<f32>>) -> TensorId {
-        self.g.tensors.push(Tensor {
-            name: name.to_string(),
-            info: TensorInfo {
-                shape,
-                dtype: DType::F32,
-                quant: None,
-            },
-            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        });
-        TensorId(self.g.tensors.len() - 1)
+        self.g.push_f32(name, shape, data.as_deref())
     }
 
     fn weights(&mut self, name: &str, shape: Vec<usize>, fan_in: usize, rng: &mut Rng) -> TensorId {

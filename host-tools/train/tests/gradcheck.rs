@@ -9,8 +9,8 @@
 //! Batch norm runs in training mode (batch statistics) and dropout with a fixed mask.
 
 use kiln_codegen::ir::{
-    infer_output_shape, Activation, Conv2dAttrs, DType, DepthwiseConv2dAttrs, Graph, Node, Op,
-    Padding, Pool2dAttrs, Tensor, TensorId, TensorInfo,
+    infer_output_shape, Activation, Conv2dAttrs, DepthwiseConv2dAttrs, Graph, Node, Op, Padding,
+    Pool2dAttrs, TensorId, TensorInfo,
 };
 use kiln_train::autodiff::differentiate;
 use kiln_train::exec::Executor;
@@ -28,16 +28,7 @@ struct B {
 impl B {
     fn tensor(&mut self, shape: Vec<usize>, data: Option<Vec<f32>>) -> TensorId {
         let n = self.g.tensors.len();
-        self.g.tensors.push(Tensor {
-            name: format!("t{n}"),
-            info: TensorInfo {
-                shape,
-                dtype: DType::F32,
-                quant: None,
-            },
-            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        });
-        TensorId(n)
+        self.g.push_f32(format!("t{n}"), shape, data.as_deref())
     }
 
     fn param(&mut self, shape: Vec<usize>, lo: f32, hi: f32) -> TensorId {

@@ -6,8 +6,7 @@
 mod common;
 
 use kiln_codegen::ir::{
-    infer_output_shape, Activation, Conv2dAttrs, DType, Graph, Node, Op, Padding, Tensor, TensorId,
-    TensorInfo,
+    infer_output_shape, Activation, Conv2dAttrs, Graph, Node, Op, Padding, TensorId, TensorInfo,
 };
 use kiln_train::autodiff::differentiate;
 use kiln_train::data::Dataset;
@@ -114,21 +113,9 @@ fn dag() -> Graph {
     let mut rng = Rng::new(5);
     let mut tensor = |g: &mut Graph, shape: Vec<usize>, data: bool| {
         let len: usize = shape.iter().product();
-        let data = data.then(|| {
-            (0..len)
-                .flat_map(|_| rng.uniform(-0.5, 0.5).to_le_bytes())
-                .collect()
-        });
-        g.tensors.push(Tensor {
-            name: format!("t{}", g.tensors.len()),
-            info: TensorInfo {
-                shape,
-                dtype: DType::F32,
-                quant: None,
-            },
-            data,
-        });
-        TensorId(g.tensors.len() - 1)
+        let data: Option<Vec<f32>> =
+            data.then(|| (0..len).map(|_| rng.uniform(-0.5, 0.5)).collect());
+        g.push_f32(format!("t{}", g.tensors.len()), shape, data.as_deref())
     };
     let node = |g: &mut Graph,
                 t: &mut dyn FnMut(&mut Graph, Vec<usize>, bool) -> TensorId,

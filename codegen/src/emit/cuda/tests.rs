@@ -386,18 +386,13 @@ fn float_literals_read_back_exactly() {
 /// A float graph with the ops no `models/ops` model has (CLIP) in a chain with others:
 /// x -> clip -> (and conv(x)) concatenation -> tanh -> mean, and x -> pad -> logistic.
 fn built_graph() -> Graph {
-    use crate::ir::{Activation, Conv2dAttrs, Node, Op, Padding, Tensor, TensorInfo};
+    use crate::ir::{Activation, Conv2dAttrs, Node, Op, Padding};
     fn tensor(g: &mut Graph, shape: &[usize], data: Option<Vec<f32>>) -> TensorId {
-        g.tensors.push(Tensor {
-            name: format!("t{}", g.tensors.len()),
-            info: TensorInfo {
-                shape: shape.to_vec(),
-                dtype: DType::F32,
-                quant: None,
-            },
-            data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        });
-        TensorId(g.tensors.len() - 1)
+        g.push_f32(
+            format!("t{}", g.tensors.len()),
+            shape.to_vec(),
+            data.as_deref(),
+        )
     }
     fn node(g: &mut Graph, op: Op, inputs: &[TensorId], shape: &[usize]) -> TensorId {
         let out = tensor(g, shape, None);
