@@ -171,7 +171,8 @@ impl Window {
 }
 
 /// The first input column of each output column's window where it is one contiguous
-/// run ([`Window::contiguous_cols`]), worked out once per call rather than per row.
+/// run ([`Window::contiguous_cols`]), worked out once per chunk of samples rather than
+/// per row.
 fn contiguous_starts(w: &Window) -> Vec<Option<usize>> {
     (0..w.ow).map(|ox| w.contiguous_cols(ox)).collect()
 }
@@ -179,11 +180,10 @@ fn contiguous_starts(w: &Window) -> Vec<Option<usize>> {
 /// im2col of one sample: row `oy * ow + ox` of `cols` is the window of output
 /// `(oy, ox)`, kernel row by kernel row (zeros where it hangs over the edge). Walks
 /// kernel row by kernel row, so each input row is located once for a whole output row.
-fn im2col(w: &Window, x: &[f32], cols: &mut [f32]) {
+fn im2col(w: &Window, starts: &[Option<usize>], x: &[f32], cols: &mut [f32]) {
     let c = w.c;
     let run = w.kw * c;
     let k = w.kh * run;
-    let starts = contiguous_starts(w);
     for (oy, out_row) in cols.chunks_exact_mut(w.ow * k).take(w.oh).enumerate() {
         for ky in 0..w.kh {
             let Some(iy) = w.row(oy, ky) else {
@@ -193,7 +193,7 @@ fn im2col(w: &Window, x: &[f32], cols: &mut [f32]) {
                 continue;
             };
             let xr = &x[iy * w.iw * c..][..w.iw * c];
-            for (ox, (row, start)) in out_row.chunks_exact_mut(k).zip(&starts).enumerate() {
+            for (ox, (row, start)) in out_row.chunks_exact_mut(k).zip(starts).enumerate() {
                 let dst = &mut row[ky * run..][..run];
                 if let Some(ix) = start {
                     copy(dst, &xr[ix * c..][..run]);
@@ -264,11 +264,10 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// The adjoint of [`im2col`]: adds each window row of `cols` back into `dx`, output
 /// position by output position (so every element gets its contributions in the same
 /// order as one output at a time), kernel rows in order.
-fn col2im(w: &Window, cols: &[f32], dx: &mut [f32]) {
+fn col2im(w: &Window, starts: &[Option<usize>], cols: &[f32], dx: &mut [f32]) {
     let c = w.c;
     let run = w.kw * c;
     let k = w.kh * run;
-    let starts = contiguous_starts(w);
     for oy in 0..w.oh {
         for (ox, start) in starts.iter().enumerate() {
             let row = &cols[(oy * w.ow + ox) * k..][..k];
@@ -315,11 +314,12 @@ fn im2col_samples(w: &Window, x: &[f32], cols: &mut [f32]) -> (usize, usize) {
         let rows = cols.len() / k.max(1);
         return (1, rows);
     }
+    let starts = contiguous_starts(w);
     for (xn, cn) in x
         .chunks_exact(w.in_size())
         .zip(cols.chunks_exact_mut(w.oh * w.ow * k))
     {
-        im2col(w, xn, cn);
+        im2col(w, &starts, xn, cn);
     }
     (k, 1)
 }
@@ -391,11 +391,12 @@ pub fn conv2d_grad_input(w: &Window, dy: &[f32], filter: &[f32], dx: &mut [f32])
             with_scratch(rows * k, |cols| {
                 gemm(rows, w.oc, k, dyc, (w.oc, 1), filter, (k, 1), cols, 0.0);
                 dxc.fill(0.0);
+                let starts = contiguous_starts(w);
                 for (dxn, cn) in dxc
                     .chunks_exact_mut(w.in_size())
                     .zip(cols.chunks_exact(p * k))
                 {
-                    col2im(w, cn, dxn);
+                    col2im(w, &starts, cn, dxn);
                 }
             });
         });
