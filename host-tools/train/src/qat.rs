@@ -889,6 +889,14 @@ fn fix_unread_params(g: &mut TrainGraph, ir: &Graph) {
     g.param_ir.retain(|_| *k.next().unwrap_or(&true));
 }
 
+/// The shape of rank `rank` that holds `channels` values along `axis` (1 elsewhere):
+/// a per-channel vector reshaped to broadcast along a weight tensor's channel axis.
+fn channel_shape(rank: usize, axis: usize, channels: usize) -> Vec<usize> {
+    (0..rank)
+        .map(|i| if i == axis { channels } else { 1 })
+        .collect()
+}
+
 /// Appends node `op(inputs)` with a new result `name` of `shape` to `nodes`.
 fn push(
     nodes: &mut Vec<TNode>,
@@ -935,9 +943,7 @@ impl Rewrite<'_> {
         let wt = node.inputs[1];
         let w_shape = g.shape(wt).to_vec();
         let channels = g.shape(fold.scale).iter().product::<usize>();
-        let along: Vec<usize> = (0..w_shape.len())
-            .map(|i| if i == w.axis { channels } else { 1 })
-            .collect();
+        let along = channel_shape(w_shape.len(), w.axis, channels);
         let name = |what: &str| format!("{}/qat_bn_fold/{what}", w.node);
         let none = kiln_codegen::ir::Activation::None;
         let nodes = &mut self.nodes;
@@ -1006,17 +1012,8 @@ impl Rewrite<'_> {
         for (k, a) in w.affine.iter().enumerate() {
             let c = lookup(&a.constant)?;
             let per_channel = g.tensors[c].len() == channels;
-            let along = |rank: usize, axis: usize| -> Vec<usize> {
-                (0..rank)
-                    .map(|i| {
-                        if i == axis && per_channel {
-                            channels
-                        } else {
-                            1
-                        }
-                    })
-                    .collect()
-            };
+            let values = if per_channel { channels } else { 1 };
+            let along = |rank: usize, axis: usize| channel_shape(rank, axis, values);
             let name = |what: &str| format!("{}/qat_fold{k}/{what}", w.node);
             let nodes = &mut self.nodes;
             let none = kiln_codegen::ir::Activation::None;
