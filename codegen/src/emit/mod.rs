@@ -60,3 +60,24 @@ pub(crate) fn check_crate_name(name: &str, dir: &Path) -> Result<(), crate::Comp
         ),
     })
 }
+
+/// Packs every constant tensor some node reads into one blob, each at an offset aligned
+/// to `alignment`. Returns the blob and each tensor's offset (by tensor index).
+pub(crate) fn weights_blob(graph: &crate::ir::Graph, alignment: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut used = vec![false; graph.tensors.len()];
+    for n in &graph.nodes {
+        for i in &n.inputs {
+            used[i.0] = true;
+        }
+    }
+    let mut blob = Vec::new();
+    let mut offsets = vec![0; graph.tensors.len()];
+    for (i, t) in graph.tensors.iter().enumerate() {
+        if let (Some(data), true) = (&t.data, used[i]) {
+            blob.resize(blob.len().next_multiple_of(alignment), 0);
+            offsets[i] = blob.len();
+            blob.extend_from_slice(data);
+        }
+    }
+    (blob, offsets)
+}

@@ -895,24 +895,10 @@ fn int8_kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
     Some(Body { source: s, threads })
 }
 
-/// Packs every constant tensor some node reads into one blob, each at an offset aligned
-/// to [`ALIGNMENT`]. Returns the blob and each tensor's offset (by tensor index).
+/// [`super::weights_blob`] at [`ALIGNMENT`], padded at the end to a whole, non-zero
+/// number of alignment units (the device buffer is never empty).
 fn weights_blob(graph: &Graph) -> (Vec<u8>, Vec<usize>) {
-    let mut used = vec![false; graph.tensors.len()];
-    for n in &graph.nodes {
-        for i in &n.inputs {
-            used[i.0] = true;
-        }
-    }
-    let mut blob = Vec::new();
-    let mut offsets = vec![0; graph.tensors.len()];
-    for (i, t) in graph.tensors.iter().enumerate() {
-        if let (Some(data), true) = (&t.data, used[i]) {
-            blob.resize(blob.len().next_multiple_of(ALIGNMENT), 0);
-            offsets[i] = blob.len();
-            blob.extend_from_slice(data);
-        }
-    }
+    let (mut blob, offsets) = super::weights_blob(graph, ALIGNMENT);
     blob.resize(blob.len().next_multiple_of(ALIGNMENT).max(ALIGNMENT), 0);
     (blob, offsets)
 }

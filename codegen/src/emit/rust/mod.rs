@@ -131,7 +131,7 @@ pub fn emit(
             })
         })
         .collect::<Result<Vec<Kernel>, _>>()?;
-    let (weights, weight_offsets) = weights_blob(graph);
+    let (weights, weight_offsets) = super::weights_blob(graph, WEIGHT_ALIGNMENT);
     let inputs = ports(&graph.inputs, "input");
     let outputs = ports(&graph.outputs, "output");
     for p in inputs.iter().chain(&outputs) {
@@ -474,27 +474,6 @@ fn split_ring(
         ),
         _ => (range, None),
     }
-}
-
-/// Packs every constant tensor some node reads into one blob, each at an offset aligned
-/// to [`WEIGHT_ALIGNMENT`]. Returns the blob and each tensor's offset (by tensor index).
-fn weights_blob(graph: &Graph) -> (Vec<u8>, Vec<usize>) {
-    let mut used = vec![false; graph.tensors.len()];
-    for n in &graph.nodes {
-        for i in &n.inputs {
-            used[i.0] = true;
-        }
-    }
-    let mut blob = Vec::new();
-    let mut offsets = vec![0; graph.tensors.len()];
-    for (i, t) in graph.tensors.iter().enumerate() {
-        if let (Some(data), true) = (&t.data, used[i]) {
-            blob.resize(blob.len().next_multiple_of(WEIGHT_ALIGNMENT), 0);
-            offsets[i] = blob.len();
-            blob.extend_from_slice(data);
-        }
-    }
-    (blob, offsets)
 }
 
 #[allow(clippy::too_many_arguments)]
