@@ -161,27 +161,116 @@ pub const NVRTC_OPTIONS: &[&str] = &["-default-device", "--fmad=false"];
 /// Compiles CUDA C `source` to PTX for `arch` (e.g. `sm_87`) with NVRTC and
 /// [`NVRTC_OPTIONS`]; `name` labels errors. Needs only libnvrtc, no GPU.
 pub fn compile_ptx(source: &str, name: &str, arch: &str) -> Result<String, Error> {
-    if !nvrtc_present() {
-        return Err(Error::NoNvrtc);
+    let program = NvrtcProgram::compile(source, name, arch)?;
+    let ptx = program.output(
+        cudarc::nvrtc::sys::nvrtcGetPTXSize,
+        cudarc::nvrtc::sys::nvrtcGetPTX,
+    )?;
+    Ok(String::from_utf8_lossy(ptx.strip_suffix(&[0]).unwrap_or(&ptx)).into_owned())
+}
+
+/// Compiles CUDA C `source` to a CUBIN (device code, an ELF file) for the real
+/// architecture `arch` (`sm_87`, `sm_90`, ...) with NVRTC and [`NVRTC_OPTIONS`]. Unlike
+/// PTX, which the driver compiles again at load and refuses when the NVRTC is newer
+/// than the driver, a CUBIN loads as it is. Needs only libnvrtc, no GPU.
+pub fn compile_cubin(source: &str, name: &str, arch: &str) -> Result<Vec<u8>, Error> {
+    if !arch.starts_with("sm_") {
+        return Err(Error::Nvrtc {
+            name: name.to_string(),
+            arch: arch.to_string(),
+            log: "a CUBIN needs a real architecture (sm_XY), not a virtual one".into(),
+        });
     }
-    let opts = cudarc::nvrtc::CompileOptions {
-        options: std::iter::once(format!("--gpu-architecture={arch}"))
+    NvrtcProgram::compile(source, name, arch)?.output(
+        cudarc::nvrtc::sys::nvrtcGetCUBINSize,
+        cudarc::nvrtc::sys::nvrtcGetCUBIN,
+    )
+}
+
+/// A compiled NVRTC program (destroyed on drop), with the name and architecture its
+/// errors report.
+struct NvrtcProgram {
+    program: cudarc::nvrtc::sys::nvrtcProgram,
+    name: String,
+    arch: String,
+}
+
+type NvrtcSize =
+    unsafe fn(cudarc::nvrtc::sys::nvrtcProgram, *mut usize) -> cudarc::nvrtc::sys::nvrtcResult;
+type NvrtcCopy = unsafe fn(
+    cudarc::nvrtc::sys::nvrtcProgram,
+    *mut std::ffi::c_char,
+) -> cudarc::nvrtc::sys::nvrtcResult;
+
+impl NvrtcProgram {
+    /// Creates and compiles the program; a failed compile returns NVRTC's log.
+    fn compile(source: &str, name: &str, arch: &str) -> Result<NvrtcProgram, Error> {
+        use cudarc::nvrtc::result;
+        if !nvrtc_present() {
+            return Err(Error::NoNvrtc);
+        }
+        let fail = |log: String| Error::Nvrtc {
+            name: name.to_string(),
+            arch: arch.to_string(),
+            log,
+        };
+        let c_source = std::ffi::CString::new(source)
+            .map_err(|_| fail("the source contains a NUL byte".into()))?;
+        let c_name = std::ffi::CString::new(name)
+            .map_err(|_| fail("the name contains a NUL byte".into()))?;
+        let program = result::create_program(&c_source, Some(&c_name))
+            .map_err(|e| fail(format!("creating the program: {e:?}")))?;
+        let program = NvrtcProgram {
+            program,
+            name: name.to_string(),
+            arch: arch.to_string(),
+        };
+        let options: Vec<String> = std::iter::once(format!("--gpu-architecture={arch}"))
             .chain(NVRTC_OPTIONS.iter().map(|o| o.to_string()))
-            .collect(),
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| Error::Nvrtc {
-        name: name.to_string(),
-        arch: arch.to_string(),
-        log: match &e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                log.to_string_lossy().into_owned()
-            }
-            other => format!("{other:?}"),
-        },
-    })?;
-    Ok(ptx.to_src())
+            .collect();
+        // SAFETY: `program` was created above and is destroyed only by its drop.
+        if let Err(e) = unsafe { result::compile_program(program.program, &options) } {
+            // SAFETY: as above.
+            let log = unsafe { result::get_program_log(program.program) }
+                .map(|raw| {
+                    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
+                    let text = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
+                    String::from_utf8_lossy(text).into_owned()
+                })
+                .unwrap_or_else(|_| format!("{e:?} (no log)"));
+            return Err(fail(log));
+        }
+        Ok(program)
+    }
+
+    /// One of the program's outputs (PTX or CUBIN), through its size and copy functions.
+    fn output(&self, size: NvrtcSize, copy: NvrtcCopy) -> Result<Vec<u8>, Error> {
+        let fail = |what: &str, e: cudarc::nvrtc::sys::nvrtcResult| Error::Nvrtc {
+            name: self.name.clone(),
+            arch: self.arch.clone(),
+            log: format!("{what}: {e:?}"),
+        };
+        let mut len = 0usize;
+        // SAFETY: the program compiled; `len` is a valid out-pointer.
+        let r = unsafe { size(self.program, &mut len) };
+        if r != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+            return Err(fail("reading the output size", r));
+        }
+        let mut out = vec![0u8; len];
+        // SAFETY: `out` holds the `len` bytes NVRTC said it writes.
+        let r = unsafe { copy(self.program, out.as_mut_ptr().cast()) };
+        if r != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+            return Err(fail("copying the output", r));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for NvrtcProgram {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_program`, destroyed only here.
+        let _ = unsafe { cudarc::nvrtc::result::destroy_program(self.program) };
+    }
 }
 
 /// A loaded model: the compiled kernels, the weights and the arena on the device.
@@ -271,9 +360,15 @@ impl Session {
                 format!("sm_{major}{minor}")
             }
         };
-        let ptx = compile_ptx(source, &manifest.model, &arch)?;
+        // A CUBIN for the device's own architecture (loads whatever NVRTC made it); PTX
+        // only for a virtual architecture asked for by name.
+        let image = if arch.starts_with("sm_") {
+            cudarc::nvrtc::Ptx::from_binary(compile_cubin(source, &manifest.model, &arch)?)
+        } else {
+            cudarc::nvrtc::Ptx::from_src(compile_ptx(source, &manifest.model, &arch)?)
+        };
         let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .load_module(image)
             .map_err(driver("loading the compiled module"))?;
         let functions = manifest
             .kernels

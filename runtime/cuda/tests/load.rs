@@ -1,7 +1,7 @@
 //! kiln-cuda without a GPU: the manifest codegen writes parses back, a missing driver is
 //! an error (never a panic), and NVRTC (when its library is found, e.g. through
 //! `$KILN_NVRTC`) compiles the generated source of both shipped models for the Jetson
-//! Orin (sm_87) and Hopper (sm_90), and of the float resnet8 and every single-op model
+//! Orin (sm_87) and Hopper (sm_90) as PTX and as CUBIN, and of the float resnet8 and every single-op model
 //! for the Orin, without fused multiply-adds.
 
 use kiln_codegen::compile::{optimize_and_plan, CompileOptions};
@@ -109,8 +109,15 @@ fn nvrtc_compiles_both_shipped_models_for_orin_and_hopper() {
                 ptx.contains("dp4a.s32.s32"),
                 "{model} {arch}: no dp4a in the PTX"
             );
+            // What `Session::load` loads: device code for the architecture, an ELF file.
+            let cubin = kiln_cuda::compile_cubin(&source, model, arch).unwrap();
+            assert_eq!(&cubin[..4], b"\x7fELF", "{model} {arch}");
         }
     }
+    let err = kiln_cuda::compile_cubin("", "virtual.cu", "compute_87")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a real architecture"), "{err}");
     // A compile error comes back as NVRTC's log, naming the source.
     let err = kiln_cuda::compile_ptx("__global__ void f() { oops }", "broken.cu", "sm_87")
         .unwrap_err()
