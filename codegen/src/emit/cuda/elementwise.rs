@@ -146,7 +146,7 @@ pub(super) fn broadcast_prologue(cx: &Ctx, plan: &Broadcast, ty: &str) -> String
     let mut s = cx.open(plan.output_len() as u64);
     let _ = write!(
         s,
-        "  const {ty}* a = {};\n  const {ty}* bb = {};\n  {ty}* y = {};\n  long long r = t, i1 = 0, i2 = 0;\n",
+        "  const {ty}* a = {};\n  const {ty}* bb = {};\n  {ty}* y = {};\n  kiln_idx r = t, i1 = 0, i2 = 0;\n",
         cx.input(0, ty),
         cx.input(1, ty),
         cx.output(ty)
@@ -158,7 +158,7 @@ pub(super) fn broadcast_prologue(cx: &Ctx, plan: &Broadcast, ty: &str) -> String
         }
         let _ = writeln!(
             s,
-            "  {{ const long long k = r % {e}; r /= {e}; i1 += k * {}; i2 += k * {}; }}",
+            "  {{ const kiln_idx k = r % {e}; r /= {e}; i1 += k * {}; i2 += k * {}; }}",
             plan.stride1[d], plan.stride2[d]
         );
     }

@@ -118,7 +118,7 @@ pub(super) fn fully_connected(
     let mut s = cx.open(threads);
     let _ = write!(
         s,
-        "  const float* x = {};\n  const float* f = {};\n  float* y = {};\n  const int c = (int)(t % {od}); const long long b = t / {od};\n  const float* xp = x + b * {d};\n  const float* fp = f + (long long)c * {d};\n  float acc = 0.0f;\n  for (int k = 0; k < {d}; ++k) acc += xp[k] * fp[k];\n",
+        "  const float* x = {};\n  const float* f = {};\n  float* y = {};\n  const int c = (int)(t % {od}); const kiln_idx b = t / {od};\n  const float* xp = x + b * {d};\n  const float* fp = f + (long long)c * {d};\n  float acc = 0.0f;\n  for (int k = 0; k < {d}; ++k) acc += xp[k] * fp[k];\n",
         cx.input(0, "float"),
         cx.input(1, "float"),
         cx.output("float")

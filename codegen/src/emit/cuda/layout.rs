@@ -21,7 +21,7 @@ fn decompose(s: &mut String, r: &str, index: &str, dims: &[(usize, usize)]) {
         }
         let _ = writeln!(
             s,
-            "  {{ const long long k = {r} % {extent}; {r} /= {extent}; {index} += k * {stride}; }}"
+            "  {{ const kiln_idx k = {r} % {extent}; {r} /= {extent}; {index} += k * {stride}; }}"
         );
     }
 }
@@ -59,7 +59,7 @@ fn concatenation(cx: &Ctx, p: &ConcatenationParams, ty: &str, finish: &str) -> O
     let mut s = cx.open(threads);
     let _ = write!(
         s,
-        "  {ty}* y = {};\n  const long long k = t / {row}, w = t % {row};\n  {ty} v;\n",
+        "  {ty}* y = {};\n  const kiln_idx k = t / {row}, w = t % {row};\n  {ty} v;\n",
         cx.output(ty)
     );
     let mut start = 0;
@@ -89,7 +89,7 @@ fn pad(cx: &Ctx, p: &PadParams, ty: &str, value: &str) -> Body {
     let mut s = cx.open(threads);
     let _ = write!(
         s,
-        "  const {ty}* x = {};\n  {ty}* y = {};\n  long long r = t, off = 0;\n  bool inside = true;\n",
+        "  const {ty}* x = {};\n  {ty}* y = {};\n  kiln_idx r = t, off = 0;\n  bool inside = true;\n",
         cx.input(0, ty),
         cx.output(ty)
     );
@@ -99,7 +99,7 @@ fn pad(cx: &Ctx, p: &PadParams, ty: &str, value: &str) -> Body {
         if extent > 1 || before > 0 {
             let _ = writeln!(
                 s,
-                "  {{ const long long c = r % {extent} - {before}; r /= {extent}; if (c < 0 || c >= {size}) inside = false; else off += c * {stride}; }}"
+                "  {{ const kiln_idx c = r % {extent} - {before}; r /= {extent}; if (c < 0 || c >= {size}) inside = false; else off += c * {stride}; }}"
             );
         }
         stride *= size;
@@ -116,7 +116,7 @@ fn transpose(cx: &Ctx, p: &TransposeParams) -> Option<Body> {
     let mut s = cx.open(threads);
     let _ = write!(
         s,
-        "  const {ty}* x = {};\n  {ty}* y = {};\n  long long r = t, i = 0;\n",
+        "  const {ty}* x = {};\n  {ty}* y = {};\n  kiln_idx r = t, i = 0;\n",
         cx.input(0, ty),
         cx.output(ty)
     );
@@ -147,7 +147,7 @@ fn mean(cx: &Ctx, p: &MeanParams, q: Option<&MeanQuant>) -> Body {
     let mut s = cx.open(threads);
     let _ = write!(
         s,
-        "  const {ty}* x = {};\n  {ty}* y = {};\n  long long r = t, base = 0;\n",
+        "  const {ty}* x = {};\n  {ty}* y = {};\n  kiln_idx r = t, base = 0;\n",
         cx.input(0, ty),
         cx.output(ty)
     );
@@ -158,7 +158,7 @@ fn mean(cx: &Ctx, p: &MeanParams, q: Option<&MeanQuant>) -> Body {
     };
     let _ = writeln!(
         s,
-        "  {init}\n  for (long long fi = 0; fi < {folded_len}; ++fi) {{\n  long long f = fi, off = base;"
+        "  {init}\n  for (kiln_idx fi = 0; fi < {folded_len}; ++fi) {{\n  kiln_idx f = fi, off = base;"
     );
     decompose(&mut s, "f", "off", &folded);
     let _ = writeln!(s, "  {step}\n  }}");

@@ -445,7 +445,19 @@ fn built_graph() -> Graph {
     };
     let pad = node(&mut g, pad, &[clip], &[1, 7, 8, 4]);
     let logistic = node(&mut g, Op::Logistic, &[pad], &[1, 7, 8, 4]);
-    g.outputs = vec![mean, logistic, clip];
+    // A dense layer whose depth (14) is not a multiple of 4: the int8 kernel's
+    // byte-by-byte path. Its 224 inputs are 16 rows of 14.
+    let fc_weights: Vec<f32> = (0..70)
+        .map(|i| ((i * 29) % 13) as f32 / 13.0 - 0.45)
+        .collect();
+    let fc_w = tensor(&mut g, &[5, 14], Some(fc_weights));
+    let fc_b = tensor(&mut g, &[5], Some(vec![0.3, -0.1, 0.0, 0.2, -0.25]));
+    let fc = Op::FullyConnected {
+        activation: Activation::Relu,
+        keep_num_dims: false,
+    };
+    let fc = node(&mut g, fc, &[logistic, fc_w, fc_b], &[16, 5]);
+    g.outputs = vec![mean, logistic, clip, fc];
     g.validate().unwrap();
     g
 }
@@ -507,4 +519,52 @@ fn built_float_graph_and_its_int8_quantization_match_the_executor() {
         // only int8 outputs, compared exactly.
         assert_eq!(diff.elements > 0, float_outputs, "{name}: {diff:?}");
     }
+}
+
+/// Moves constant operand `k` of the graph's only node to a new graph input and returns
+/// its data repeated for `samples` samples: the kernel then sees it only at run time.
+fn constant_to_input(g: &mut Graph, k: usize, samples: usize) -> TensorData {
+    let id = g.nodes[0].inputs[k];
+    let t = &mut g.tensors[id.0];
+    let bytes = t.data.take().unwrap();
+    g.inputs.push(id);
+    TensorData::from_le_bytes(t.info.dtype, &bytes.repeat(samples))
+}
+
+/// Where the compile-time folds cannot apply, the kernels compute at run time what the
+/// CPU computes: a filter and a bias fed as inputs (convolution with padding, with and
+/// without `__dp4a`; depthwise; dense; transposed convolution).
+#[test]
+fn run_time_filters_and_biases_match_the_executor() {
+    let cases = [
+        "conv_2d_i8_s1_same_dil1_none_perchannel_k3",
+        "conv_2d_i8_s1_same_dil1_none_perchannel_k3_deep128",
+        "conv_2d_i8_s2_same_dil1_relu6_perchannel_k3",
+        "depthwise_conv_2d_i8_s2_same_dil1_m3_none_pertensor_k5",
+        "fully_connected_i8_in4x24_out8_relu6_perchannel_batch4",
+        "transpose_conv_2d_i8_s2_same_none_perchannel_k3",
+    ];
+    let mut checked = 0;
+    for case in cases {
+        let dir = root().join("models/ops").join(case);
+        let (samples, inputs, _) = golden(&dir);
+        let mut graph = crate::import::load(&dir.join("model.tflite")).unwrap();
+        assert_eq!(graph.nodes.len(), 1, "{case}");
+        let mut inputs = inputs;
+        // Operands 1 and 2 of every one of these: filter and bias.
+        for k in [1, 2] {
+            inputs.push(constant_to_input(&mut graph, k, samples));
+        }
+        graph.validate().unwrap();
+        let model = compile_graph(&graph, samples).unwrap();
+        let source = &model.source;
+        emulate_against_executor(case, &graph, &model, samples, &inputs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !source.contains("skipped"),
+            "{case}: no compile-time tap sums without a constant filter"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, cases.len());
 }

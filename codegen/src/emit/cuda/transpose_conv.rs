@@ -4,7 +4,8 @@
 //! (int8) and the activation clamp.
 
 use super::float::clamp;
-use super::{multiplier_table, nhwc_index, Body, Ctx};
+use super::int8::{bias, epilogue, finish};
+use super::{nhwc_index, Body, Ctx};
 use crate::exec::kernel::{Owned, Prepared};
 use crate::ir::DType;
 use kiln_runtime::activation::ActivationRangeF32;
@@ -60,9 +61,9 @@ fn gather(cx: &Ctx, p: &TransposeConv2dParams, ty: &str, acc: &str, mac: &str) -
 fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> Body {
     let [oh, ow] = p.output;
     let threads = (p.batches * oh * ow * p.output_depth) as u64;
-    let (decl, m, sh) = multiplier_table(cx.kernel, &q.multipliers);
-    let mut s = decl;
-    s.push_str(&cx.open(threads));
+    let (bias, runtime_bias) = bias(cx, p.output_depth);
+    let e = epilogue(cx, &q.multipliers, &bias);
+    let mut s = cx.open(threads);
     let io = q.quant.input_offset;
     s.push_str(&gather(
         cx,
@@ -71,14 +72,12 @@ fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> B
         "int acc = 0;",
         &format!("acc = kiln_wadd(acc, kiln_wmul((int)xp[k] + ({io}), (int)fp[k]));"),
     ));
-    if cx.has_bias(DType::I32) {
-        let _ = writeln!(s, "  acc = kiln_wadd(acc, {}[c]);", cx.input(2, "int"));
-    }
+    finish(&mut s, &e, runtime_bias.as_deref());
     let r = &q.quant.activation;
     let _ = writeln!(
         s,
-        "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {m}, {sh}), {}), {}, {});\n}}",
-        q.quant.output_offset, r.min, r.max
+        "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {}, {}), {}), {}, {});\n}}",
+        e.m, e.s, q.quant.output_offset, r.min, r.max
     );
     Body { source: s, threads }
 }

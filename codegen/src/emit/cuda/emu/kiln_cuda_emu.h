@@ -22,6 +22,11 @@ struct kiln_dim3 {
 // The launch coordinates of the thread being emulated.
 static kiln_dim3 blockIdx, threadIdx, blockDim, gridDim;
 
+// CUDA's built-in vector of four ints (the kernels' per-channel epilogue entries).
+struct int4 {
+  int x, y, z, w;
+};
+
 // Signed 4-way byte dot product with 32-bit accumulate, as the hardware's
 // __dp4a(int, int, int): the bytes of a and b are sign-extended, multiplied pairwise and
 // added to c with wrap-around.
