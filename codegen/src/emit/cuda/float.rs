@@ -56,8 +56,15 @@ pub(super) fn conv(
         "  const int group = c / {fpg};\n  const float* xb = x + (long long)b * {} + group * {fin};\n  float acc = 0.0f;\n",
         ih * iw * ic
     );
+    // A constant filter is read from its copy interleaved by output channel (coalesced).
+    let filter = match cx.interleaved_operand(1, oc, 4) {
+        Some(off) => {
+            format!("((const float*)(W + {off}ull))[((fy * {fw} + fx) * {fin} + k) * {oc} + c]")
+        }
+        None => format!("f[((c * {fh} + fy) * {fw} + fx) * {fin} + k]"),
+    };
     let body = format!(
-        "      const float* xp = xb + (iy * {iw} + ix) * {ic};\n      const float* fp = f + ((c * {fh} + fy) * {fw} + fx) * {fin};\n      for (int k = 0; k < {fin}; ++k) acc += xp[k] * fp[k];\n"
+        "      const float* xp = xb + (iy * {iw} + ix) * {ic};\n      for (int k = 0; k < {fin}; ++k) acc += xp[k] * {filter};\n"
     );
     s.push_str(&window_taps(w, &body));
     let _ = writeln!(
@@ -115,10 +122,14 @@ pub(super) fn fully_connected(
 ) -> Body {
     let (d, od) = (p.accum_depth, p.output_depth);
     let threads = (p.batches * od) as u64;
+    let weight = match cx.interleaved_operand(1, od, 4) {
+        Some(off) => format!("((const float*)(W + {off}ull))[k * {od} + c]"),
+        None => "fp[k]".into(),
+    };
     let mut s = cx.open(threads);
     let _ = write!(
         s,
-        "  const float* x = {};\n  const float* f = {};\n  float* y = {};\n  const int c = (int)(t % {od}); const kiln_idx b = t / {od};\n  const float* xp = x + b * {d};\n  const float* fp = f + (long long)c * {d};\n  float acc = 0.0f;\n  for (int k = 0; k < {d}; ++k) acc += xp[k] * fp[k];\n",
+        "  const float* x = {};\n  const float* f = {};\n  float* y = {};\n  const int c = (int)(t % {od}); const kiln_idx b = t / {od};\n  const float* xp = x + b * {d};\n  const float* fp = f + (long long)c * {d};\n  float acc = 0.0f;\n  for (int k = 0; k < {d}; ++k) acc += xp[k] * {weight};\n",
         cx.input(0, "float"),
         cx.input(1, "float"),
         cx.output("float")

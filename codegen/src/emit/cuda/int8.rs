@@ -156,25 +156,6 @@ fn pointers(cx: &Ctx) -> String {
     )
 }
 
-/// `filter` (OHWI, `oc` rows of `taps * fin` values) re-laid out for coalesced reads:
-/// tap-major, then input channel (in words of 4 with `__dp4a`), then output channel, so
-/// neighbouring threads (neighbouring output channels) read neighbouring bytes or words.
-fn interleaved_filter(filter: &[i32], oc: usize, taps: usize, fin: usize, words: bool) -> Vec<u8> {
-    let at = |c: usize, tap: usize, k: usize| filter[(c * taps + tap) * fin + k] as i8 as u8;
-    let mut out = Vec::with_capacity(filter.len());
-    let step = if words { 4 } else { 1 };
-    for tap in 0..taps {
-        for k in (0..fin).step_by(step) {
-            for c in 0..oc {
-                for j in 0..step {
-                    out.push(at(c, tap, k + j));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// CONV_2D (grouped, dilated, optionally with a fused residual ADD).
 fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
     let (Prepared::Conv2dI8(p, q) | Prepared::Conv2dAddI8(p, q, _)) = prepared else {
@@ -198,8 +179,9 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
     // Filter value `k` of the thread's tap: from the interleaved copy of a constant
     // filter (`words`: `k` counts words of 4), else from the OHWI operand.
     let interleaved = filter
-        .as_ref()
-        .map(|f| cx.table_bytes(&interleaved_filter(f, oc, fh * fw, fin, dp4a)));
+        .is_some()
+        .then(|| cx.interleaved_operand(1, oc, if dp4a { 4 } else { 1 }))
+        .flatten();
     let filter_value = |k: &str| match (interleaved, dp4a) {
         (Some(off), true) => format!(
             "((const int*)(W + {off}ull))[({tap} * {} + {k}) * {oc} + c]",
@@ -412,8 +394,9 @@ fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
     // Weight `k` of the thread's row: from the interleaved copy of constant weights (in
     // words of 4 with `__dp4a`), else from the `[od, d]` operand.
     let interleaved = filter
-        .as_ref()
-        .map(|f| cx.table_bytes(&interleaved_filter(f, od, 1, d, words)));
+        .is_some()
+        .then(|| cx.interleaved_operand(1, od, if words { 4 } else { 1 }))
+        .flatten();
     let weight = |k: &str| match (interleaved, words) {
         (Some(off), true) => format!("((const int*)(W + {off}ull))[{k} * {od} + c]"),
         (Some(off), false) => format!("(int)((const signed char*)(W + {off}ull))[{k} * {od} + c]"),

@@ -558,7 +558,27 @@ impl Ctx<'_> {
         self.table_bytes(&bytes)
     }
 
-    /// [`Ctx::table`] of raw bytes (a re-laid-out filter).
+    /// A copy of constant operand `k` (`rows` rows, e.g. a filter's output channels)
+    /// in the derived tables with the rows interleaved in units of `unit` bytes: unit
+    /// `u` of row `r` at unit index `u * rows + r`. Threads of neighbouring rows (output
+    /// channels) then read neighbouring units: one coalesced load per warp instead of one
+    /// per thread. Returns its offset in `W`; `None` when the operand is no constant.
+    fn interleaved_operand(&self, k: usize, rows: usize, unit: usize) -> Option<usize> {
+        let data = self.graph.tensor(self.node.inputs[k]).data.as_ref()?;
+        let row = data.len() / rows.max(1);
+        if rows == 0 || data.len() != rows * row || row % unit != 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(data.len());
+        for u in (0..row).step_by(unit) {
+            for r in 0..rows {
+                out.extend_from_slice(&data[r * row + u..r * row + u + unit]);
+            }
+        }
+        Some(self.table_bytes(&out))
+    }
+
+    /// [`Ctx::table`] of raw bytes.
     fn table_bytes(&self, bytes: &[u8]) -> usize {
         let mut t = self.tables.borrow_mut();
         let start = t.len().next_multiple_of(ALIGNMENT);

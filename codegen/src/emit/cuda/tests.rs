@@ -533,7 +533,8 @@ fn constant_to_input(g: &mut Graph, k: usize, samples: usize) -> TensorData {
 
 /// Where the compile-time folds cannot apply, the kernels compute at run time what the
 /// CPU computes: a filter and a bias fed as inputs (convolution with padding, with and
-/// without `__dp4a`; depthwise; dense; transposed convolution).
+/// without `__dp4a`; depthwise; dense; transposed convolution; f32 convolution and
+/// dense).
 #[test]
 fn run_time_filters_and_biases_match_the_executor() {
     let cases = [
@@ -543,6 +544,8 @@ fn run_time_filters_and_biases_match_the_executor() {
         "depthwise_conv_2d_i8_s2_same_dil1_m3_none_pertensor_k5",
         "fully_connected_i8_in4x24_out8_relu6_perchannel_batch4",
         "transpose_conv_2d_i8_s2_same_none_perchannel_k3",
+        "conv_2d_f32_s2_same_dil1_relu6_perchannel_k3",
+        "fully_connected_f32_in4x24_out8_relu6_perchannel_batch4",
     ];
     let mut checked = 0;
     for case in cases {
