@@ -369,10 +369,11 @@ fn depthwise(cx: &Ctx, prepared: &Prepared) -> Body {
     Body { source: s, threads }
 }
 
-/// FULLY_CONNECTED: `sum (f + wo) * (x + io)` expands to `f.x + wo * sum x + io * sum f
-/// + depth * io * wo`; the last two are per-channel constants (bias), and `wo * sum x`
-/// is only computed where the weights have an offset (never for a validated graph, whose
-/// int8 weights are symmetric; kept so the kernel computes what the CPU's does).
+/// FULLY_CONNECTED: `sum (f + wo) * (x + io)` expands to `f.x`, plus `wo * sum x`, plus
+/// `io * sum f` and `depth * io * wo`. The last two are per-channel constants (bias);
+/// `wo * sum x` is only computed where the weights have an offset (never for a validated
+/// graph, whose int8 weights are symmetric; kept so the kernel computes what the CPU's
+/// does).
 fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
     let Prepared::FullyConnectedI8(p, q) = prepared else {
         unreachable!("fully_connected() is only called on dense layers")

@@ -566,7 +566,7 @@ impl Ctx<'_> {
     fn interleaved_operand(&self, k: usize, rows: usize, unit: usize) -> Option<usize> {
         let data = self.graph.tensor(self.node.inputs[k]).data.as_ref()?;
         let row = data.len() / rows.max(1);
-        if rows == 0 || data.len() != rows * row || row % unit != 0 {
+        if rows == 0 || data.len() != rows * row || !row.is_multiple_of(unit) {
             return None;
         }
         let mut out = Vec::with_capacity(data.len());
