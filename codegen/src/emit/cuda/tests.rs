@@ -326,6 +326,43 @@ fn snapshot_of_the_kws_source() {
     );
 }
 
+/// What makes the int8 kernels of both shipped models fast, pinned so a change cannot
+/// drop it unnoticed (their results are checked by the emulation tests): the input
+/// offset folded at compile time (no filter sums at run time), no `__constant__`
+/// tables indexed by channel, filters read interleaved by output channel, 32-bit
+/// indices, and the derived tables inside the one weights buffer.
+#[test]
+fn int8_kernels_fold_the_input_offset_and_read_interleaved_filters() {
+    for (model, convs) in [
+        ("models/kws_ref_model/model.tflite", 5),
+        ("models/pretrainedResnet_quant/model.tflite", 9),
+    ] {
+        let (graph, cuda) = compile(&root().join(model), 64);
+        let cuda = cuda.unwrap();
+        let src = &cuda.source;
+        assert!(
+            !src.contains("fsum") && !src.contains("__constant__"),
+            "{model}"
+        );
+        assert!(!src.contains("typedef long long kiln_idx"), "{model}");
+        // Every conv and dense layer reads interleaved weights: `[...] * OC + c]` from W.
+        let interleaved = src
+            .split("__global__ void")
+            .filter(|k| k.contains("acc = __dp4a(xv, fv, acc)") || k.contains("* (int)xp[k]"))
+            .filter(|k| k.contains("+ c];") || k.contains("+ c] * (int)xp[k]"))
+            .count();
+        // The convolutions and the dense layer.
+        assert_eq!(interleaved, convs + 1, "{model}");
+        let constants: usize = graph
+            .tensors
+            .iter()
+            .filter_map(|t| t.data.as_ref())
+            .map(|d| d.len())
+            .sum();
+        assert!(cuda.weights.len() > constants, "{model}: no derived tables");
+    }
+}
+
 #[test]
 fn batch_scales_every_activation_and_the_plan_rejects_in_place_convs() {
     let path = root().join("models/kws_ref_model/model.tflite");
