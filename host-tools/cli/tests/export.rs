@@ -69,6 +69,13 @@ fn trained_lenet_exports_to_onnx_and_compiles_from_its_model_file() {
         let t = text(&o);
         assert!(!o.status.success() && t.contains("NAME=SIZE"), "{bad}: {t}");
     }
+    // A name no input has (a typo) is refused, naming the symbols there are.
+    let o = kiln(&["check", onnx_path, "--dim", "N=1", "--dim", "B=4"]);
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("'B'") && t.contains("symbols: N"),
+        "{t}"
+    );
     let o = kiln(&["check", "models/kws_ref_model/model.tflite", "--dim", "N=1"]);
     let t = text(&o);
     assert!(!o.status.success() && t.contains("for ONNX models"), "{t}");

@@ -79,6 +79,40 @@ pub fn parse(
     parse_with_dims(bytes, file, base_dir, &[])
 }
 
+/// Refuses a size given for a symbol no graph input has (a typo would otherwise be
+/// ignored silently), naming the symbols the inputs do have.
+fn check_dim_names(
+    graph: &proto::GraphProto,
+    dims: &[(&str, usize)],
+) -> std::result::Result<(), String> {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    use proto::type_proto::Value as T;
+    let mut symbols: Vec<&str> = Vec::new();
+    for input in &graph.input {
+        let Some(T::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            continue;
+        };
+        for d in t.shape.iter().flat_map(|s| &s.dim) {
+            if let Some(D::DimParam(p)) = &d.value {
+                if !symbols.contains(&p.as_str()) {
+                    symbols.push(p);
+                }
+            }
+        }
+    }
+    match dims.iter().find(|(name, _)| !symbols.contains(name)) {
+        None => Ok(()),
+        Some((name, size)) => Err(if symbols.is_empty() {
+            format!("--dim {name}={size}: the model's inputs have no symbolic dimensions")
+        } else {
+            format!(
+                "--dim {name}={size}: no graph input has a dimension named '{name}' (the inputs' symbols: {})",
+                symbols.join(", ")
+            )
+        }),
+    }
+}
+
 /// [`parse`], with symbolic input dimensions fixed: `dims` gives the size of each named
 /// dimension (e.g. `[("N", 1)]` for the batch of a model from
 /// [`crate::export::onnx`]). Symbols not listed are refused as in [`parse`].
@@ -109,6 +143,10 @@ pub fn parse_with_dims(
         .graph
         .as_ref()
         .ok_or_else(|| malformed("the model has no graph".into()))?;
+    check_dim_names(graph_proto, dims).map_err(|message| ImportError::DynamicShape {
+        file: file.to_string(),
+        message,
+    })?;
     let mut imp = Importer {
         file: file.to_string(),
         base_dir,
