@@ -170,12 +170,7 @@ pub(super) fn pool(cx: &Ctx, p: &Pool2dParams, act: &ActivationRangeF32, avg: bo
 /// f32 SOFTMAX over the last axis (`depth`): one thread per row; `None` when the
 /// output is not a whole number of rows.
 pub(super) fn softmax(cx: &Ctx, beta: f32, depth: usize) -> Option<Body> {
-    let len = cx.out_len();
-    if depth == 0 || !len.is_multiple_of(depth) {
-        return None;
-    }
-    let threads = (len / depth) as u64;
-    let mut s = cx.open(threads);
+    let (mut s, threads) = cx.open_rows(depth)?;
     let _ = write!(
         s,
         "  const float* x = {} + t * {depth};\n  float* y = {} + t * {depth};\n  float mx = {};\n  for (int k = 0; k < {depth}; ++k) mx = mx < x[k] ? x[k] : mx;\n  float sum = 0.0f;\n  for (int k = 0; k < {depth}; ++k) {{\n    const float e = expf((x[k] - mx) * {});\n    y[k] = e;\n    sum += e;\n  }}\n  for (int k = 0; k < {depth}; ++k) y[k] /= sum;\n}}\n",

@@ -17,8 +17,10 @@
 //! as the CPU does.
 
 use super::{act_range, elementwise, nhwc_index, pool_window, window_taps, Body, Ctx};
-use crate::exec::kernel::{Multipliers, Prepared};
+use crate::exec::kernel::{Multipliers, Owned, Prepared};
 use crate::ir::DType;
+use kiln_runtime::activation::ActivationRange;
+use kiln_runtime::kernels::reference::conv_2d::ConvQuant;
 use kiln_runtime::padding::Window2d;
 use std::fmt::Write as _;
 
@@ -81,16 +83,21 @@ fn run_sums(values: &[i32], len: usize) -> Vec<i32> {
 pub(super) struct Epilogue {
     load: String,
     bias: String,
-    /// The multiplier of channel `c`.
-    pub(super) m: String,
-    /// The shift of channel `c`.
-    pub(super) s: String,
+    /// The requantized, offset and clamped value of `acc` (an `int`).
+    value: String,
 }
 
 /// The epilogue table of `bias` (one value per output channel, folded terms included)
 /// and the multipliers: per channel, `{bias, multiplier, shift, 0}` as one `int4`.
-/// Per-tensor multipliers stay literals, so the compiler specialises the shift.
-pub(super) fn epilogue(cx: &Ctx, multipliers: &Multipliers, bias: &[i32]) -> Epilogue {
+/// Per-tensor multipliers stay literals, so the compiler specialises the shift. The
+/// value is requantized to `output_offset` and clamped to `activation`.
+pub(super) fn epilogue(
+    cx: &Ctx,
+    multipliers: &Multipliers,
+    bias: &[i32],
+    output_offset: i32,
+    activation: &ActivationRange,
+) -> Epilogue {
     let per_channel: Option<Vec<(i32, i32)>> = match multipliers {
         Multipliers::PerTensor(_) => None,
         m => {
@@ -115,12 +122,35 @@ pub(super) fn epilogue(cx: &Ctx, multipliers: &Multipliers, bias: &[i32]) -> Epi
         Multipliers::PerTensor(q) => (q.multiplier.to_string(), q.shift.to_string()),
         _ => ("e.y".to_string(), "e.z".to_string()),
     };
+    let (lo, hi) = act_range(activation);
     Epilogue {
         load: format!("  const int4 e = ((const int4*)(W + {offset}ull))[c];\n"),
         bias: "e.x".into(),
-        m,
-        s,
+        value: format!(
+            "kiln_clamp(kiln_wadd(kiln_mbqm(acc, {m}, {s}), {output_offset}), {lo}, {hi})"
+        ),
     }
+}
+
+/// [`epilogue`] of a convolution's quantization.
+pub(super) fn conv_epilogue(cx: &Ctx, q: &Owned<ConvQuant<'static>>, bias: &[i32]) -> Epilogue {
+    let quant = &q.quant;
+    epilogue(
+        cx,
+        &q.multipliers,
+        bias,
+        quant.output_offset,
+        &quant.activation,
+    )
+}
+
+/// The opening of a kernel over an NHWC output: thread index, the pointers `x`, `f`,
+/// `y` and the output coordinates (see [`nhwc_index`]).
+fn open_nhwc(cx: &Ctx, threads: u64, channels: usize, ow: usize, oh: usize) -> String {
+    let mut s = cx.open(threads);
+    s.push_str(&pointers(cx));
+    s.push_str(&nhwc_index(channels, ow, oh));
+    s
 }
 
 /// Whether some output's window reaches into the padding (or past the input's end).
@@ -220,10 +250,8 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
             });
         }
     }
-    let e = epilogue(cx, &q.multipliers, &bias);
-    let mut s = cx.open(threads);
-    s.push_str(&pointers(cx));
-    s.push_str(&nhwc_index(oc, ow, oh));
+    let e = conv_epilogue(cx, q, &bias);
+    let mut s = open_nhwc(cx, threads, oc, ow, oh);
     let _ = write!(
         s,
         "  const int group = c / {fpg};\n  const signed char* xb = x + (long long)b * {} + group * {fin};\n  int acc = 0;\n",
@@ -268,13 +296,8 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
     if skip.is_some() {
         let _ = writeln!(s, "  acc = kiln_wsub(acc, kiln_wmul(skipped, {io}));");
     }
-    finish(&mut s, &e, runtime_bias.as_deref());
-    let (lo, hi) = act_range(&q.quant.activation);
-    let _ = writeln!(
-        s,
-        "  int v = kiln_clamp(kiln_wadd(kiln_mbqm(acc, {}, {}), {}), {lo}, {hi});",
-        e.m, e.s, q.quant.output_offset
-    );
+    let v = finish(&mut s, &e, runtime_bias.as_deref());
+    let _ = writeln!(s, "  int v = {v};");
     if let Prepared::Conv2dAddI8(_, _, r) = prepared {
         let _ = writeln!(s, "  const int skip = (int)({})[t];", cx.input(3, I8));
         let (a, bb) = if r.conv_is_first {
@@ -293,13 +316,20 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
 }
 
 /// Loads the epilogue entry and adds the bias (the table's, and one known only at run
-/// time).
-pub(super) fn finish(s: &mut String, e: &Epilogue, runtime_bias: Option<&str>) {
+/// time); returns the C expression of the requantized, clamped output value.
+pub(super) fn finish(s: &mut String, e: &Epilogue, runtime_bias: Option<&str>) -> String {
     s.push_str(&e.load);
     let _ = writeln!(s, "  acc = kiln_wadd(acc, {});", e.bias);
     if let Some(b) = runtime_bias {
         let _ = writeln!(s, "  acc = kiln_wadd(acc, {b});");
     }
+    e.value.clone()
+}
+
+/// Closes a kernel by storing the int8 value `v` at `y[t]`.
+pub(super) fn store(mut s: String, v: &str, threads: u64) -> Body {
+    let _ = writeln!(s, "  y[t] = (signed char){v};\n}}");
+    Body { source: s, threads }
 }
 
 /// DEPTHWISE_CONV_2D (any depth multiplier).
@@ -336,10 +366,8 @@ fn depthwise(cx: &Ctx, prepared: &Prepared) -> Body {
             ));
         }
     }
-    let e = epilogue(cx, &q.multipliers, &bias);
-    let mut s = cx.open(threads);
-    s.push_str(&pointers(cx));
-    s.push_str(&nhwc_index(oc, ow, oh));
+    let e = conv_epilogue(cx, q, &bias);
+    let mut s = open_nhwc(cx, threads, oc, ow, oh);
     let _ = write!(
         s,
         "  const int ic = c / {dm};\n  const signed char* xb = x + (long long)b * {} + ic;\n  int acc = 0;\n",
@@ -359,14 +387,8 @@ fn depthwise(cx: &Ctx, prepared: &Prepared) -> Body {
     if skip.is_some() {
         let _ = writeln!(s, "  acc = kiln_wsub(acc, kiln_wmul(skipped, {io}));");
     }
-    finish(&mut s, &e, runtime_bias.as_deref());
-    let (lo, hi) = act_range(&q.quant.activation);
-    let _ = writeln!(
-        s,
-        "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {}, {}), {}), {lo}, {hi});\n}}",
-        e.m, e.s, q.quant.output_offset
-    );
-    Body { source: s, threads }
+    let v = finish(&mut s, &e, runtime_bias.as_deref());
+    store(s, &v, threads)
 }
 
 /// FULLY_CONNECTED: `sum (f + wo) * (x + io)` expands to `f.x`, plus `wo * sum x`, plus
@@ -390,7 +412,13 @@ fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
             *b = b.wrapping_add(io.wrapping_mul(sum)).wrapping_add(constant);
         }
     }
-    let e = epilogue(cx, &q.multipliers, &bias);
+    let e = epilogue(
+        cx,
+        &q.multipliers,
+        &bias,
+        q.quant.output_offset,
+        &q.quant.activation,
+    );
     let words = d % 4 == 0;
     // Weight `k` of the thread's row: from the interleaved copy of constant weights (in
     // words of 4 with `__dp4a`), else from the `[od, d]` operand.
@@ -452,14 +480,8 @@ fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
             weight("k")
         );
     }
-    finish(&mut s, &e, runtime_bias.as_deref());
-    let (lo, hi) = act_range(&q.quant.activation);
-    let _ = writeln!(
-        s,
-        "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {}, {}), {}), {lo}, {hi});\n}}",
-        e.m, e.s, q.quant.output_offset
-    );
-    Body { source: s, threads }
+    let v = finish(&mut s, &e, runtime_bias.as_deref());
+    store(s, &v, threads)
 }
 
 /// AVERAGE_POOL_2D and MAX_POOL_2D over the in-bounds part of each window.
@@ -495,12 +517,7 @@ fn softmax(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
         return None;
     };
     let depth = *depth;
-    let len = cx.out_len();
-    if depth == 0 || !len.is_multiple_of(depth) {
-        return None;
-    }
-    let threads = (len / depth) as u64;
-    let mut s = cx.open(threads);
+    let (mut s, threads) = cx.open_rows(depth)?;
     let _ = write!(
         s,
         "  const signed char* x = {} + t * {depth};\n  signed char* y = {} + t * {depth};\n  int mx = -128;\n  for (int k = 0; k < {depth}; ++k) mx = (int)x[k] > mx ? (int)x[k] : mx;\n  int sum = 0;\n  for (int k = 0; k < {depth}; ++k) {{\n    const int diff = (int)x[k] - mx;\n    if (diff >= {dmin}) sum = kiln_wadd(sum, kiln_rescale(kiln_exp_on_negative_values(kiln_mbqm_greater(diff, {mul}, {ls}), 5), 0, 12));\n  }}\n  int bits = 0;\n  const int scale = kiln_get_reciprocal(sum, 12, &bits);\n  const int exponent = bits + 31 - 8;\n  for (int k = 0; k < {depth}; ++k) {{\n    const int diff = (int)x[k] - mx;\n    if (diff >= {dmin}) {{\n      const int e = kiln_exp_on_negative_values(kiln_mbqm_greater(diff, {mul}, {ls}), 5);\n      y[k] = (signed char)kiln_clamp(kiln_rdbp(kiln_srdhm(scale, e), exponent) - 128, -128, 127);\n    }} else {{\n      y[k] = (signed char)-128;\n    }}\n  }}\n}}\n",

@@ -602,6 +602,17 @@ impl Ctx<'_> {
         self.graph.info(self.node.outputs[0]).num_elements()
     }
 
+    /// The opening of a kernel with one thread per row of `depth` output elements and
+    /// its thread count; `None` when the output is not a whole number of rows.
+    fn open_rows(&self, depth: usize) -> Option<(String, u64)> {
+        let len = self.out_len();
+        if depth == 0 || !len.is_multiple_of(depth) {
+            return None;
+        }
+        let threads = (len / depth) as u64;
+        Some((self.open(threads), threads))
+    }
+
     /// Whether operand 2 is a bias of element type `dtype` (what the executor passes as
     /// the bias: an operand of another type is not one).
     fn has_bias(&self, dtype: DType) -> bool {

@@ -4,7 +4,7 @@
 //! (int8) and the activation clamp.
 
 use super::float::clamp;
-use super::int8::{bias, epilogue, finish};
+use super::int8::{bias, conv_epilogue, finish, store};
 use super::{nhwc_index, Body, Ctx};
 use crate::exec::kernel::{Owned, Prepared};
 use crate::ir::DType;
@@ -62,7 +62,7 @@ fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> B
     let [oh, ow] = p.output;
     let threads = (p.batches * oh * ow * p.output_depth) as u64;
     let (bias, runtime_bias) = bias(cx, p.output_depth);
-    let e = epilogue(cx, &q.multipliers, &bias);
+    let e = conv_epilogue(cx, q, &bias);
     let mut s = cx.open(threads);
     let io = q.quant.input_offset;
     s.push_str(&gather(
@@ -72,14 +72,8 @@ fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> B
         "int acc = 0;",
         &format!("acc = kiln_wadd(acc, kiln_wmul((int)xp[k] + ({io}), (int)fp[k]));"),
     ));
-    finish(&mut s, &e, runtime_bias.as_deref());
-    let r = &q.quant.activation;
-    let _ = writeln!(
-        s,
-        "  y[t] = (signed char)kiln_clamp(kiln_wadd(kiln_mbqm(acc, {}, {}), {}), {}, {});\n}}",
-        e.m, e.s, q.quant.output_offset, r.min, r.max
-    );
-    Body { source: s, threads }
+    let v = finish(&mut s, &e, runtime_bias.as_deref());
+    store(s, &v, threads)
 }
 
 /// f32 TRANSPOSE_CONV (optional bias; no bias adds nothing, as on the CPU).
