@@ -93,7 +93,7 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
   fi
 fi
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-echo "== boards/jetson: fmt, clippy, build (x86_64 and aarch64-unknown-linux-gnu), unit tests"
+echo "== boards/jetson: fmt, clippy, build (x86_64 and aarch64-unknown-linux-gnu, CUDA 13 and 12.6 bindings), unit tests"
 cargo fmt --check --manifest-path boards/jetson/Cargo.toml
 for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
   cargo clippy --manifest-path boards/jetson/Cargo.toml --locked --release --target "$triple" \
@@ -101,6 +101,10 @@ for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
   cargo build --manifest-path boards/jetson/Cargo.toml --locked --release --target "$triple" \
     --target-dir "$T/boards"
 done
+# JetPack 6 Jetsons run CUDA 12.6: the same runner with cudarc's 12.6 bindings.
+cargo build --manifest-path boards/jetson/Cargo.toml --locked --release \
+  --target aarch64-unknown-linux-gnu --no-default-features --features cuda-12060 \
+  --target-dir "$T/boards"
 # Its output comparison (int8 exact, float32 within 1e-5) needs no GPU.
 cargo test --manifest-path boards/jetson/Cargo.toml --locked --release --target-dir "$T/boards"
 echo "== a crate from kiln compile --target cuda builds (x86_64 and aarch64)"
