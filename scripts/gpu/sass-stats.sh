@@ -13,7 +13,7 @@
 # Needs: libnvrtc ($KILN_NVRTC, or the loader path) and nvdisasm (PyPI:
 # nvidia-cuda-nvdisasm; $NVDISASM or the PATH), and cargo for the `cubin` example.
 set -euo pipefail
-DIR=${1:?usage: scripts/gpu/sass-stats.sh DIR [ARCH]}
+DIR=$(realpath "${1:?usage: scripts/gpu/sass-stats.sh DIR [ARCH]}")
 ARCH=${2:-sm_90}
 cd "$(dirname "$0")/../.."
 SRC="$DIR/src/model.cu"; [ -f "$SRC" ] || SRC="$DIR/model.cu"

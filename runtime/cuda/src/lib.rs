@@ -102,7 +102,9 @@ pub enum Error {
 pub struct LoadOptions {
     /// CUDA device ordinal.
     pub device: usize,
-    /// NVRTC architecture such as `sm_87`; `None`: the device's compute capability.
+    /// NVRTC architecture such as `sm_87` or `compute_87`; `None`: the device's compute
+    /// capability. The device's own `sm_` architecture is loaded as a CUBIN, any other
+    /// as PTX that the driver compiles for the device (it must not be newer).
     pub arch: Option<String>,
     /// Capture the kernel sequence once as a CUDA Graph and replay it in `run`.
     pub cuda_graph: bool,
@@ -172,7 +174,8 @@ pub fn compile_ptx(source: &str, name: &str, arch: &str) -> Result<String, Error
 /// Compiles CUDA C `source` to a CUBIN (device code, an ELF file) for the real
 /// architecture `arch` (`sm_87`, `sm_90`, ...) with NVRTC and [`NVRTC_OPTIONS`]. Unlike
 /// PTX, which the driver compiles again at load and refuses when the NVRTC is newer
-/// than the driver, a CUBIN loads as it is. Needs only libnvrtc, no GPU.
+/// than the driver, a CUBIN of the device's architecture loads as it is (within the
+/// driver's CUDA major version). Needs only libnvrtc, no GPU.
 pub fn compile_cubin(source: &str, name: &str, arch: &str) -> Result<Vec<u8>, Error> {
     if !arch.starts_with("sm_") {
         return Err(Error::Nvrtc {
@@ -214,6 +217,9 @@ impl NvrtcProgram {
             arch: arch.to_string(),
             log,
         };
+        if arch.contains('\0') {
+            return Err(fail("the architecture contains a NUL byte".into()));
+        }
         let c_source = std::ffi::CString::new(source)
             .map_err(|_| fail("the source contains a NUL byte".into()))?;
         let c_name = std::ffi::CString::new(name)
@@ -232,12 +238,14 @@ impl NvrtcProgram {
         if let Err(e) = unsafe { result::compile_program(program.program, &options) } {
             // SAFETY: as above.
             let log = unsafe { result::get_program_log(program.program) }
+                .ok()
                 .map(|raw| {
                     let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
                     let text = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
-                    String::from_utf8_lossy(text).into_owned()
+                    String::from_utf8_lossy(text).trim().to_string()
                 })
-                .unwrap_or_else(|_| format!("{e:?} (no log)"));
+                .filter(|log| !log.is_empty())
+                .unwrap_or_else(|| format!("{e:?} (no log)"));
             return Err(fail(log));
         }
         Ok(program)
@@ -351,25 +359,21 @@ impl Session {
         }
         let ctx = CudaContext::new(options.device)
             .map_err(driver(format!("opening device {}", options.device)))?;
-        let arch = match &options.arch {
-            Some(a) => a.clone(),
-            None => {
-                let (major, minor) = ctx
-                    .compute_capability()
-                    .map_err(driver("reading the compute capability"))?;
-                format!("sm_{major}{minor}")
-            }
-        };
-        // A CUBIN for the device's own architecture (loads whatever NVRTC made it); PTX
-        // only for a virtual architecture asked for by name.
-        let image = if arch.starts_with("sm_") {
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver("reading the compute capability"))?;
+        let native = format!("sm_{major}{minor}");
+        let arch = options.arch.clone().unwrap_or_else(|| native.clone());
+        // A CUBIN for the device's own architecture (whichever NVRTC made it); PTX, which
+        // the driver compiles for the device, for any other architecture asked for.
+        let image = if arch == native {
             cudarc::nvrtc::Ptx::from_binary(compile_cubin(source, &manifest.model, &arch)?)
         } else {
             cudarc::nvrtc::Ptx::from_src(compile_ptx(source, &manifest.model, &arch)?)
         };
-        let module = ctx
-            .load_module(image)
-            .map_err(driver("loading the compiled module"))?;
+        let module = ctx.load_module(image).map_err(driver(format!(
+            "loading the module compiled for {arch} on a {native} device"
+        )))?;
         let functions = manifest
             .kernels
             .iter()

@@ -5,6 +5,7 @@
 //! like the CPU's; only `expf` (softmax) may differ from the CPU's libm in the last bits.
 
 use super::{flit, nhwc_index, pool_window, window_taps, Body, Ctx};
+use crate::ir::DType;
 use kiln_runtime::activation::ActivationRangeF32;
 use kiln_runtime::kernels::reference::average_pool_2d::Pool2dParams;
 use kiln_runtime::kernels::reference::conv_2d::Conv2dParams;
@@ -20,7 +21,7 @@ pub(super) fn clamp(value: &str, r: &ActivationRangeF32) -> String {
 /// The bias term the CPU adds: `bias[c]`, or `0.0f` (the CPU adds 0.0 without a bias,
 /// which turns a -0.0 sum into +0.0).
 fn bias_term(cx: &Ctx) -> String {
-    if cx.has_bias(crate::ir::DType::F32) {
+    if cx.has_bias(DType::F32) {
         format!("{}[c]", cx.input(2, "float"))
     } else {
         "0.0f".into()
@@ -57,7 +58,7 @@ pub(super) fn conv(
         ih * iw * ic
     );
     // A constant filter is read from its copy interleaved by output channel (coalesced).
-    let filter = match cx.interleaved_operand(1, oc, 4) {
+    let filter = match cx.interleaved_operand(1, DType::F32, oc, fh * fw * fin, 4) {
         Some(off) => {
             format!("((const float*)(W + {off}ull))[((fy * {fw} + fx) * {fin} + k) * {oc} + c]")
         }
@@ -122,7 +123,7 @@ pub(super) fn fully_connected(
 ) -> Body {
     let (d, od) = (p.accum_depth, p.output_depth);
     let threads = (p.batches * od) as u64;
-    let weight = match cx.interleaved_operand(1, od, 4) {
+    let weight = match cx.interleaved_operand(1, DType::F32, od, d, 4) {
         Some(off) => format!("((const float*)(W + {off}ull))[k * {od} + c]"),
         None => "fp[k]".into(),
     };

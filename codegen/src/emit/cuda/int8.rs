@@ -210,7 +210,7 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
     // filter (`words`: `k` counts words of 4), else from the OHWI operand.
     let interleaved = filter
         .is_some()
-        .then(|| cx.interleaved_operand(1, oc, if dp4a { 4 } else { 1 }))
+        .then(|| cx.interleaved_operand(1, DType::I8, oc, fh * fw * fin, if dp4a { 4 } else { 1 }))
         .flatten();
     let filter_value = |k: &str| match (interleaved, dp4a) {
         (Some(off), true) => format!(
@@ -424,7 +424,7 @@ fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
     // words of 4 with `__dp4a`), else from the `[od, d]` operand.
     let interleaved = filter
         .is_some()
-        .then(|| cx.interleaved_operand(1, od, if words { 4 } else { 1 }))
+        .then(|| cx.interleaved_operand(1, DType::I8, od, d, if words { 4 } else { 1 }))
         .flatten();
     let weight = |k: &str| match (interleaved, words) {
         (Some(off), true) => format!("((const int*)(W + {off}ull))[{k} * {od} + c]"),

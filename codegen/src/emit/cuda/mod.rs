@@ -16,8 +16,9 @@
 //! the emulation's `-ffp-contract=off`) they round like the CPU, except inside `expf`
 //! and `tanhf`, whose last bits may differ from the CPU's libm.
 //!
-//! Kernel generators by module: this one the int8 convolutions, dense layers, pools,
-//! softmax and copies; `float` their f32 twins; `elementwise` activations,
+//! Kernel generators by module: `int8` the int8 convolutions, dense layers, pools,
+//! softmax and copies (with the work folded at compile time: see there); `float` their
+//! f32 twins; `elementwise` activations,
 //! (de/re)quantization and broadcasting binary ops; `layout` concatenation, pad,
 //! transpose and mean; `transpose_conv` transposed convolutions.
 //!
@@ -125,7 +126,8 @@ pub struct CudaModel {
     /// CUDA C source: prelude, one kernel per node, and (for the emulation only) the
     /// launch table behind `#ifdef KILN_CUDA_EMULATION`.
     pub source: String,
-    /// Constant tensors, each at an offset aligned to [`ALIGNMENT`].
+    /// Constant tensors, each at an offset aligned to [`ALIGNMENT`] (filters re-laid out
+    /// for the kernels that read them), then the tables kernels derive from them.
     pub weights: Vec<u8>,
     /// Kernel launches in plan order.
     pub launches: Vec<Launch>,
@@ -241,9 +243,8 @@ pub fn emit(
         .enumerate()
         .map(|(i, node)| crate::exec::prepare(graph, i, node))
         .collect::<Result<Vec<Kernel>, _>>()?;
-    let (mut weights, weight_offsets) = weights_blob(graph);
-    let tables = RefCell::new(Vec::new());
-    let tables_base = weights.len();
+    let blob = Blob::new(graph);
+    let tables_base = blob.tables_base;
     let stride = |id: TensorId| graph.info(id).byte_size().next_multiple_of(ALIGNMENT);
     let activations = plan
         .arena_bytes
@@ -271,7 +272,7 @@ pub fn emit(
         match plan.location(id) {
             Location::Const => Addr {
                 weights: true,
-                base: weight_offsets[id.0],
+                base: blob.offsets[id.0],
                 stride: 0,
             },
             Location::Arena(off) => Addr {
@@ -353,8 +354,7 @@ pub fn emit(
             y,
             kernel: &kernel,
             samples: n,
-            tables: &tables,
-            tables_base,
+            blob: &blob,
         };
         let body = node_kernel(&cx, &kernels[i].0)
             .ok_or_else(|| unsupported(unsupported_reason(&kernels[i].0)))?;
@@ -374,8 +374,7 @@ pub fn emit(
             block: tpb,
         });
     }
-    weights.extend(tables.into_inner());
-    weights.resize(weights.len().next_multiple_of(ALIGNMENT), 0);
+    let weights = blob.finish();
     let kernels_src = std::mem::take(&mut s);
     let version = env!("CARGO_PKG_VERSION");
     let _ = writeln!(
@@ -530,10 +529,54 @@ struct Ctx<'a> {
     kernel: &'a str,
     /// Samples per run.
     samples: usize,
-    /// Tables kernels derive from the weights at compile time (see [`Ctx::table`]).
-    tables: &'a RefCell<Vec<u8>>,
-    /// Offset of `tables` in `W` (they follow the weights).
+    /// The weights buffer being built.
+    blob: &'a Blob,
+}
+
+/// The weights buffer `W` while kernels are generated: the model's constants (a kernel
+/// may re-lay one out in place where it is its only reader), then the tables kernels
+/// derive from them at compile time (see [`Ctx::table`]).
+struct Blob {
+    /// The constants, at [`ALIGNMENT`].
+    constants: RefCell<Vec<u8>>,
+    /// Offset of each constant tensor in `constants`.
+    offsets: Vec<usize>,
+    /// How many operands of the graph (and graph outputs) each tensor is.
+    readers: Vec<usize>,
+    /// The derived tables.
+    tables: RefCell<Vec<u8>>,
+    /// Offset of `tables` in `W` (they follow the constants).
     tables_base: usize,
+}
+
+impl Blob {
+    fn new(graph: &Graph) -> Blob {
+        let (constants, offsets) = weights_blob(graph);
+        let mut readers = vec![0; graph.tensors.len()];
+        for id in graph
+            .nodes
+            .iter()
+            .flat_map(|n| &n.inputs)
+            .chain(&graph.outputs)
+        {
+            readers[id.0] += 1;
+        }
+        Blob {
+            tables_base: constants.len(),
+            constants: RefCell::new(constants),
+            offsets,
+            readers,
+            tables: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The whole buffer: constants, then tables, padded to [`ALIGNMENT`].
+    fn finish(self) -> Vec<u8> {
+        let mut w = self.constants.into_inner();
+        w.extend(self.tables.into_inner());
+        w.resize(w.len().next_multiple_of(ALIGNMENT), 0);
+        w
+    }
 }
 
 impl Ctx<'_> {
@@ -558,15 +601,31 @@ impl Ctx<'_> {
         self.table_bytes(&bytes)
     }
 
-    /// A copy of constant operand `k` (`rows` rows, e.g. a filter's output channels)
-    /// in the derived tables with the rows interleaved in units of `unit` bytes: unit
-    /// `u` of row `r` at unit index `u * rows + r`. Threads of neighbouring rows (output
-    /// channels) then read neighbouring units: one coalesced load per warp instead of one
-    /// per thread. Returns its offset in `W`; `None` when the operand is no constant.
-    fn interleaved_operand(&self, k: usize, rows: usize, unit: usize) -> Option<usize> {
-        let data = self.graph.tensor(self.node.inputs[k]).data.as_ref()?;
-        let row = data.len() / rows.max(1);
-        if rows == 0 || data.len() != rows * row || !row.is_multiple_of(unit) {
+    /// Constant operand `k`, `rows` rows (e.g. a filter's output channels) of
+    /// `row_len` elements of `dtype`, with the rows interleaved in units of `unit`
+    /// bytes: unit `u` of row `r` at unit index `u * rows + r`. Threads of neighbouring
+    /// rows (output channels) then read neighbouring units: one coalesced load per warp
+    /// instead of one per thread. Where this node is the operand's only reader the
+    /// constant is re-laid out in place (its original layout is then gone: the kernel
+    /// must read it only this way), else the copy goes to the derived tables. Returns
+    /// its offset in `W`; `None` when the operand is no constant of that type and size.
+    fn interleaved_operand(
+        &self,
+        k: usize,
+        dtype: DType,
+        rows: usize,
+        row_len: usize,
+        unit: usize,
+    ) -> Option<usize> {
+        let id = self.node.inputs[k];
+        let tensor = self.graph.tensor(id);
+        let data = tensor.data.as_ref()?;
+        let row = row_len * dtype.size();
+        if tensor.info.dtype != dtype
+            || rows == 0
+            || data.len() != rows * row
+            || !row.is_multiple_of(unit)
+        {
             return None;
         }
         let mut out = Vec::with_capacity(data.len());
@@ -575,16 +634,21 @@ impl Ctx<'_> {
                 out.extend_from_slice(&data[r * row + u..r * row + u + unit]);
             }
         }
+        if self.blob.readers[id.0] == 1 {
+            let at = self.blob.offsets[id.0];
+            self.blob.constants.borrow_mut()[at..at + out.len()].copy_from_slice(&out);
+            return Some(at);
+        }
         Some(self.table_bytes(&out))
     }
 
     /// [`Ctx::table`] of raw bytes.
     fn table_bytes(&self, bytes: &[u8]) -> usize {
-        let mut t = self.tables.borrow_mut();
+        let mut t = self.blob.tables.borrow_mut();
         let start = t.len().next_multiple_of(ALIGNMENT);
         t.resize(start, 0);
         t.extend_from_slice(bytes);
-        self.tables_base + start
+        self.blob.tables_base + start
     }
 
     /// A `const TY*` expression for operand `k`.

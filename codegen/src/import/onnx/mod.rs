@@ -115,7 +115,8 @@ fn check_dim_names(
 
 /// [`parse`], with symbolic input dimensions fixed: `dims` gives the size of each named
 /// dimension (e.g. `[("N", 1)]` for the batch of a model from
-/// [`crate::export::onnx`]). Symbols not listed are refused as in [`parse`].
+/// [`crate::export::onnx`]). Symbols not listed are refused as in [`parse`], and so is
+/// a name no graph input has.
 pub fn parse_with_dims(
     bytes: &[u8],
     file: &str,
