@@ -14,7 +14,9 @@ Two figures per batch size, like kiln-jetson's: one batch with the host->device 
 input and the device->host copy of the output ("copies included"), and the model alone on a
 resident input ("kernels only"), both synchronised, p50/p99 over --runs runs.
 
-Usage: torch_eager.py {kws,resnet8} --batch N [--runs 200] [--warmup 20]; prints one JSON line.
+Usage: torch_eager.py {kws,resnet8} --batch N [--runs 200] [--warmup 20] [--device cpu];
+prints one JSON line. `--device cpu` is a dry run of the model definitions on a machine
+without a GPU (its timings are not the comparison).
 """
 import argparse
 import json
@@ -85,23 +87,29 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--device", default="cuda",
+                    help="cuda (the comparison) or cpu (a dry run of the model definitions)")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
     cls, shape = MODELS[a.model]
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     model = cls().to(dev).eval()
-    x_host = torch.randn(a.batch, *shape).pin_memory()
+    x_host = torch.randn(a.batch, *shape)
+    if cuda:
+        x_host = x_host.pin_memory()
     x_dev = x_host.to(dev)
 
     def timed(fn):
         times = []
         with torch.inference_mode():
             for i in range(a.warmup + a.runs):
-                torch.cuda.synchronize()
+                sync()
                 t = time.perf_counter()
                 fn()
-                torch.cuda.synchronize()
+                sync()
                 if i >= a.warmup:
                     times.append((time.perf_counter() - t) * 1e6)
         times.sort()
@@ -112,7 +120,8 @@ def main():
     p50 = percentile(with_copies, 50)
     print(json.dumps({
         "model": a.model, "framework": f"pytorch {torch.__version__} eager float32",
-        "device": torch.cuda.get_device_name(0), "batch": a.batch, "runs": a.runs,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "batch": a.batch, "runs": a.runs,
         "p50_us": round(p50, 1), "p99_us": round(percentile(with_copies, 99), 1),
         "mean_us": round(statistics.fmean(with_copies), 1),
         "kernels_p50_us": round(percentile(kernels, 50), 1),
