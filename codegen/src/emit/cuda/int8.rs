@@ -7,11 +7,14 @@
 //! - **Input offset.** A conv adds `f * (x + io)` per tap; the kernels add `f * x` and
 //!   start from `io * (sum of the filter)`, folded into the bias. The taps a border
 //!   output skips (they fall in the padding) are then taken out again: their filter sums
-//!   come from a table and are subtracted once, after the loop. Dense layers fold
-//!   `io * sum f + depth * io * wo` the same way.
+//!   (from a table, or from the filter itself below 4 input channels) are subtracted
+//!   once, after the loop. Dense layers fold `io * sum f + depth * io * wo` the same way.
 //! - **Epilogue constants.** Bias, multiplier and shift of an output channel sit next to
 //!   each other in a table after the weights, read with one 16-byte load. (A
 //!   `__constant__` array would serialise: neighbouring threads read different channels.)
+//! - **Filter layout.** Neighbouring threads compute neighbouring output channels, so
+//!   constant filters and dense weights are stored interleaved by output channel
+//!   (`Ctx::interleaved_operand`): a warp's filter loads are one contiguous run.
 //!
 //! A filter or bias that is not a constant (an activation) is summed at run time instead,
 //! as the CPU does.
@@ -206,8 +209,8 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
     // The input offset is folded where the filter is known (and matters).
     let fold = io != 0 && filter.is_some();
     let tap = format!("(fy * {fw} + fx)");
-    // Filter value `k` of the thread's tap: from the interleaved copy of a constant
-    // filter (`words`: `k` counts words of 4), else from the OHWI operand.
+    // Filter value `k` of the thread's tap (with `__dp4a`: word `k`, four values): from
+    // the interleaved layout of a constant filter, else from the OHWI operand.
     let interleaved = filter
         .is_some()
         .then(|| cx.interleaved_operand(1, DType::I8, oc, fh * fw * fin, if dp4a { 4 } else { 1 }))
