@@ -165,20 +165,29 @@ pub(super) fn broadcast_prologue(cx: &Ctx, plan: &Broadcast, ty: &str) -> String
     s
 }
 
-/// The `a, b` argument list of `kiln_add_one` / `kiln_sub_one` after the two values.
+/// The argument list of `kiln_add_one` / `kiln_sub_one` after the two values, from
+/// an `AddParams` or a `SubParams` (separate types with the same fields).
+macro_rules! add_sub_args {
+    ($p:expr) => {{
+        let p = $p;
+        format!(
+            "{}, {}, {}, {}, {}, {}, {}, {}, {}",
+            p.input1_offset,
+            p.input2_offset,
+            p.output_offset,
+            p.left_shift,
+            qm(&p.input1_multiplier),
+            qm(&p.input2_multiplier),
+            qm(&p.output_multiplier),
+            p.activation.min,
+            p.activation.max
+        )
+    }};
+}
+
+/// The argument list of `kiln_add_one` after the two values.
 pub(super) fn add_args(p: &AddParams) -> String {
-    format!(
-        "{}, {}, {}, {}, {}, {}, {}, {}, {}",
-        p.input1_offset,
-        p.input2_offset,
-        p.output_offset,
-        p.left_shift,
-        qm(&p.input1_multiplier),
-        qm(&p.input2_multiplier),
-        qm(&p.output_multiplier),
-        p.activation.min,
-        p.activation.max
-    )
+    add_sub_args!(p)
 }
 
 /// The kernel of a broadcasting binary op, or `None` when `prepared` is not one.
@@ -209,16 +218,8 @@ pub(super) fn binary(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
             plan,
             I8,
             format!(
-                "  y[t] = (signed char)kiln_sub_one((int)a[i1], (int)bb[i2], {}, {}, {}, {}, {}, {}, {}, {}, {});\n",
-                p.input1_offset,
-                p.input2_offset,
-                p.output_offset,
-                p.left_shift,
-                qm(&p.input1_multiplier),
-                qm(&p.input2_multiplier),
-                qm(&p.output_multiplier),
-                p.activation.min,
-                p.activation.max
+                "  y[t] = (signed char)kiln_sub_one((int)a[i1], (int)bb[i2], {});\n",
+                add_sub_args!(p)
             ),
         ),
         Prepared::DivI8(p, plan) => (

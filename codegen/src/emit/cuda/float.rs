@@ -4,7 +4,7 @@
 //! fused multiply-adds (see `kiln_cuda::NVRTC_OPTIONS`), the products and sums round
 //! like the CPU's; only `expf` (softmax) may differ from the CPU's libm in the last bits.
 
-use super::{flit, nhwc_index, pool_window, window_taps, Body, Ctx};
+use super::{flit, open_nhwc, pool_window, window_taps, Body, Ctx};
 use crate::ir::DType;
 use kiln_runtime::activation::ActivationRangeF32;
 use kiln_runtime::kernels::reference::average_pool_2d::Pool2dParams;
@@ -43,15 +43,7 @@ pub(super) fn conv(
     let (ic, oc, fin) = (p.input_depth, p.output_depth, p.filter_input_depth);
     let fpg = oc / (ic / fin);
     let threads = (p.batches * oh * ow * oc) as u64;
-    let mut s = cx.open(threads);
-    let _ = write!(
-        s,
-        "  const float* x = {};\n  const float* f = {};\n  float* y = {};\n",
-        cx.input(0, "float"),
-        cx.input(1, "float"),
-        cx.output("float")
-    );
-    s.push_str(&nhwc_index(oc, ow, oh));
+    let mut s = open_nhwc(cx, threads, "float", oc, ow, oh);
     let _ = write!(
         s,
         "  const int group = c / {fpg};\n  const float* xb = x + (long long)b * {} + group * {fin};\n  float acc = 0.0f;\n",
@@ -90,15 +82,7 @@ pub(super) fn depthwise(cx: &Ctx, p: &DepthwiseConv2dParams, act: &ActivationRan
     let (ic, dm) = (p.input_depth, p.depth_multiplier);
     let oc = ic * dm;
     let threads = (p.batches * oh * ow * oc) as u64;
-    let mut s = cx.open(threads);
-    let _ = write!(
-        s,
-        "  const float* x = {};\n  const float* f = {};\n  float* y = {};\n",
-        cx.input(0, "float"),
-        cx.input(1, "float"),
-        cx.output("float")
-    );
-    s.push_str(&nhwc_index(oc, ow, oh));
+    let mut s = open_nhwc(cx, threads, "float", oc, ow, oh);
     let _ = write!(
         s,
         "  const float* xb = x + (long long)b * {} + c / {dm};\n  float acc = 0.0f;\n",

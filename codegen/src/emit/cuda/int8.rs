@@ -19,7 +19,7 @@
 //! A filter or bias that is not a constant (an activation) is summed at run time instead,
 //! as the CPU does.
 
-use super::{act_range, elementwise, nhwc_index, pool_window, window_taps, Body, Ctx};
+use super::{act_range, elementwise, open_nhwc, pointers, pool_window, window_taps, Body, Ctx};
 use crate::exec::kernel::{Multipliers, Owned, Prepared};
 use crate::ir::DType;
 use kiln_runtime::activation::ActivationRange;
@@ -147,15 +147,6 @@ pub(super) fn conv_epilogue(cx: &Ctx, q: &Owned<ConvQuant<'static>>, bias: &[i32
     )
 }
 
-/// The opening of a kernel over an NHWC output: thread index, the pointers `x`, `f`,
-/// `y` and the output coordinates (see [`nhwc_index`]).
-fn open_nhwc(cx: &Ctx, threads: u64, channels: usize, ow: usize, oh: usize) -> String {
-    let mut s = cx.open(threads);
-    s.push_str(&pointers(cx));
-    s.push_str(&nhwc_index(channels, ow, oh));
-    s
-}
-
 /// Whether some output's window reaches into the padding (or past the input's end).
 fn taps_can_fall_outside(w: &Window2d) -> bool {
     (0..2).any(|d| {
@@ -176,16 +167,6 @@ fn taps(w: &Window2d, body: &str, skip: Option<&str>) -> String {
     format!(
         "  for (int fy = 0; fy < {fh}; ++fy) {{\n    const int iy = oy * {} - {} + fy * {};\n    const bool row_in = iy >= 0 && iy < {ih};\n    for (int fx = 0; fx < {fw}; ++fx) {{\n      const int ix = ox * {} - {} + fx * {};\n      if (!row_in || ix < 0 || ix >= {iw}) {{ {skip} continue; }}\n{body}    }}\n  }}\n",
         w.stride[0], w.pad[0], w.dilation[0], w.stride[1], w.pad[1], w.dilation[1]
-    )
-}
-
-/// The three pointers `x`, `f`, `y` of a conv-like kernel.
-fn pointers(cx: &Ctx) -> String {
-    format!(
-        "  const signed char* x = {};\n  const signed char* f = {};\n  signed char* y = {};\n",
-        cx.input(0, I8),
-        cx.input(1, I8),
-        cx.output(I8)
     )
 }
 
@@ -211,10 +192,8 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
     let tap = format!("(fy * {fw} + fx)");
     // Filter value `k` of the thread's tap (with `__dp4a`: word `k`, four values): from
     // the interleaved layout of a constant filter, else from the OHWI operand.
-    let interleaved = filter
-        .is_some()
-        .then(|| cx.interleaved_operand(1, DType::I8, oc, fh * fw * fin, if dp4a { 4 } else { 1 }))
-        .flatten();
+    let interleaved =
+        cx.interleaved_operand(1, DType::I8, oc, fh * fw * fin, if dp4a { 4 } else { 1 });
     let filter_value = |k: &str| match (interleaved, dp4a) {
         (Some(off), true) => format!(
             "((const int*)(W + {off}ull))[({tap} * {} + {k}) * {oc} + c]",
@@ -254,7 +233,7 @@ fn conv(cx: &Ctx, prepared: &Prepared) -> Body {
         }
     }
     let e = conv_epilogue(cx, q, &bias);
-    let mut s = open_nhwc(cx, threads, oc, ow, oh);
+    let mut s = open_nhwc(cx, threads, I8, oc, ow, oh);
     let _ = write!(
         s,
         "  const int group = c / {fpg};\n  const signed char* xb = x + (long long)b * {} + group * {fin};\n  int acc = 0;\n",
@@ -370,7 +349,7 @@ fn depthwise(cx: &Ctx, prepared: &Prepared) -> Body {
         }
     }
     let e = conv_epilogue(cx, q, &bias);
-    let mut s = open_nhwc(cx, threads, oc, ow, oh);
+    let mut s = open_nhwc(cx, threads, I8, oc, ow, oh);
     let _ = write!(
         s,
         "  const int ic = c / {dm};\n  const signed char* xb = x + (long long)b * {} + ic;\n  int acc = 0;\n",
@@ -425,10 +404,7 @@ fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
     let words = d % 4 == 0;
     // Weight `k` of the thread's row: from the interleaved copy of constant weights (in
     // words of 4 with `__dp4a`), else from the `[od, d]` operand.
-    let interleaved = filter
-        .is_some()
-        .then(|| cx.interleaved_operand(1, DType::I8, od, d, if words { 4 } else { 1 }))
-        .flatten();
+    let interleaved = cx.interleaved_operand(1, DType::I8, od, d, if words { 4 } else { 1 });
     let weight = |k: &str| match (interleaved, words) {
         (Some(off), true) => format!("((const int*)(W + {off}ull))[{k} * {od} + c]"),
         (Some(off), false) => format!("(int)((const signed char*)(W + {off}ull))[{k} * {od} + c]"),
@@ -436,7 +412,7 @@ fn fully_connected(cx: &Ctx, prepared: &Prepared) -> Body {
         (None, false) => format!("(int)fp[{k}]"),
     };
     let mut s = cx.open(threads);
-    s.push_str(&pointers(cx));
+    s.push_str(&pointers(cx, I8));
     let _ = write!(
         s,
         "  const int c = (int)(t % {od}); const kiln_idx b = t / {od};\n  const signed char* xp = x + b * {d};\n  const signed char* fp = f + (long long)c * {d};\n  int acc = 0;\n"

@@ -729,6 +729,26 @@ fn pool_window(cx: &Ctx, p: &Pool2dParams, ty: &str) -> String {
     )
 }
 
+/// The opening of a kernel over an NHWC output of element type `ty`: thread index,
+/// the pointers `x` (operand 0), `f` (operand 1) and `y`, and the output coordinates
+/// (see [`nhwc_index`]).
+fn open_nhwc(cx: &Ctx, threads: u64, ty: &str, channels: usize, ow: usize, oh: usize) -> String {
+    let mut s = cx.open(threads);
+    s.push_str(&pointers(cx, ty));
+    s.push_str(&nhwc_index(channels, ow, oh));
+    s
+}
+
+/// The pointers `x` (operand 0), `f` (operand 1) and `y` of element type `ty`.
+fn pointers(cx: &Ctx, ty: &str) -> String {
+    format!(
+        "  const {ty}* x = {};\n  const {ty}* f = {};\n  {ty}* y = {};\n",
+        cx.input(0, ty),
+        cx.input(1, ty),
+        cx.output(ty)
+    )
+}
+
 /// The generated lines that split the thread index `t` into channel `c`, column `ox`,
 /// row `oy` and sample `b` of an NHWC output `[.., oh, ow, channels]`.
 fn nhwc_index(channels: usize, ow: usize, oh: usize) -> String {

@@ -5,7 +5,7 @@
 
 use super::float::clamp;
 use super::int8::{bias, conv_epilogue, finish, store};
-use super::{nhwc_index, Body, Ctx};
+use super::{open_nhwc, Body, Ctx};
 use crate::exec::kernel::{Owned, Prepared};
 use crate::ir::DType;
 use kiln_runtime::activation::ActivationRangeF32;
@@ -22,22 +22,23 @@ pub(super) fn kernel(cx: &Ctx, prepared: &Prepared) -> Option<Body> {
     }
 }
 
-/// Shared part: pointers, the output coordinates and the gather loop around `mac`
-/// (which adds `xp[k]` times `fp[k]` to `acc`).
-fn gather(cx: &Ctx, p: &TransposeConv2dParams, ty: &str, acc: &str, mac: &str) -> String {
+/// Shared part: the opening for `threads` threads (pointers, output coordinates),
+/// `acc`'s declaration and the gather loop around `mac` (which adds `xp[k]` times
+/// `fp[k]` to `acc`).
+fn gather(
+    cx: &Ctx,
+    p: &TransposeConv2dParams,
+    threads: u64,
+    ty: &str,
+    acc: &str,
+    mac: &str,
+) -> String {
     let [ih, iw] = p.input;
     let [oh, ow] = p.output;
     let [kh, kw] = p.filter;
     let (d, oc) = (p.input_depth, p.output_depth);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "  const {ty}* x = {};\n  const {ty}* f = {};\n  {ty}* y = {};\n{}  {acc}\n",
-        cx.input(0, ty),
-        cx.input(1, ty),
-        cx.output(ty),
-        nhwc_index(oc, ow, oh)
-    );
+    let mut s = open_nhwc(cx, threads, ty, oc, ow, oh);
+    let _ = writeln!(s, "  {acc}");
     let _ = write!(
         s,
         "  for (int ky = {}; ky >= 0; --ky) {{\n    const int sy = oy + {} - ky * {};\n    if (sy < 0 || sy % {} != 0 || sy / {} >= {ih}) continue;\n    const int iy = sy / {};\n    for (int kx = {}; kx >= 0; --kx) {{\n      const int sx = ox + {} - kx * {};\n      if (sx < 0 || sx % {} != 0 || sx / {} >= {iw}) continue;\n      const int ix = sx / {};\n      const {ty}* xp = x + (((long long)b * {ih} + iy) * {iw} + ix) * {d};\n      const {ty}* fp = f + ((c * {kh} + ky) * {kw} + kx) * {d};\n      for (int k = 0; k < {d}; ++k) {mac}\n    }}\n  }}\n",
@@ -63,15 +64,15 @@ fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> B
     let threads = (p.batches * oh * ow * p.output_depth) as u64;
     let (bias, runtime_bias) = bias(cx, p.output_depth);
     let e = conv_epilogue(cx, q, &bias);
-    let mut s = cx.open(threads);
     let io = q.quant.input_offset;
-    s.push_str(&gather(
+    let mut s = gather(
         cx,
         p,
+        threads,
         "signed char",
         "int acc = 0;",
         &format!("acc = kiln_wadd(acc, kiln_wmul((int)xp[k] + ({io}), (int)fp[k]));"),
-    ));
+    );
     let v = finish(&mut s, &e, runtime_bias.as_deref());
     store(s, &v, threads)
 }
@@ -80,14 +81,14 @@ fn int8(cx: &Ctx, p: &TransposeConv2dParams, q: &Owned<ConvQuant<'static>>) -> B
 fn float(cx: &Ctx, p: &TransposeConv2dParams, act: &ActivationRangeF32) -> Body {
     let [oh, ow] = p.output;
     let threads = (p.batches * oh * ow * p.output_depth) as u64;
-    let mut s = cx.open(threads);
-    s.push_str(&gather(
+    let mut s = gather(
         cx,
         p,
+        threads,
         "float",
         "float acc = 0.0f;",
         "acc += xp[k] * fp[k];",
-    ));
+    );
     let value = if cx.has_bias(DType::F32) {
         format!("acc + {}[c]", cx.input(2, "float"))
     } else {
